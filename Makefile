@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Each builds .venv itself from the lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sidecar demo
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check sidecar tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Regenerate constraints.txt (the lock) from the ranges in pyproject.toml.
+lock:
+	rm -rf /tmp/sidecar-lock-venv
+	$(PYTHON) -m venv /tmp/sidecar-lock-venv
+	/tmp/sidecar-lock-venv/bin/pip install --quiet --disable-pip-version-check '.[test]'
+	/tmp/sidecar-lock-venv/bin/pip freeze --exclude auth-sidecar > constraints.txt
+	rm -rf /tmp/sidecar-lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

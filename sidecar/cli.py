@@ -1,0 +1,59 @@
+"""The `sidecar` command: argparse to options to a call, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from sidecar import __version__
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Authentication sidecar: verifies OAuth 2.0 bearer tokens per route, streams allowed calls.",
+    )
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy and the admin listener")
+    serve.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+    serve.add_argument("--listen", help="proxy HOST:PORT (env SIDECAR_LISTEN, default 0.0.0.0:8080)")
+    serve.add_argument(
+        "--admin-listen",
+        help="admin HOST:PORT for /metrics /healthz /readyz (env SIDECAR_ADMIN_LISTEN, default 0.0.0.0:9901)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
+    check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+
+    demo = commands.add_parser("demo", help="run the embedded demo on 127.0.0.1 and print the walk-through")
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy HOST:PORT (loopback only)")
+    demo.add_argument("--admin-listen", default="127.0.0.1:9901", help="admin HOST:PORT (loopback only)")
+    demo.add_argument("--issuer-port", type=int, default=9400, help="port of the demo token issuer")
+    demo.add_argument("--upstream-port", type=int, default=9401, help="port of the demo echo upstream")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from sidecar.commands import serve_command
+
+        return serve_command(args.config, args.listen, args.admin_listen, args.log_level, os.environ)
+    if args.command == "check":
+        from sidecar.commands import check_command
+
+        return check_command(args.config or os.environ.get("SIDECAR_CONFIG"))
+    from sidecar.demo.run import demo_command
+
+    return demo_command(args.listen, args.admin_listen, args.issuer_port, args.upstream_port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

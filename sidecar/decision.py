@@ -1,0 +1,86 @@
+"""Every reason a request is refused, and the one table that maps it to a status and a bearer error."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["Outcome", "Reason", "Rejection", "outcome"]
+
+
+class Reason(enum.Enum):
+    """A refusal's cause. The value is the `reason` label of `sidecar_rejections_total`."""
+
+    INVALID_PATH = "invalid_path"
+    NO_ROUTE = "no_route"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    MISSING_TOKEN = "missing_token"
+    MALFORMED_TOKEN = "malformed_token"
+    FORBIDDEN_ALGORITHM = "forbidden_algorithm"
+    WRONG_ISSUER = "wrong_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_AUDIENCE = "wrong_audience"
+    NOT_ALLOWED = "not_allowed"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    title: str
+    bearer_error: str | None  # RFC 6750 error code for WWW-Authenticate; None: no challenge or no code
+    challenge: bool  # whether the response carries WWW-Authenticate
+    description: str  # safe, fixed text: never derived from the token or the request
+
+
+_INVALID = "invalid_token"
+
+# The one table. Nothing else in the code base maps a reason to a status.
+_TABLE: Final[dict[Reason, Outcome]] = {
+    Reason.INVALID_PATH: Outcome(
+        400, "Bad Request", None, False, "The path is not valid (encoded separators, NUL or escaping dot segments)."
+    ),
+    Reason.NO_ROUTE: Outcome(404, "Not Found", None, False, "No route matches this path."),
+    Reason.METHOD_NOT_ALLOWED: Outcome(
+        405, "Method Not Allowed", None, False, "The route does not accept this method."
+    ),
+    Reason.MISSING_TOKEN: Outcome(401, "Unauthorized", None, True, "A bearer token is required."),
+    Reason.MALFORMED_TOKEN: Outcome(401, "Unauthorized", _INVALID, True, "The token is not a well-formed JWT."),
+    Reason.FORBIDDEN_ALGORITHM: Outcome(
+        401, "Unauthorized", _INVALID, True, "The token's signing algorithm is not accepted."
+    ),
+    Reason.WRONG_ISSUER: Outcome(401, "Unauthorized", _INVALID, True, "The token's issuer is not accepted here."),
+    Reason.UNKNOWN_KEY: Outcome(
+        401, "Unauthorized", _INVALID, True, "The token is signed with a key the issuer does not publish."
+    ),
+    Reason.BAD_SIGNATURE: Outcome(401, "Unauthorized", _INVALID, True, "The token's signature is invalid."),
+    Reason.EXPIRED: Outcome(401, "Unauthorized", _INVALID, True, "The token has expired."),
+    Reason.NOT_YET_VALID: Outcome(401, "Unauthorized", _INVALID, True, "The token is not valid yet."),
+    Reason.WRONG_AUDIENCE: Outcome(401, "Unauthorized", _INVALID, True, "The token is not meant for this audience."),
+    Reason.NOT_ALLOWED: Outcome(
+        403, "Forbidden", "insufficient_scope", True, "The caller is not allowed on this route."
+    ),
+    Reason.KEYS_UNAVAILABLE: Outcome(
+        503, "Service Unavailable", None, False, "The issuer's signing keys could not be fetched yet."
+    ),
+    Reason.UPSTREAM_UNREACHABLE: Outcome(502, "Bad Gateway", None, False, "The upstream could not be reached."),
+    Reason.UPSTREAM_TIMEOUT: Outcome(504, "Gateway Timeout", None, False, "The upstream did not answer in time."),
+}
+
+
+def outcome(reason: Reason) -> Outcome:
+    return _TABLE[reason]
+
+
+class Rejection(Exception):
+    """Raised inside the pipeline to refuse a request; carries only a `Reason`, never token material."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason

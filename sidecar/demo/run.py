@@ -1,0 +1,113 @@
+"""`sidecar demo`: the demo issuer, echo upstream and the proxy on loopback, and the walk-through to try."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from importlib import resources
+
+import uvloop
+
+from sidecar import log
+from sidecar.commands import run_sidecar
+from sidecar.demo.echo import EchoUpstream
+from sidecar.demo.issuer import CONTOSO_TENANT as CONTOSO
+from sidecar.demo.issuer import FABRIKAM_TENANT as FABRIKAM
+from sidecar.demo.issuer import DemoIssuer, demo_clients
+from sidecar.options import Address, parse_address
+from sidecar.policy.load import PolicyError, parse_policy
+from sidecar.server import Listener, bind
+
+__all__ = ["demo_command", "walkthrough"]
+
+
+def demo_command(listen: str, admin_listen: str, issuer_port: int, upstream_port: int) -> int:
+    try:
+        proxy_at, admin_at = parse_address(listen), parse_address(admin_listen)
+        _require_loopback(proxy_at, admin_at)
+    except ValueError as exc:
+        print(f"sidecar demo: {exc}", file=sys.stderr)
+        return 2
+    issuer_at, upstream_at = Address("127.0.0.1", issuer_port), Address("127.0.0.1", upstream_port)
+    try:
+        sockets = [bind(address) for address in (issuer_at, upstream_at, proxy_at, admin_at)]
+    except OSError as exc:
+        print(f"sidecar demo: cannot listen: {exc.strerror} (choose other ports, see --help)", file=sys.stderr)
+        return 2
+    issuer_sock, upstream_sock, proxy_sock, admin_sock = sockets
+    issuer_url = "http://{}:{}".format(*issuer_sock.getsockname()[:2])
+    upstream_url = "http://{}:{}".format(*upstream_sock.getsockname()[:2])
+    text = resources.files("sidecar.demo").joinpath("demo.yaml").read_text("utf-8")
+    environ = {**os.environ, "DEMO_ISSUER": issuer_url, "DEMO_UPSTREAM": upstream_url}
+    try:
+        policy = parse_policy(text, "demo.yaml", environ)
+    except PolicyError as exc:  # only if the embedded file is broken
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    log.configure("warning")  # the walk-through is the demo's output; errors still show
+    issuer = DemoIssuer(issuer_url, demo_clients())
+    before = [
+        Listener("issuer", issuer.app(), issuer_sock),
+        Listener("upstream", EchoUpstream(), upstream_sock),
+    ]
+    proxy = "http://{}:{}".format(*proxy_sock.getsockname()[:2])
+    admin = "http://{}:{}".format(*admin_sock.getsockname()[:2])
+
+    def ready() -> None:
+        print(walkthrough(proxy, admin, issuer), flush=True)
+
+    uvloop.run(run_sidecar(policy, proxy_sock, admin_sock, before, ready))
+    return 0
+
+
+def _require_loopback(*addresses: Address) -> None:
+    for address in addresses:
+        host = "127.0.0.1" if address.host == "localhost" else address.host
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"{address}: the demo binds only to loopback addresses")
+
+
+def _token(issuer: DemoIssuer, tenant: str, client: str) -> str:
+    return (
+        f"curl -s -d grant_type=client_credentials -d client_id={client} -d client_secret={client}-secret "
+        f"-d scope=api://trigger-gateway/.default {issuer.token_url(tenant)} "
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+    )
+
+
+def walkthrough(proxy: str, admin: str, issuer: DemoIssuer) -> str:
+    """The walk-through as shell lines: every `curl` that prints a status says what it must print."""
+    code = "curl -s -o /dev/null -w '%{http_code}\\n'"
+    return f"""
+The sidecar is running (Ctrl-C stops it):
+  proxy     {proxy}
+  admin     {admin}   (/metrics /healthz /readyz)
+  issuer    {issuer.issuer_url(CONTOSO)}   (demo token issuer, loopback only)
+
+Try it in another shell; each status line says what it prints.
+
+# 1. Anyone: the public status route needs no token.
+{code} {proxy}/public/status                                     # expect: 200
+
+# 2. Get a token as lisa, the way a Power Automate HTTP action does (client credentials).
+LISA=$({_token(issuer, CONTOSO, "lisa")})
+
+# 3. Any user of the tenant: with a token 200, without one 401.
+{code} -X POST -H "Authorization: Bearer $LISA" {proxy}/flows/user-lookup      # expect: 200
+{code} -X POST {proxy}/flows/user-lookup                                        # expect: 401
+
+# 4. Specific users: lisa is on the payroll list; tom is in the tenant but not on it.
+{code} -X POST -H "Authorization: Bearer $LISA" -d '{{"month":"11"}}' {proxy}/flows/payroll   # expect: 200
+TOM=$({_token(issuer, CONTOSO, "tom")})
+{code} -X POST -H "Authorization: Bearer $TOM" {proxy}/flows/payroll            # expect: 403
+
+# 5. An app with the Payroll.Invoke role is allowed too; a user of another tenant is not a contoso user.
+APP=$({_token(issuer, CONTOSO, "payroll-app")})
+{code} -X POST -H "Authorization: Bearer $APP" {proxy}/flows/payroll            # expect: 200
+EVE=$({_token(issuer, FABRIKAM, "eve")})
+{code} -X POST -H "Authorization: Bearer $EVE" {proxy}/flows/user-lookup        # expect: 401
+
+# 6. What was refused, by route and reason.
+curl -s {admin}/metrics | grep '^sidecar_rejections_total'
+""".strip("\n")

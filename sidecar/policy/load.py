@@ -1,0 +1,271 @@
+"""Load a policy file: YAML with line marks -> validated, resolved, frozen `Policy`, or every error at once.
+
+Each error reads `FILE:LINE: dotted.path: message`. Providers and routes are validated one by one, so a broken
+route does not hide the unknown provider of the next one; the policy is built only when nothing is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path as FilePath
+from types import MappingProxyType
+from typing import TypeVar, get_args
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from sidecar.policy.allow import SCOPE_CLAIMS
+from sidecar.policy.checks import check_headers, check_routes, check_unused_providers
+from sidecar.policy.model import (
+    ANYONE,
+    AllowRule,
+    Anyone,
+    ClaimRequirement,
+    IdentityHeaders,
+    Match,
+    Mode,
+    Policy,
+    Provider,
+    Route,
+    UserSet,
+)
+from sidecar.policy.routes import RouteTable
+from sidecar.policy.schema import (
+    NAME_PATTERN,
+    IdentityHeadersSpec,
+    PolicySpec,
+    ProviderSpec,
+    RouteSpec,
+    RuleSpec,
+    parse_duration,
+)
+from sidecar.policy.yamlmarks import Document, Path, read_yaml
+
+__all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy"]
+
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
+_MESSAGES = {
+    "missing": "is required",
+    "too_short": "must not be empty",
+    "string_too_short": "must not be empty",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+}
+
+
+class PolicyError(Exception):
+    """The policy is not loadable. `errors` holds every problem found, each `FILE:LINE: path: message`."""
+
+    def __init__(self, errors: Sequence[str], warnings: Sequence[str] = ()) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+        self.warnings = list(warnings)
+
+
+def load_policy(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Policy:
+    """Read and parse the policy at `path`; `${VAR}` references come from `environ` (default: `os.environ`)."""
+    source = os.fspath(path)
+    try:
+        text = FilePath(source).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise PolicyError([f"{source}:1: (file): cannot read the policy: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"{source}:1: (file): the policy is not UTF-8 text"]) from exc
+    return parse_policy(text, source, os.environ if environ is None else environ)
+
+
+def parse_policy(text: str, source: str, environ: Mapping[str, str]) -> Policy:
+    """Parse policy text; `source` names the file in messages. Raises PolicyError listing every error."""
+    doc = read_yaml(text, source, environ)
+    policy = _build(doc) if doc.data is not None else None
+    if policy is None or doc.has_errors:
+        raise PolicyError(doc.errors(), doc.warnings())
+    return policy
+
+
+def _build(doc: Document) -> Policy | None:
+    data = doc.data
+    if not isinstance(data, dict):
+        doc.error((), "must be a mapping with version, providers and routes")
+        return None
+    top = _validate(PolicySpec, data, (), doc)
+    raw_providers = data.get("providers")
+    known = list(raw_providers) if isinstance(raw_providers, dict) else []
+    providers = _providers(doc, raw_providers) if isinstance(raw_providers, dict) else {}
+    raw_routes = data.get("routes")
+    routes = _routes(doc, raw_routes, known) if isinstance(raw_routes, list) else {}
+    if isinstance(raw_routes, list):
+        _check_rule_providers(doc, raw_routes, known)
+    check_routes(doc, routes)
+    if isinstance(raw_routes, list) and len(routes) == len(raw_routes):  # else a broken route may use one
+        check_unused_providers(doc, list(providers), list(routes.values()))
+    headers = _headers(doc, data.get("identity_headers"))
+    if top is None or headers is None or doc.has_errors:
+        return None
+    ordered = tuple(routes.values())
+    return Policy(
+        providers=MappingProxyType(providers),
+        routes=ordered,
+        table=RouteTable.build(ordered),
+        realm=top.realm,
+        identity_headers=headers,
+        source=doc.source,
+        warnings=tuple(doc.warnings()),
+    )
+
+
+def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
+    providers = {}
+    for name, value in raw.items():
+        path: Path = ("providers", name)
+        if not NAME_PATTERN.fullmatch(name):
+            doc.error(path, "provider names may contain only letters, digits, '_', '.' and '-'")
+        spec = _validate(ProviderSpec, value, path, doc)
+        if spec is not None:
+            algorithms = tuple(dict.fromkeys(spec.algorithms))  # deduplicated, order kept
+            providers[name] = Provider(
+                name,
+                spec.issuer,
+                frozenset(spec.audiences),
+                spec.jwks_uri,
+                algorithms,
+                spec.leeway,
+                spec.jwks_min_refresh,
+            )
+    return providers
+
+
+def _headers(doc: Document, raw: object) -> IdentityHeaders | None:
+    if raw is not None and not isinstance(raw, dict):
+        return None  # reported by the top level
+    spec = _validate(IdentityHeadersSpec, raw or {}, ("identity_headers",), doc)
+    if spec is None:
+        return None
+    headers = IdentityHeaders(**spec.model_dump())
+    check_headers(doc, headers)
+    return headers
+
+
+def _check_rule_providers(doc: Document, raw_routes: Sequence[object], known: Sequence[str]) -> None:
+    """Checked on the raw data, so that a route with other errors still gets this one reported too."""
+    for index, route in enumerate(raw_routes):
+        rules = route.get("allow") if isinstance(route, dict) else None
+        for n, rule in enumerate(rules if isinstance(rules, list) else ()):
+            provider = rule.get("provider") if isinstance(rule, dict) else None
+            if isinstance(provider, str) and provider and provider not in known:
+                names = ", ".join(sorted(known)) or "none"
+                doc.error(("routes", index, "allow", n, "provider"), f'unknown provider "{provider}" (known: {names})')
+
+
+def _routes(doc: Document, raw: Sequence[object], known: Sequence[str]) -> dict[int, Route]:
+    """The valid routes by their index in the file (the index locates cross-route errors)."""
+    routes = {}
+    for index, value in enumerate(raw):
+        path: Path = ("routes", index)
+        spec = _validate(RouteSpec, value, path, doc)
+        if spec is None:
+            continue
+        allow: Anyone | tuple[AllowRule, ...] = ANYONE
+        if spec.allow != "anyone":
+            rules = [_rule(doc, (*path, "allow", n), n, rule, known) for n, rule in enumerate(spec.allow)]
+            allow = tuple(rule for rule in rules if rule is not None)
+            if len(allow) != len(rules):
+                continue
+        methods = frozenset(spec.match.methods) if spec.match.methods is not None else None
+        match = Match(spec.match.path, spec.match.path_prefix, methods)
+        mode, line = Mode(spec.mode), doc.line(path)
+        routes[index] = Route(spec.name, match, spec.upstream, allow, mode, spec.forward_token, spec.timeout, line)
+    return routes
+
+
+def _rule(doc: Document, path: Path, index: int, spec: RuleSpec, known: Sequence[str]) -> AllowRule | None:
+    valid = spec.provider in known  # reported by _check_rule_providers
+    users = _users(doc, (*path, "users"), spec.users) if spec.users is not None else None
+    claims = []
+    for name, values in (spec.claims or {}).items():
+        if name in SCOPE_CLAIMS and any(" " in value for value in values):
+            doc.error((*path, "claims", name), "a scope never contains a space: list each scope as its own item")
+            valid = False
+        claims.append(ClaimRequirement(name, frozenset(values)))
+    return AllowRule(spec.provider, users, tuple(claims), index) if valid else None
+
+
+def _users(doc: Document, path: Path, entries: Sequence[str]) -> UserSet:
+    """Split once: names (with `@`) are compared lowercased with upn/preferred_username, ids exactly."""
+    names = set()
+    for n, entry in enumerate(entries):
+        if "@" in entry:
+            names.add(entry.lower())
+            doc.warn((*path, n), f'"{entry}" matches the mutable upn/preferred_username; prefer the object id (oid)')
+    return UserSet(frozenset(entry for entry in entries if "@" not in entry), frozenset(names))
+
+
+def _validate(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -> _Spec | None:
+    """Validate `raw` (found at `prefix`) and report each pydantic error at its path and line."""
+    try:
+        return spec.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            path = _locate(doc.data, (*prefix, *error["loc"]))
+            if error["type"] == "extra_forbidden":
+                allowed = ", ".join(_fields_at(spec, error["loc"][:-1]))
+                doc.error(path, f'unknown key "{path[-1]}" (allowed: {allowed})')
+            else:
+                doc.error(path, _message(error))
+        return None
+
+
+def _locate(data: object, loc: Sequence[int | str]) -> Path:
+    """Pydantic's `loc` as a path in the file: union tags and `[key]` markers are not places in the file."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part != "[key]":
+            path.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            path.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+    return tuple(path)
+
+
+def _fields_at(spec: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys the model at `loc` accepts, for an "unknown key" message."""
+    models = {spec}
+    for part in loc:
+        fields = [model.model_fields[part] for model in models if isinstance(part, str) and part in model.model_fields]
+        if fields:
+            models = {model for field in fields for model in _models_in(field.annotation)}
+    return sorted({name for model in models for name in model.model_fields})
+
+
+def _models_in(annotation: object) -> set[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    return {model for arg in get_args(annotation) for model in _models_in(arg)}
+
+
+def _message(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    if kind == "literal_error":
+        return f"must be {error.get('ctx', {}).get('expected', '')}"
+    if kind == "string_type":
+        value = error["input"]
+        if value is None:
+            return "must be a string (the value is empty)"
+        if isinstance(value, bool):  # only strings are ever expanded, so these are no secrets
+            return f"must be a string (YAML read {str(value).lower()} as a boolean: quote it)"
+        if isinstance(value, int | float):
+            return f"must be a string (YAML read {value!r} as a number: quote it)"
+        return "must be a string"
+    return _MESSAGES.get(kind, error["msg"])

@@ -1,0 +1,198 @@
+"""Read policy YAML into plain data that remembers the line of every node, and collect located findings.
+
+PyYAML's node API (`compose`) keeps a mark on every node; the usual `safe_load` throws them away and silently keeps
+the last of two duplicate keys. Here duplicates are errors, aliases are refused (a policy should say each thing
+where it applies), and `${...}` references in string values are expanded per scalar (see `substitute`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from sidecar.policy.substitute import expand
+
+__all__ = ["Document", "Path", "format_path", "read_yaml"]
+
+Path = tuple[str | int, ...]
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+|\([a-z]+\)")  # `(yaml)`, `(file)`: findings not inside the data
+
+
+def format_path(path: Path) -> str:
+    """`("routes", 1, "allow", 0, "users")` -> `routes[1].allow[0].users`; `()` -> `(root)`."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text or "(root)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    line: int
+    path: str
+    message: str
+
+
+@dataclass(slots=True)
+class Document:
+    """Parsed data, the line of each path, and the errors and warnings found so far (formatted on demand)."""
+
+    source: str
+    data: object = None
+    lines: dict[Path, int] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    _errors: list[_Finding] = field(default_factory=list)
+    _warnings: list[_Finding] = field(default_factory=list)
+    _failed: set[Path] = field(default_factory=set)
+
+    def line(self, path: Path) -> int:
+        """The line of `path`, or of its nearest ancestor that exists (a missing key points at its parent)."""
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
+            if found is not None:
+                return found
+        return 1
+
+    def error(self, path: Path, message: str, *, line: int | None = None) -> None:
+        # A value that could not be expanded is already reported; its follow-on schema errors are noise.
+        if any(path[:end] in self._failed for end in range(len(path) + 1)):
+            return
+        self._errors.append(_Finding(line or self.line(path), format_path(path), message))
+
+    def warn(self, path: Path, message: str) -> None:
+        self._warnings.append(_Finding(self.line(path), format_path(path), message))
+
+    def fail(self, path: Path, *messages: str) -> None:
+        """Report errors at `path` and silence any later error about the same value."""
+        for message in messages:
+            self.error(path, message)
+        self._failed.add(path)
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self._errors)
+
+    def errors(self) -> list[str]:
+        return self._format(self._errors)
+
+    def warnings(self) -> list[str]:
+        return self._format(self._warnings)
+
+    def _format(self, findings: list[_Finding]) -> list[str]:
+        ordered = sorted(findings, key=lambda finding: finding.line)  # stable: same line keeps found order
+        return [f"{self.source}:{f.line}: {f.path}: {self._scrub(f.message)}" for f in ordered]
+
+    def _scrub(self, message: str) -> str:
+        """Belt and braces: messages are written not to echo values, but no expanded value may ever show."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            message = message.replace(secret, "***")
+        return message
+
+
+def read_yaml(text: str, source: str, environ: Mapping[str, str]) -> Document:
+    """Parse `text`; on a syntax error `data` stays None and the error carries the line the parser stopped at."""
+    doc = Document(source)
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        doc.error(("(yaml)",), problem, line=mark.line + 1 if mark else 1)
+        return doc
+    if root is None:
+        doc.error((), "the policy file is empty")
+        return doc
+    doc.data = _Converter(doc, environ).value(root, ())
+    return doc
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases: they would make one node live at several paths (and allow alias bombs)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not supported: write the value where it applies", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+class _Converter:
+    """Turn nodes into dicts, lists and scalars, recording each path's line on the way down."""
+
+    def __init__(self, doc: Document, environ: Mapping[str, str]) -> None:
+        self._doc = doc
+        self._environ = environ
+        self._scalars = yaml.SafeLoader("")  # its constructor turns a scalar node into int, bool, str, ...
+
+    def value(self, node: yaml.Node, path: Path) -> object:
+        self._doc.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if node.tag not in (_MAP_TAG, _SEQ_TAG):  # `!!set`, `!!omap`, `!custom`: not plain data
+            self._doc.fail(path, f"unsupported YAML tag {node.tag}")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        return [self.value(item, (*path, index)) for index, item in enumerate(node.value)]
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, object]:
+        result: dict[str, object] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            if key in first_line:
+                self._doc.error((*path, key), f'duplicate key "{key}" (first at line {first_line[key]})', line=line)
+                continue
+            first_line[key] = line
+            self._doc.lines[(*path, key)] = line  # the key's line: a value may start on the next one
+            result[key] = self.value(value_node, (*path, key))
+        return result
+
+    def _key(self, node: yaml.Node, path: Path) -> str | None:
+        """Keys are plain strings, never expanded: `${...}` may change values, not the shape of the policy."""
+        key = self._construct(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(key, str):
+            return key
+        self._doc.error(path, "mapping keys must be strings (quote it)", line=node.start_mark.line + 1)
+        return None
+
+    def _scalar(self, node: yaml.Node, path: Path) -> object:
+        value = self._construct(node)
+        if isinstance(value, _Unreadable):
+            self._doc.fail(path, value.problem)
+            return None
+        if node.tag != _STR_TAG or not isinstance(value, str):
+            return value
+        expansion = expand(value, self._environ)
+        self._doc.secrets.update(expansion.secrets)
+        if expansion.errors:
+            self._doc.fail(path, *expansion.errors)
+        return expansion.value
+
+    def _construct(self, node: yaml.Node) -> object:
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:  # an unknown tag such as `!python/object`
+            return _Unreadable(str(getattr(exc, "problem", None) or exc))
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    problem: str

@@ -1,0 +1,75 @@
+"""One real sidecar process for the integration suite, in front of a real issuer and echo upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecar.demo.echo import EchoUpstream
+from sidecar.demo.issuer import DemoIssuer, demo_clients
+from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
+
+POLICY = Path(__file__).with_name("policy.yaml")
+LOOKUP_SIG = "lookup-secret-signature-5d41402abc4b2a76"
+PAYROLL_SIG = "payroll-secret-signature-7d793037a0760186"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ThreadServer]:
+    server = ThreadServer(lambda _url: EchoUpstream())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
+    issuers: list[DemoIssuer] = []
+
+    def make_app(url: str) -> object:
+        issuers.append(DemoIssuer(url, demo_clients()))
+        return issuers[0].app()
+
+    server = ThreadServer(make_app)
+    yield issuers[0], server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
+    return issuer_server[0]
+
+
+@pytest.fixture(scope="session")
+def sidecar_env(upstream: ThreadServer, issuer_server: tuple[DemoIssuer, ThreadServer]) -> dict[str, str]:
+    return {
+        "ISSUER": issuer_server[1].url,
+        "UPSTREAM": upstream.url,
+        "LOOKUP_SIG": LOOKUP_SIG,
+        "PAYROLL_SIG": PAYROLL_SIG,
+        "DEAD_PORT": str(free_closed_port()),
+    }
+
+
+@pytest.fixture(scope="session")
+def sidecar(sidecar_env: dict[str, str]) -> Iterator[SidecarProcess]:
+    process = SidecarProcess(POLICY, sidecar_env).start()
+    yield process
+    assert process.stop() == 0
+    # The canary: no line the sidecar wrote holds a token (every JWT starts with "eyJ") or an upstream secret.
+    leaked = [line for line in process.lines if "eyJ" in line or LOOKUP_SIG in line or PAYROLL_SIG in line]
+    assert not leaked, leaked[:3]
+
+
+@pytest.fixture()
+def client(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sidecar.proxy, timeout=30, trust_env=False) as http:
+        yield http
+
+
+@pytest.fixture()
+def admin(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as http:
+        yield http

@@ -1,0 +1,173 @@
+"""Real servers on 127.0.0.1 for integration tests: in-process ASGI apps on threads, the sidecar as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from sidecar.options import Address
+from sidecar.server import bind
+
+__all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port"]
+
+
+class ThreadServer:
+    """An ASGI app on uvicorn in a thread of the test process. The socket is bound and listening before the
+    thread starts, so clients can connect at once (the kernel queues them): no start-up wait is needed."""
+
+    def __init__(self, make_app: Callable[[str], Any], port: int = 0) -> None:
+        """`make_app(url)` builds the app once the URL it will be served at is known."""
+        self.sock = bind(Address("127.0.0.1", port))
+        self.sock.listen(128)
+        app = make_app(self.url)
+        config = uvicorn.Config(
+            app,
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # uvicorn installs signal handlers only on the main thread; this is not it.
+        self._server.run(sockets=[self.sock])
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self.sock.close()
+
+
+def free_closed_port() -> int:
+    """A loopback port with nothing listening (bound, then closed): connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LineReader:
+    """Reads a process's output on a thread; `wait_for` blocks (bounded) until a line matches. All lines are kept
+    for scans (a queue, not select(): select on a buffered pipe misses lines already read into the buffer)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, wanted: Callable[[str], bool], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if wanted(line):
+                return line
+        raise AssertionError(f"no such line within {timeout}s; output so far:\n" + "\n".join(self.lines))
+
+    def join(self, timeout: float = 10) -> None:
+        self._thread.join(timeout)
+
+
+@dataclass
+class SidecarProcess:
+    """`sidecar serve` as a real process on ephemeral loopback ports; its stdout lines are kept for scans."""
+
+    config: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    proxy: str = ""
+    admin: str = ""
+    _process: subprocess.Popen[str] | None = None
+    _output: LineReader | None = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> SidecarProcess:
+        command = [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config)]
+        command += ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *self.args]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env}
+        )
+        assert self._process.stdout is not None
+        self._output = LineReader(self._process.stdout)
+        listening = _json(self._output.wait_for(lambda line: _message(line) == "listening", timeout))
+        assert listening is not None
+        self.proxy, self.admin = listening["proxy"], listening["admin"]
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Returns when the sidecar logs that every provider's keys are in (raises after `timeout`)."""
+        assert self._output is not None
+        self._output.wait_for(lambda line: _message(line) == "ready", timeout)
+
+    @property
+    def lines(self) -> list[str]:
+        return self._output.lines if self._output is not None else []
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def stop(self) -> int:
+        assert self._process is not None
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+        try:
+            code = self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait(timeout=5)
+        if self._output is not None:
+            self._output.join()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        return code
+
+
+def _message(line: str) -> object:
+    record = _json(line)
+    return record.get("message") if record is not None else None
+
+
+def _json(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,54 @@
+"""Path normalisation: the one path that is matched is the one that is forwarded."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.decision import Reason, Rejection
+from sidecar.paths import normalise
+
+NORMALISED = {
+    "plain": (b"/flows/payroll", "/flows/payroll"),
+    "root": (b"/", "/"),
+    "trailing-slash-kept": (b"/x/", "/x/"),
+    "dot-dot-resolved": (b"/public/../flows/payroll", "/flows/payroll"),
+    "dot-removed": (b"/a/./b", "/a/b"),
+    "repeated-slashes-merged": (b"//a///b", "/a/b"),
+    "encoded-unreserved-decoded": (b"/%66lows/%70ayroll", "/flows/payroll"),
+    "encoded-dots-resolved": (b"/public/%2e%2E/flows/payroll", "/flows/payroll"),
+    "reserved-escape-uppercased": (b"/a%3ab", "/a%3Ab"),
+    "utf8-escape-kept": (b"/caf%c3%a9", "/caf%C3%A9"),
+    "semicolon-literal": (b"/a;b", "/a;b"),
+    "case-kept": (b"/A/B", "/A/B"),
+    "dot-dot-at-end-keeps-directory": (b"/a/b/..", "/a/"),
+}
+
+
+@pytest.mark.parametrize(("raw", "expected"), NORMALISED.values(), ids=NORMALISED.keys())
+def test_normalise(raw: bytes, expected: str) -> None:
+    assert normalise(raw) == expected
+
+
+REFUSED = {
+    "encoded-slash": b"/public%2fflows",
+    "encoded-slash-lower": b"/a%2Fb",
+    "encoded-backslash": b"/a%5cb",
+    "raw-backslash": b"/a\\b",
+    "encoded-nul": b"/a%00",
+    "raw-nul": b"/a\x00",
+    "climbs-above-root": b"/../etc/passwd",
+    "encoded-climb": b"/%2e%2e/x",
+    "overlong-utf8": b"/%c0%af",
+    "invalid-utf8": b"/%ff",
+    "broken-escape": b"/%zz",
+    "truncated-escape": b"/a%2",
+    "raw-non-ascii": "/café".encode(),
+    "relative": b"flows",
+}
+
+
+@pytest.mark.parametrize("raw", REFUSED.values(), ids=REFUSED.keys())
+def test_refused(raw: bytes) -> None:
+    with pytest.raises(Rejection) as caught:
+        normalise(raw)
+    assert caught.value.reason is Reason.INVALID_PATH
