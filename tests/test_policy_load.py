@@ -107,6 +107,23 @@ def test_missing_file(tmp_path: Path) -> None:
     assert caught.value.errors == [f"{missing}:1: (file): cannot read the policy: No such file or directory"]
 
 
+def test_unreadable_files(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"realm: caf\xe9\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(latin1, {})
+    assert caught.value.errors == [f"{latin1}:1: (file): the policy is not UTF-8 text"]
+    with pytest.raises(PolicyError) as caught:
+        load_policy(tmp_path, {})
+    assert caught.value.errors == [f"{tmp_path}:1: (file): cannot read the policy: Is a directory"]
+
+
+def test_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    policy_file = tmp_path / "bom.yaml"
+    policy_file.write_bytes(b"\xef\xbb\xbf" + route().encode())
+    assert load_policy(policy_file, {}).routes[0].name == "a"
+
+
 def test_defaults() -> None:
     policy = parse(route())
     (only,) = policy.routes
@@ -219,6 +236,7 @@ SINGLE_ERRORS = {
         11,
         'identity_headers.roles: header "authorization" is reserved; choose another name',
     ),
+    "headers-not-mapping": (route() + "identity_headers: [X-A]\n", 11, "identity_headers: must be a mapping"),
     "header-unknown-key": (
         route() + "identity_headers: {email: X-Mail}\n",
         11,
@@ -314,6 +332,7 @@ SINGLE_ERRORS = {
         7,
         "routes[0].name: must be a string (YAML read 123 as a number: quote it)",
     ),
+    "route-name-list": (route(name="[a]"), 7, "routes[0].name: must be a string"),
     "route-unknown-key": (
         route("    users: [x]\n"),
         11,
@@ -453,6 +472,11 @@ SINGLE_ERRORS = {
         13,
         f"routes[0].allow[0].claims.email: {EMAIL_REFUSED}",
     ),
+    "claim-name-empty": (
+        route(allow="[{provider: contoso, claims: {'': [x]}}]"),
+        10,
+        "routes[0].allow[0].claims['']: must not be empty",
+    ),
     "claims-empty": (
         route(allow="[{provider: contoso, claims: {}}]"),
         10,
@@ -492,6 +516,11 @@ SINGLE_ERRORS = {
         route(allow="!!python/object:os.system [{provider: contoso}]"),
         10,
         "routes[0].allow: unsupported YAML tag tag:yaml.org,2002:python/object:os.system",
+    ),
+    "yaml-unknown-scalar-tag": (
+        route("    mode: !secret x\n"),
+        11,
+        "routes[0].mode: could not determine a constructor for the tag '!secret'",
     ),
     "yaml-key-not-string": (route("    1: x\n"), 11, "routes[0]: mapping keys must be strings (quote it)"),
     "yaml-duplicate-key": (

@@ -97,6 +97,12 @@ def test_build_refuses_conflicts() -> None:
         RouteTable.build([first, second])
 
 
+@pytest.mark.parametrize("route", [make("neither"), make("both", path="/a", prefix="/a/")], ids=["neither", "both"])
+def test_build_needs_one_matcher(route: Route) -> None:
+    with pytest.raises(ValueError, match="exactly one of path or path_prefix"):
+        RouteTable.build([route])
+
+
 def test_conflicts_need_same_kind_and_key() -> None:
     routes = [make("p", path="/a"), make("q", prefix="/a"), make("r", path="/a/")]
     assert conflicts(routes) == []

@@ -53,7 +53,9 @@ def _forward(client: list[tuple[bytes, bytes]], identity: Identity | None = None
     return {name.decode(): value.decode() for name, value in out}
 
 
-LISA = Identity("contoso", {"oid": "o-1", "sub": "s-1", "upn": "lisa@contoso.com", "tid": "t-1", "roles": ["A", "B"]}, 0)
+LISA = Identity(
+    "contoso", {"oid": "o-1", "sub": "s-1", "upn": "lisa@contoso.com", "tid": "t-1", "roles": ["A", "B"]}, 0
+)
 
 
 def test_identity_headers_come_from_the_verified_identity_only() -> None:
@@ -102,11 +104,28 @@ def test_hop_by_hop_request_headers_are_dropped() -> None:
 
 def test_claim_values_cannot_inject_header_lines() -> None:
     identity = Identity("p", {"sub": "a\r\nX-Evil: 1"}, 0)
-    assert b"\r" not in dict(request_headers([], forward_token=False, names=IdentityHeaders(), identity=identity,
-                                            client_ip="", scheme="http", request_id="r"))[b"x-auth-subject"]
+    assert (
+        b"\r"
+        not in dict(
+            request_headers(
+                [],
+                forward_token=False,
+                names=IdentityHeaders(),
+                identity=identity,
+                client_ip="",
+                scheme="http",
+                request_id="r",
+            )
+        )[b"x-auth-subject"]
+    )
 
 
 def test_response_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
-    upstream = [(b"Content-Type", b"text/plain"), (b"Connection", b"X-Internal"), (b"X-Internal", b"1"),
-                (b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"theirs")]
+    upstream = [
+        (b"Content-Type", b"text/plain"),
+        (b"Connection", b"X-Internal"),
+        (b"X-Internal", b"1"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"X-Request-Id", b"theirs"),
+    ]
     assert response_headers(upstream) == [(b"Content-Type", b"text/plain")]

@@ -65,6 +65,10 @@ class RouteTable:
 
     @classmethod
     def build(cls, routes: Sequence[Route]) -> RouteTable:
+        """Compile `routes`. The loader has already reported these problems with lines; this guards other callers."""
+        for route in routes:
+            if (route.match.path is None) == (route.match.path_prefix is None):
+                raise ValueError(f"route {route.name!r} needs exactly one of path or path_prefix")
         clashes = conflicts(routes)
         if clashes:
             names = ", ".join(f"{a.name!r} and {b.name!r}" for a, b in clashes)
@@ -96,10 +100,7 @@ class RouteTable:
 
 
 def _key(match: Match) -> str:
-    key = match.path if match.path is not None else match.path_prefix
-    if key is None:
-        raise ValueError("a route matches neither a path nor a path prefix")
-    return key
+    return match.path if match.path is not None else match.path_prefix or ""
 
 
 def _slots(routes: Iterable[Route]) -> dict[str, _Slot]:

@@ -40,16 +40,17 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods a
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
+_NOT_A_DURATION: Final = 'must be a duration: seconds (30) or a number with a unit ("500ms", "60s", "5m", "1h")'
 
 
 def parse_duration(value: object) -> float:
     """Seconds from `30`, `1.5`, `"30"`, `"500ms"`, `"60s"`, `"5m"` or `"1h"`."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError('must be a duration: seconds (30) or a number with a unit ("500ms", "60s", "5m", "1h")')
+        raise ValueError(_NOT_A_DURATION)
     if isinstance(value, str):
         match = _DURATION.fullmatch(value.strip())
         if match is None:
-            raise ValueError('must be a duration: seconds (30) or a number with a unit ("500ms", "60s", "5m", "1h")')
+            raise ValueError(_NOT_A_DURATION)
         return float(match.group(1)) * _UNITS[match.group(2)]
     if not math.isfinite(value) or value < 0:
         raise ValueError("must be a finite, non-negative duration")
@@ -179,13 +180,13 @@ def _version(value: int) -> int:
 
 
 def _claim_name(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
     if value == "email":
         raise ValueError(
             "the email claim is refused: not every issuer verifies it, so anyone could claim an address "
             "(the nOAuth account takeover); match users by oid or sub instead"
         )
-    if not value:
-        raise ValueError("must not be empty")
     return value
 
 

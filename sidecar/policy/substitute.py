@@ -73,7 +73,7 @@ def _read_file(path: str, errors: list[str]) -> str:
         errors.append(f"${{file:...}} needs an absolute path, got {path!r}")
         return ""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")  # bytes: no newline translation inside the secret
     except FileNotFoundError:
         errors.append(f"file {path} does not exist")
         return ""
