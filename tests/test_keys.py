@@ -270,7 +270,7 @@ async def test_error_message_drops_query(store: KeyStore, issuer: FakeIssuer) ->
 
 async def test_fetch_timeout(store: KeyStore, issuer: FakeIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keys_module, "FETCH_TIMEOUT_SECONDS", 0.01)
-    issuer.delay = 1.0
+    issuer.hold()  # never released: the issuer does not answer
     provider = issuer.provider()
     await store.prime([provider])
     assert "timed out" in (store.last_error(provider) or "")
@@ -440,11 +440,12 @@ async def test_rotation_right_after_start_up_is_followed(store: KeyStore, issuer
 
 
 async def test_concurrent_misses_share_one_fetch(store: KeyStore, issuer: FakeIssuer) -> None:
-    issuer.delay = 0.01  # keep the fetch in flight while all 100 arrive
+    issuer.hold()  # keep the fetch in flight while all 100 arrive
     provider = issuer.provider(direct=True)
-    results = await asyncio.gather(
-        *(store.key(provider, secrets.token_hex(8), "RS256") for _ in range(100)), return_exceptions=True
-    )
+    tasks = [asyncio.create_task(store.key(provider, secrets.token_hex(8), "RS256")) for _ in range(100)]
+    await issuer.entered.wait()  # every task ran (FIFO) before the fetch reached the issuer
+    issuer.release()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, Rejection) and r.reason is Reason.UNKNOWN_KEY for r in results)
     assert issuer.jwks_requests == 1
 
@@ -453,27 +454,33 @@ async def test_concurrent_new_kid_after_rotation(store: KeyStore, issuer: FakeIs
     provider = issuer.provider(direct=True)
     await store.prime([provider])
     issuer.jwks = jwks(RSA, RSA2)
-    issuer.delay = 0.01
+    issuer.entered.clear()
+    issuer.hold()
     clock.now += provider.jwks_min_refresh
-    found = await asyncio.gather(*(store.key(provider, "rsa-2", "RS256") for _ in range(100)))
+    tasks = [asyncio.create_task(store.key(provider, "rsa-2", "RS256")) for _ in range(100)]
+    await issuer.entered.wait()
+    issuer.release()
+    found = await asyncio.gather(*tasks)
     assert {key.key_id for key in found} == {"rsa-2"}
     assert issuer.jwks_requests == 2
 
 
 async def test_cancelled_caller_does_not_cancel_shared_fetch(store: KeyStore, issuer: FakeIssuer) -> None:
-    issuer.delay = 0.05
+    issuer.hold()
     provider = issuer.provider(direct=True)
     first = asyncio.create_task(store.key(provider, "rsa-1", "RS256"))
     second = asyncio.create_task(store.key(provider, "rsa-1", "RS256"))
-    await asyncio.sleep(0.01)
+    await issuer.entered.wait()
     first.cancel()
+    issuer.release()
     assert (await second).key_id == "rsa-1"
     assert first.cancelled() and issuer.jwks_requests == 1
 
 
 async def test_prime_fetches_providers_concurrently_once_per_source(clock: FakeClock) -> None:
     one, two = FakeIssuer(RSA, issuer="https://one.test"), FakeIssuer(EC, issuer="https://two.test")
-    one.delay = two.delay = 0.05
+    one.hold()
+    two.hold()
 
     async def handler(request: httpx.Request) -> httpx.Response:
         return await (one if request.url.host == "one.test" else two).handle(request)
@@ -481,13 +488,14 @@ async def test_prime_fetches_providers_concurrently_once_per_source(clock: FakeC
     providers = [one.provider("a"), one.provider("a-again"), two.provider("b")]
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         store = KeyStore(client, clock)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await store.prime(providers)
-        elapsed = loop.time() - started
+        priming = asyncio.create_task(store.prime(providers))
+        # Both issuers are asked before either answers: the fetches overlap.
+        await asyncio.gather(one.entered.wait(), two.entered.wait())
+        one.release()
+        two.release()
+        await priming
     assert store.ready(providers)
     assert one.jwks_requests == 1 and two.jwks_requests == 1  # "a" and "a-again" share issuer and jwks_uri
-    assert elapsed < 0.2  # two fetches of 0.1 s each (discovery + JWKS), overlapped
     await store.prime([])
 
 

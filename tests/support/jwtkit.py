@@ -212,8 +212,9 @@ class FakeClock:
 
 class FakeIssuer:
     """An OIDC issuer behind an `httpx.MockTransport`: discovery at `{issuer}/.well-known/openid-configuration`,
-    the JWKS at `jwks_uri`. Every request is recorded in `requests`; set `status`, `error` or `delay` to misbehave,
-    or replace `jwks` / `discovery` to publish something else."""
+    the JWKS at `jwks_uri`. Every request is recorded in `requests`; set `status` or `error` to misbehave, or
+    replace `jwks` / `discovery` to publish something else. `hold()` keeps requests in flight: each one sets
+    `entered` and waits until `release()` (tests synchronise on these events, never on sleeps)."""
 
     def __init__(self, *keys: KeyPair | dict[str, Any], issuer: str = ISSUER) -> None:
         self.issuer = issuer
@@ -223,7 +224,15 @@ class FakeIssuer:
         self.requests: list[str] = []
         self.status = 200
         self.error: Exception | None = None
-        self.delay = 0.0
+        self.entered = asyncio.Event()
+        self._gate: asyncio.Event | None = None
+
+    def hold(self) -> None:
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
 
     @property
     def discovery_url(self) -> str:
@@ -250,8 +259,9 @@ class FakeIssuer:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
         self.requests.append(url)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.entered.set()
+        if self._gate is not None:
+            await self._gate.wait()
         if self.error is not None:
             raise self.error
         if self.status != 200:
