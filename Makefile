@@ -24,6 +24,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The container image (needs a Docker engine; not part of `make test`, whose tests check the Dockerfile itself).
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+.PHONY: image
+image:
+	docker build -t auth-sidecar:$(VERSION) .
+
 # Regenerate constraints.txt (the lock) from the ranges in pyproject.toml.
 lock:
 	rm -rf /tmp/sidecar-lock-venv

@@ -27,7 +27,14 @@ def _parser() -> argparse.ArgumentParser:
         "--admin-listen",
         help="admin HOST:PORT for /metrics /healthz /readyz (env SIDECAR_ADMIN_LISTEN, default 0.0.0.0:9901)",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--log-format", choices=["json", "text"], help="one JSON object per line (default) or text")
+    serve.add_argument("--drain-delay", help="seconds to keep serving after SIGTERM while /readyz is 503 (default 5)")
+    serve.add_argument("--grace", help="seconds in-flight requests get to finish after the drain (default 25)")
+    serve.add_argument("--workers", help="worker processes sharing the listeners (default 1)")
+    serve.add_argument("--audit", action="store_true", help="every route in audit mode: count refusals, forward all")
+    serve.add_argument("--forward-auth-path", help="serve forward-auth for an ingress at this path, e.g. /_auth")
+    serve.add_argument("--reload-interval", help="seconds between checks of the policy file (default 2)")
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
@@ -45,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from sidecar.commands import serve_command
 
-        return serve_command(args.config, args.listen, args.admin_listen, args.log_level, os.environ)
+        return serve_command(vars(args), os.environ)
     if args.command == "check":
         from sidecar.commands import check_command
 

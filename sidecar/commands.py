@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import uvloop
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sidecar import log
-from sidecar.app import Gate, admin_app
+from sidecar.admin import admin_app
+from sidecar.forward_auth import ForwardAuth
+from sidecar.gate import Gate
 from sidecar.metrics import Metrics
 from sidecar.options import Address, ServeOptions
-from sidecar.policy.load import PolicyError, load_policy
+from sidecar.policy.load import PolicyError, read_policy
 from sidecar.policy.model import Anyone, Policy
-from sidecar.runtime import Runtime
-from sidecar.server import Listener, bind, run_listeners
+from sidecar.reload import PolicyReloader
+from sidecar.runtime import Runtime, policy_hash
+from sidecar.server import Hooks, Listener, bind, run_listeners
 
 __all__ = ["check_command", "run_sidecar", "serve_command"]
 
@@ -25,9 +31,10 @@ def check_command(config: str | None) -> int:
     if not config:
         print("sidecar check: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
         return 1
-    policy = _load(config)
-    if policy is None:
+    loaded = _load(config)
+    if loaded is None:
         return 1
+    policy = loaded[0]
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
     print(f"{config}: OK: {_summary(policy)}")
@@ -44,31 +51,34 @@ def _summary(policy: Policy) -> str:
     )
 
 
-def _load(config: str) -> Policy | None:
+def _load(config: str) -> tuple[Policy, str] | None:
     try:
-        return load_policy(config)
+        policy, text = read_policy(config)
     except PolicyError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
+    return policy, policy_hash(text)
 
 
-def serve_command(
-    config: str | None, listen: str | None, admin_listen: str | None, log_level: str, environ: Mapping[str, str]
-) -> int:
+def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
     try:
-        options = ServeOptions.resolve(config, listen, admin_listen, log_level, environ)
+        options = ServeOptions.resolve(flags, environ)
     except ValueError as exc:
         print(f"sidecar serve: {exc}", file=sys.stderr)
         return 2
-    log.configure(options.log_level)
-    policy = _load(options.config)
-    if policy is None:
+    log.configure(options.log_level, options.log_format)
+    loaded = _load(options.config)
+    if loaded is None:
         return 1
     sockets = _bind_all([options.listen, options.admin_listen])
     if sockets is None:
         return 2
-    uvloop.run(run_sidecar(policy, sockets[0], sockets[1]))
+    if options.workers > 1:
+        from sidecar.workers import supervise
+
+        return supervise(options, sockets)
+    uvloop.run(run_sidecar(*loaded, sockets[0], sockets[1], options, reload_from=options.config))
     return 0
 
 
@@ -85,26 +95,55 @@ def _bind_all(addresses: Sequence[Address]) -> list[socket.socket] | None:
     return bound
 
 
+def single_process_exposition(registry: CollectorRegistry) -> Callable[[], tuple[bytes, str]]:
+    return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)
+
+
 async def run_sidecar(
     policy: Policy,
+    digest: str,
     proxy: socket.socket,
     admin: socket.socket,
+    options: ServeOptions,
+    *,
+    reload_from: str | None = None,
     before: Sequence[Listener] = (),
     on_ready: Callable[[], None] | None = None,
+    exposition: Callable[[CollectorRegistry], Callable[[], tuple[bytes, str]]] = single_process_exposition,
 ) -> None:
-    """Run the proxy and admin listeners (and `before`, e.g. the demo's issuer) until a signal arrives."""
-    runtime = Runtime.create(policy, Metrics(CollectorRegistry()))
-    listeners = [*before, Listener("proxy", Gate(runtime), proxy), Listener("admin", admin_app(runtime), admin)]
+    """Run the proxy and admin listeners (and `before`, e.g. the demo's issuer) until a signal has drained them."""
+    registry = CollectorRegistry()
+    runtime = Runtime.create(policy, digest, Metrics(registry))
+    runtime.audit_all = options.audit
+    forward_auth = ForwardAuth(runtime, options.forward_auth_path) if options.forward_auth_path else None
+    listeners = [
+        *before,
+        Listener("proxy", Gate(runtime, forward_auth), proxy),
+        Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
+    ]
+    reloader = PolicyReloader(runtime, reload_from, os.environ, options.reload_interval) if reload_from else None
+    background: list[asyncio.Future[Any]] = []
 
     async def started() -> None:
         fields = {listener.name: f"http://{listener.address}" for listener in listeners}
-        log.logger.info(
-            "listening", extra={"fields": {**fields, "policy": policy.source, "routes": len(policy.routes)}}
-        )
+        fields.update(policy=policy.source, hash=digest, routes=str(len(policy.routes)))
+        log.logger.info("listening", extra={"fields": fields})
         runtime.fetch_keys(on_ready)
+        if reloader is not None:
+            background.append(asyncio.ensure_future(reloader.watch()))
 
+    def reload() -> None:
+        if reloader is not None:
+            background.append(asyncio.ensure_future(reloader.reload("sighup")))
+
+    def draining() -> None:
+        runtime.draining = True
+
+    hooks = Hooks(started, draining, reload, options.drain_delay, options.grace)
     try:
-        await run_listeners(listeners, started)
+        await run_listeners(listeners, hooks)
     finally:
+        for task in background:
+            task.cancel()
         await runtime.close()
     log.logger.info("stopped")

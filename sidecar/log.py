@@ -21,6 +21,7 @@ class _JsonFormatter(logging.Formatter):
             "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells the workers apart
             "message": record.getMessage(),
             **fields,
         }
@@ -30,17 +31,32 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
+class _TextFormatter(_JsonFormatter):
+    """`time level message key=value ...` for people reading a terminal; the same fields as the JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = json.loads(super().format(record))
+        head = f"{line.pop('time')} {line.pop('level'):<7} {line.pop('message')}"
+        line.pop("logger", None)
+        line.pop("pid", None)
+        return " ".join([head, *(f"{key}={value}" for key, value in line.items() if value is not None)])
+
+
 def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", log_format: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger("sidecar")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    handler.setFormatter(_TextFormatter() if log_format == "text" else _JsonFormatter())
+    # uvicorn's own errors ("Exception in ASGI application") go through the same formatter, which writes an
+    # exception's type and never its message (foreign messages may quote URLs with secrets).
+    for name, least in (("sidecar", level.upper()), ("uvicorn", "WARNING")):
+        target = logging.getLogger(name)
+        target.handlers[:] = [handler]
+        target.setLevel(max(logging.getLevelName(least), logging.getLevelName(level.upper())))
+        target.propagate = False
+    logging.getLogger("uvicorn.error").handlers[:] = []  # it propagates to "uvicorn"
 
 
 def access(fields: dict[str, Any]) -> None:

@@ -61,8 +61,23 @@ class Metrics:
         )
         self.ready = Gauge(
             "sidecar_ready",
-            "1 when the policy is loaded and every provider's keys were fetched at least once.",
+            "1 when the policy is loaded and every provider's keys were fetched at least once (every worker).",
             registry=registry,
+            multiprocess_mode="livemin",
+        )
+
+        self.config_reloads = Counter(
+            "sidecar_config_reloads",
+            "Policy reloads (file change or SIGHUP), by result: success, or error (the old policy stays).",
+            ["result"],
+            registry=registry,
+        )
+        self.config_info = Gauge(
+            "sidecar_config_info",
+            "The live policy: 1 for the first 12 hex digits of the policy file's sha256, 0 for replaced ones.",
+            ["hash"],
+            registry=registry,
+            multiprocess_mode="livemax",
         )
 
     def rejected(self, route: str, reason: Reason, mode: Mode) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["Address", "ServeOptions", "parse_address"]
 
@@ -39,22 +39,58 @@ class ServeOptions:
     listen: Address
     admin_listen: Address
     log_level: str = "info"
+    log_format: str = "json"
+    drain_delay: float = 5.0
+    grace: float = 25.0
+    workers: int = 1
+    audit: bool = False
+    forward_auth_path: str | None = None
+    reload_interval: float = 2.0
 
     @classmethod
-    def resolve(
-        cls,
-        config: str | None,
-        listen: str | None,
-        admin_listen: str | None,
-        log_level: str,
-        environ: Mapping[str, str],
-    ) -> ServeOptions:
-        path = config or environ.get("SIDECAR_CONFIG")
+    def resolve(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> ServeOptions:
+        """`flags` are argparse's values (None when not given); each falls back to its SIDECAR_* variable."""
+
+        def pick(name: str, default: Any = None) -> Any:
+            given = flags.get(name)
+            return given if given is not None else environ.get("SIDECAR_" + name.upper(), default)
+
+        path = pick("config")
         if not path:
             raise ValueError("no policy file: pass --config FILE or set SIDECAR_CONFIG")
-        return cls(
+        options = cls(
             config=path,
-            listen=parse_address(listen or environ.get("SIDECAR_LISTEN") or DEFAULT_LISTEN),
-            admin_listen=parse_address(admin_listen or environ.get("SIDECAR_ADMIN_LISTEN") or DEFAULT_ADMIN_LISTEN),
-            log_level=log_level,
+            listen=parse_address(pick("listen", DEFAULT_LISTEN)),
+            admin_listen=parse_address(pick("admin_listen", DEFAULT_ADMIN_LISTEN)),
+            log_level=pick("log_level", "info"),
+            log_format=pick("log_format", "json"),
+            drain_delay=_seconds("drain-delay", pick("drain_delay", 5.0)),
+            grace=_seconds("grace", pick("grace", 25.0)),
+            workers=_count("workers", pick("workers", 1)),
+            audit=bool(flags.get("audit")) or environ.get("SIDECAR_AUDIT", "").lower() in ("1", "true", "yes"),
+            forward_auth_path=pick("forward_auth_path"),
+            reload_interval=_seconds("reload-interval", pick("reload_interval", 2.0)),
         )
+        if options.forward_auth_path is not None and not options.forward_auth_path.startswith("/"):
+            raise ValueError(f"--forward-auth-path {options.forward_auth_path!r} must start with /")
+        return options
+
+
+def _seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} {value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"--{name} {value!r} must be between 0 and 3600 seconds")
+    return seconds
+
+
+def _count(name: str, value: Any) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} {value!r} is not a whole number") from None
+    if not 1 <= count <= 64:
+        raise ValueError(f"--{name} {value!r} must be between 1 and 64")
+    return count

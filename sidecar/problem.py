@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from http import HTTPStatus
 
 from sidecar.decision import Reason, outcome
 
@@ -23,13 +24,13 @@ def challenge(reason: Reason, realm: str) -> str | None:
     return f'Bearer realm="{realm}", error="{result.bearer_error}", error_description="{result.description}"'
 
 
-def problem_body(reason: Reason, request_id: str, route: str | None) -> bytes:
+def problem_body(reason: Reason, request_id: str, route: str | None, status: int | None = None) -> bytes:
     """The body says what was refused and why in fixed words; it never holds the token or any claim."""
     result = outcome(reason)
     body: dict[str, object] = {
         "type": PROBLEM_TYPE_BASE + reason.value,
-        "title": result.title,
-        "status": result.status,
+        "title": HTTPStatus(status).phrase if status else result.title,
+        "status": status or result.status,
         "detail": result.description,
         "reason": reason.value,
         "request_id": request_id,

@@ -1,9 +1,11 @@
-"""What a running sidecar holds: the current policy (swapped whole), keys, verifier, upstream pool, metrics."""
+"""What a running sidecar holds: the current policy snapshot (swapped whole), keys, upstream pool, metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import httpx
@@ -15,31 +17,51 @@ from sidecar.policy.model import Policy
 from sidecar.proxy import Forwarder
 from sidecar.verify import Verifier
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "Snapshot", "policy_hash"]
 
 _RETRY_FIRST: Final = 1.0
 _RETRY_MAX: Final = 30.0
 
 
-class Runtime:
-    """One per process. A request reads `policy` once and keeps that snapshot to the end."""
+def policy_hash(text: bytes) -> str:
+    """What `sidecar_config_info{hash}` shows: the first 12 hex digits of the file's sha256 (as `sha256sum`)."""
+    return hashlib.sha256(text).hexdigest()[:12]
 
-    def __init__(self, policy: Policy, metrics: Metrics, keys: KeyStore, forwarder: Forwarder) -> None:
-        self.policy = policy
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A policy and the verifier built for its providers. A request reads one snapshot and keeps it to the end,
+    so a reload never splits a request between two policies."""
+
+    policy: Policy
+    verifier: Verifier
+    hash: str
+
+
+class Runtime:
+    """One per process."""
+
+    def __init__(self, policy: Policy, policy_digest: str, metrics: Metrics, keys: KeyStore, forwarder: Forwarder):
         self.metrics = metrics
         self.keys = keys
         self.forwarder = forwarder
-        self.verifier = Verifier(policy.providers, keys)
+        self.current = self._snapshot(policy, policy_digest)
+        self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
+        self.audit_all = False  # `--audit`: every route in audit mode
         self._control_client: httpx.AsyncClient | None = None
         self._fetching: asyncio.Future[None] | None = None
+        metrics.config_info.labels(policy_digest).set(1)
 
     @classmethod
-    def create(cls, policy: Policy, metrics: Metrics) -> Runtime:
+    def create(cls, policy: Policy, policy_digest: str, metrics: Metrics) -> Runtime:
         """Build the runtime inside the running loop; keys are fetched by `fetch_keys()`."""
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
-        runtime = cls(policy, metrics, KeyStore(client), Forwarder.create())
+        runtime = cls(policy, policy_digest, metrics, KeyStore(client), Forwarder.create())
         runtime._control_client = client
         return runtime
+
+    def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
+        return Snapshot(policy, Verifier(policy.providers, self.keys), digest)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start fetching every provider's keys in the background, once the listeners are up: /readyz says 503
@@ -47,23 +69,38 @@ class Runtime:
         self._fetching = asyncio.ensure_future(self._fetch_keys_until_ready(on_ready))
 
     def ready(self) -> bool:
-        return self.keys.ready(self.policy.providers.values())
+        return not self.draining and self.keys.ready(self.current.policy.providers.values())
 
     async def _fetch_keys_until_ready(self, on_ready: Callable[[], None] | None) -> None:
         delay = _RETRY_FIRST
-        await self.keys.prime(self.policy.providers.values())
-        while not self.ready():
-            missing = sorted(name for name, p in self.policy.providers.items() if not self.keys.ready([p]))
+        await self.keys.prime(self.current.policy.providers.values())
+        while not self.keys.ready(self.current.policy.providers.values()):
+            providers = self.current.policy.providers
+            missing = sorted(name for name, p in providers.items() if not self.keys.ready([p]))
             logger.warning(
                 "provider keys not fetched; retrying", extra={"fields": {"providers": missing, "retry_in_s": delay}}
             )
             await asyncio.sleep(delay)
-            await self.keys.prime(self.policy.providers.values())
+            await self.keys.prime(self.current.policy.providers.values())
             delay = min(delay * 2, _RETRY_MAX)
         self.metrics.ready.set(1)
-        logger.info("ready", extra={"fields": {"providers": sorted(self.policy.providers)}})
+        logger.info("ready", extra={"fields": {"providers": sorted(self.current.policy.providers)}})
         if on_ready is not None:
             on_ready()
+
+    async def swap(self, policy: Policy, digest: str) -> None:
+        """Make `policy` current. Keys of providers it adds are fetched first (bounded by the fetch timeout), so
+        its routes work from the first request; requests already running finish under the snapshot they read."""
+        known = self.current.policy.providers.values()
+        added = [p for p in policy.providers.values() if p not in known and not self.keys.ready([p])]
+        if added:
+            await self.keys.prime(added)
+        previous = self.current.hash
+        self.current = self._snapshot(policy, digest)
+        if previous != digest:
+            # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
+            self.metrics.config_info.labels(previous).set(0)
+            self.metrics.config_info.labels(digest).set(1)
 
     async def close(self) -> None:
         if self._fetching is not None:

@@ -15,8 +15,9 @@ from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import CONTOSO_TENANT as CONTOSO
 from sidecar.demo.issuer import FABRIKAM_TENANT as FABRIKAM
 from sidecar.demo.issuer import DemoIssuer, demo_clients
-from sidecar.options import Address, parse_address
+from sidecar.options import Address, ServeOptions, parse_address
 from sidecar.policy.load import PolicyError, parse_policy
+from sidecar.runtime import policy_hash
 from sidecar.server import Listener, bind
 
 __all__ = ["demo_command", "walkthrough"]
@@ -48,8 +49,8 @@ def demo_command(listen: str, admin_listen: str, issuer_port: int, upstream_port
     log.configure("warning")  # the walk-through is the demo's output; errors still show
     issuer = DemoIssuer(issuer_url, demo_clients())
     before = [
-        Listener("issuer", issuer.app(), issuer_sock),
-        Listener("upstream", EchoUpstream(), upstream_sock),
+        Listener("issuer", issuer.app(), issuer_sock, stop_last=True),
+        Listener("upstream", EchoUpstream(), upstream_sock, stop_last=True),
     ]
     proxy = "http://{}:{}".format(*proxy_sock.getsockname()[:2])
     admin = "http://{}:{}".format(*admin_sock.getsockname()[:2])
@@ -57,7 +58,9 @@ def demo_command(listen: str, admin_listen: str, issuer_port: int, upstream_port
     def ready() -> None:
         print(walkthrough(proxy, admin, issuer), flush=True)
 
-    uvloop.run(run_sidecar(policy, proxy_sock, admin_sock, before, ready))
+    options = ServeOptions("demo.yaml", proxy_at, admin_at, drain_delay=0)
+    digest = policy_hash(text.encode("utf-8"))
+    uvloop.run(run_sidecar(policy, digest, proxy_sock, admin_sock, options, before=before, on_ready=ready))
     return 0
 
 

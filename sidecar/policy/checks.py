@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sidecar.policy.model import IdentityHeaders, Match, Route
+from sidecar.policy.model import AllowRule, IdentityHeaders, Match, Provider, Route
 from sidecar.policy.routes import conflicts, nestings
 from sidecar.policy.yamlmarks import Document, Path
 
-__all__ = ["check_headers", "check_routes", "check_unused_providers"]
+__all__ = ["check_headers", "check_route_providers", "check_routes", "check_unused_providers"]
 
 # Headers the proxy itself owns or that change how a message is framed or authenticated.
 _RESERVED_HEADERS = frozenset(
@@ -54,6 +54,18 @@ def check_routes(doc: Document, routes: Mapping[int, Route]) -> None:
             f'{_describe(inner.match)} is inside path_prefix {outer.match.path_prefix} of route "{outer.name}" '
             f'(line {outer.line}); route "{inner.name}" takes the requests it matches',
         )
+
+
+def check_route_providers(
+    doc: Document, path: Path, rules: Sequence[AllowRule], providers: Mapping[str, Provider]
+) -> bool:
+    """An opaque token names no issuer, so a route can ask only one introspection endpoint about it: with two, the
+    answer would depend on which was asked first. False (and an error) when a route's rules name more than one."""
+    names = sorted({rule.provider for rule in rules if (p := providers.get(rule.provider)) and p.introspection})
+    if len(names) > 1:
+        doc.error((*path, "allow"), f"introspection providers {', '.join(names)} on one route: use one per route")
+        return False
+    return True
 
 
 def check_unused_providers(doc: Document, providers: Sequence[str], routes: Sequence[Route]) -> None:

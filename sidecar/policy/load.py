@@ -15,34 +15,22 @@ from typing import TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from sidecar.policy.allow import SCOPE_CLAIMS
-from sidecar.policy.checks import check_headers, check_routes, check_unused_providers
-from sidecar.policy.model import (
-    ANYONE,
-    AllowRule,
-    Anyone,
-    ClaimRequirement,
-    IdentityHeaders,
-    Match,
-    Mode,
-    Policy,
-    Provider,
-    Route,
-    UserSet,
-)
+from sidecar.policy.checks import check_headers, check_route_providers, check_routes, check_unused_providers
+from sidecar.policy.model import ANYONE, AllowRule, Anyone, IdentityHeaders, Match, Mode, Policy, Provider, Route
+from sidecar.policy.provider_spec import ProviderSpec
+from sidecar.policy.providers import build_provider
 from sidecar.policy.routes import RouteTable
-from sidecar.policy.schema import (
-    NAME_PATTERN,
-    IdentityHeadersSpec,
-    PolicySpec,
-    ProviderSpec,
-    RouteSpec,
-    RuleSpec,
-    parse_duration,
-)
+from sidecar.policy.rules import build_rule
+from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
-__all__ = ["PolicyError", "load_policy", "parse_duration", "parse_policy"]
+__all__ = [
+    "PolicyError",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+    "read_policy",
+]
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
 
@@ -72,14 +60,20 @@ class PolicyError(Exception):
 
 def load_policy(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Policy:
     """Read and parse the policy at `path`; `${VAR}` references come from `environ` (default: `os.environ`)."""
+    return read_policy(path, environ)[0]
+
+
+def read_policy(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> tuple[Policy, bytes]:
+    """The policy at `path` and the exact bytes it was parsed from (for the `sidecar_config_info` hash)."""
     source = os.fspath(path)
     try:
-        text = FilePath(source).read_bytes().decode("utf-8-sig")
+        data = FilePath(source).read_bytes()
+        text = data.decode("utf-8-sig")
     except OSError as exc:
         raise PolicyError([f"{source}:1: (file): cannot read the policy: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise PolicyError([f"{source}:1: (file): the policy is not UTF-8 text"]) from exc
-    return parse_policy(text, source, os.environ if environ is None else environ)
+    return parse_policy(text, source, os.environ if environ is None else environ), data
 
 
 def parse_policy(text: str, source: str, environ: Mapping[str, str]) -> Policy:
@@ -101,7 +95,7 @@ def _build(doc: Document) -> Policy | None:
     known = list(raw_providers) if isinstance(raw_providers, dict) else []
     providers = _providers(doc, raw_providers) if isinstance(raw_providers, dict) else {}
     raw_routes = data.get("routes")
-    routes = _routes(doc, raw_routes, known) if isinstance(raw_routes, list) else {}
+    routes = _routes(doc, raw_routes, providers, known) if isinstance(raw_routes, list) else {}
     if isinstance(raw_routes, list):
         _check_rule_providers(doc, raw_routes, known)
     check_routes(doc, routes)
@@ -130,16 +124,7 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
             doc.error(path, "provider names may contain only letters, digits, '_', '.' and '-'")
         spec = _validate(ProviderSpec, value, path, doc)
         if spec is not None:
-            algorithms = tuple(dict.fromkeys(spec.algorithms))  # deduplicated, order kept
-            providers[name] = Provider(
-                name,
-                spec.issuer,
-                frozenset(spec.audiences),
-                spec.jwks_uri,
-                algorithms,
-                spec.leeway,
-                spec.jwks_min_refresh,
-            )
+            providers[name] = build_provider(name, spec)
     return providers
 
 
@@ -165,7 +150,9 @@ def _check_rule_providers(doc: Document, raw_routes: Sequence[object], known: Se
                 doc.error(("routes", index, "allow", n, "provider"), f'unknown provider "{provider}" (known: {names})')
 
 
-def _routes(doc: Document, raw: Sequence[object], known: Sequence[str]) -> dict[int, Route]:
+def _routes(
+    doc: Document, raw: Sequence[object], providers: Mapping[str, Provider], known: Sequence[str]
+) -> dict[int, Route]:
     """The valid routes by their index in the file (the index locates cross-route errors)."""
     routes = {}
     for index, value in enumerate(raw):
@@ -175,37 +162,17 @@ def _routes(doc: Document, raw: Sequence[object], known: Sequence[str]) -> dict[
             continue
         allow: Anyone | tuple[AllowRule, ...] = ANYONE
         if spec.allow != "anyone":
-            rules = [_rule(doc, (*path, "allow", n), n, rule, known) for n, rule in enumerate(spec.allow)]
+            rules = [
+                build_rule(doc, (*path, "allow", n), n, rule, providers, known) for n, rule in enumerate(spec.allow)
+            ]
             allow = tuple(rule for rule in rules if rule is not None)
-            if len(allow) != len(rules):
+            if len(allow) != len(rules) or not check_route_providers(doc, path, allow, providers):
                 continue
         methods = frozenset(spec.match.methods) if spec.match.methods is not None else None
         match = Match(spec.match.path, spec.match.path_prefix, methods)
         mode, line = Mode(spec.mode), doc.line(path)
         routes[index] = Route(spec.name, match, spec.upstream, allow, mode, spec.forward_token, spec.timeout, line)
     return routes
-
-
-def _rule(doc: Document, path: Path, index: int, spec: RuleSpec, known: Sequence[str]) -> AllowRule | None:
-    valid = spec.provider in known  # reported by _check_rule_providers
-    users = _users(doc, (*path, "users"), spec.users) if spec.users is not None else None
-    claims = []
-    for name, values in (spec.claims or {}).items():
-        if name in SCOPE_CLAIMS and any(" " in value for value in values):
-            doc.error((*path, "claims", name), "a scope never contains a space: list each scope as its own item")
-            valid = False
-        claims.append(ClaimRequirement(name, frozenset(values)))
-    return AllowRule(spec.provider, users, tuple(claims), index) if valid else None
-
-
-def _users(doc: Document, path: Path, entries: Sequence[str]) -> UserSet:
-    """Split once: names (with `@`) are compared lowercased with upn/preferred_username, ids exactly."""
-    names = set()
-    for n, entry in enumerate(entries):
-        if "@" in entry:
-            names.add(entry.lower())
-            doc.warn((*path, n), f'"{entry}" matches the mutable upn/preferred_username; prefer the object id (oid)')
-    return UserSet(frozenset(entry for entry in entries if "@" not in entry), frozenset(names))
 
 
 def _validate(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -> _Spec | None:

@@ -14,9 +14,11 @@ __all__ = [
     "ANYONE",
     "AllowRule",
     "Anyone",
+    "CallerKind",
     "ClaimRequirement",
     "IdentityHeaders",
     "Identity",
+    "Introspection",
     "Match",
     "Mode",
     "Policy",
@@ -28,6 +30,12 @@ __all__ = [
 DEFAULT_ALGORITHMS: Final = ("RS256", "ES256", "PS256")
 DEFAULT_LEEWAY_SECONDS: Final = 60.0
 DEFAULT_JWKS_MIN_REFRESH_SECONDS: Final = 30.0
+DEFAULT_JWKS_REFRESH_MIN_SECONDS: Final = 300.0  # scheduled refresh: Cache-Control max-age clamped to [min, max]
+DEFAULT_JWKS_REFRESH_MAX_SECONDS: Final = 3600.0
+DEFAULT_MAX_STALE_SECONDS: Final = 86_400.0
+DEFAULT_MAX_TOKEN_BYTES: Final = 16 * 1024
+DEFAULT_INTROSPECTION_CACHE_SECONDS: Final = 300.0
+DEFAULT_INACTIVE_CACHE_SECONDS: Final = 10.0
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_REALM: Final = "sidecar"
 
@@ -40,20 +48,55 @@ class Mode(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Introspection:
+    """An OAuth 2.0 token introspection endpoint (RFC 7662) that vouches for opaque tokens."""
+
+    endpoint: str
+    client_id: str
+    client_secret: str = field(repr=False)  # a secret: never logged or echoed (nor in repr)
+    cache: float = DEFAULT_INTROSPECTION_CACHE_SECONDS  # an active answer is kept until exp, at most this long
+    inactive_cache: float = DEFAULT_INACTIVE_CACHE_SECONDS  # an inactive answer is kept this long
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
-    """A token issuer whose signed JWTs the sidecar verifies against its published keys."""
+    """Who vouches for tokens: an issuer of signed JWTs checked against its published keys, or (with
+    `introspection`) an authorization server asked about each opaque token."""
 
     name: str
-    issuer: str
+    issuer: str  # the configured issuer; "" for an introspection provider
     audiences: frozenset[str]
-    jwks_uri: str | None  # None: from {issuer}/.well-known/openid-configuration
+    jwks_uri: str | None  # None: from discovery
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway: float = DEFAULT_LEEWAY_SECONDS
     jwks_min_refresh: float = DEFAULT_JWKS_MIN_REFRESH_SECONDS
+    # Every `iss` accepted (Entra: the v1 and v2 forms); empty means {issuer}, filled in by __post_init__.
+    issuers: frozenset[str] = frozenset()
+    tenant: str | None = None  # Entra: the token's `tid` must equal it
+    discovery: str | None = None  # the discovery document's URL; None: {issuer}/.well-known/openid-configuration
+    jwks_refresh_min: float = DEFAULT_JWKS_REFRESH_MIN_SECONDS
+    jwks_refresh_max: float = DEFAULT_JWKS_REFRESH_MAX_SECONDS
+    max_stale: float = DEFAULT_MAX_STALE_SECONDS  # last good keys keep serving this long while the issuer is down
+    require_typ: str | None = None  # the JOSE `typ` required (lower-case, without "application/"), e.g. at+jwt
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    introspection: Introspection | None = None
+    entra: bool = False  # made by the `entra:` preset (idtyp and scp mean what Entra means by them)
+
+    def __post_init__(self) -> None:
+        if not self.issuers and self.introspection is None:
+            object.__setattr__(self, "issuers", frozenset({self.issuer}))
 
     @property
     def discovery_url(self) -> str:
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        return self.discovery or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class CallerKind(enum.Enum):
+    """`user_tokens_only` / `app_tokens_only`: a token on behalf of a signed-in user, or of an application itself
+    (client credentials)."""
+
+    USER = "user"
+    APP = "app"
 
 
 class Anyone(enum.Enum):
@@ -90,6 +133,10 @@ class AllowRule:
     users: UserSet | None = None
     claims: tuple[ClaimRequirement, ...] = ()
     index: int = 0  # position in the route's allow list, for explain and logs
+    apps: frozenset[str] | None = None  # client ids, matched with azp (v2), appid (v1) or client_id (RFC 9068)
+    groups: frozenset[str] | None = None  # the `groups` claim must contain one
+    scopes: frozenset[str] | None = None  # `scp` / `scope` (space-separated, or a list) must contain one
+    caller: CallerKind | None = None  # user_tokens_only / app_tokens_only
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +212,13 @@ class Identity:
     @property
     def user(self) -> str | None:
         return _str_claim(self.claims, "upn") or _str_claim(self.claims, "preferred_username")
+
+    @property
+    def app(self) -> str | None:
+        """The calling application's client id: `azp` (Entra v2), `appid` (v1) or `client_id` (RFC 9068, 7662)."""
+        return (
+            _str_claim(self.claims, "azp") or _str_claim(self.claims, "appid") or _str_claim(self.claims, "client_id")
+        )
 
     @property
     def tenant(self) -> str | None:

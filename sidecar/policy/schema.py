@@ -14,9 +14,6 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from sidecar.policy.model import (
-    DEFAULT_ALGORITHMS,
-    DEFAULT_JWKS_MIN_REFRESH_SECONDS,
-    DEFAULT_LEEWAY_SECONDS,
     DEFAULT_REALM,
     DEFAULT_TIMEOUT_SECONDS,
     IdentityHeaders,
@@ -28,7 +25,6 @@ __all__ = [
     "IdentityHeadersSpec",
     "MatchSpec",
     "PolicySpec",
-    "ProviderSpec",
     "RouteSpec",
     "RuleSpec",
     "parse_duration",
@@ -203,19 +199,36 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ProviderSpec(_Spec):
-    issuer: Annotated[Text, AfterValidator(_https_url)]
-    audiences: TextList
-    jwks_uri: Annotated[Text, AfterValidator(_https_url)] | None = None
-    algorithms: Algorithms = list(DEFAULT_ALGORITHMS)
-    leeway: Annotated[Duration, _between(0, 600)] = DEFAULT_LEEWAY_SECONDS
-    jwks_min_refresh: Annotated[Duration, _between(1, None)] = DEFAULT_JWKS_MIN_REFRESH_SECONDS
+def _scope(value: str) -> str:
+    if " " in value:
+        raise ValueError("a scope never contains a space: list each scope as its own item")
+    return value
+
+
+Scopes = Annotated[list[Annotated[Text, AfterValidator(_scope)]], Field(min_length=1)]
 
 
 class RuleSpec(_Spec):
+    """One `allow` alternative. The provider spec is in provider_spec (it needs this module's field types)."""
+
     provider: Text
     users: Annotated[TextList | None, BeforeValidator(_not_null)] = None
+    apps: Annotated[TextList | None, BeforeValidator(_not_null)] = None
+    groups: Annotated[TextList | None, BeforeValidator(_not_null)] = None
+    scopes: Annotated[Scopes | None, BeforeValidator(_not_null)] = None
     claims: Annotated[ClaimMap | None, BeforeValidator(_not_null)] = None
+    user_tokens_only: bool = False
+    app_tokens_only: bool = False
+
+    @model_validator(mode="after")
+    def _caller(self) -> RuleSpec:
+        if self.user_tokens_only and self.app_tokens_only:
+            raise ValueError("user_tokens_only and app_tokens_only exclude each other: no token is both")
+        if self.app_tokens_only and self.scopes is not None:
+            raise ValueError(
+                "scopes never match app tokens (client credentials carry roles, never scp): use claims.roles"
+            )
+        return self
 
 
 class MatchSpec(_Spec):

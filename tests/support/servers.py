@@ -109,7 +109,7 @@ class SidecarProcess:
 
     config: Path
     env: Mapping[str, str] = field(default_factory=dict)
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = ("--drain-delay", "0")  # tests of the drain pass their own
     proxy: str = ""
     admin: str = ""
     _process: subprocess.Popen[str] | None = None
@@ -129,6 +129,22 @@ class SidecarProcess:
         if wait_ready:
             self.wait_ready(timeout)
         return self
+
+    def wait_for_log(self, message: str, timeout: float = 30.0, **fields: object) -> dict[str, Any]:
+        """The next JSON log line with this message (and these fields), waiting at most `timeout`."""
+        assert self._output is not None
+
+        def wanted(line: str) -> bool:
+            record = _json(line)
+            return record is not None and record.get("message") == message and _has(record, fields)
+
+        record = _json(self._output.wait_for(wanted, timeout))
+        assert record is not None
+        return record
+
+    def send_signal(self, sig: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Returns when the sidecar logs that every provider's keys are in (raises after `timeout`)."""
@@ -158,6 +174,10 @@ class SidecarProcess:
         if self._process.stdout is not None:
             self._process.stdout.close()
         return code
+
+
+def _has(record: Mapping[str, Any], fields: Mapping[str, object]) -> bool:
+    return all(record.get(key) == value for key, value in fields.items())
 
 
 def _message(line: str) -> object:

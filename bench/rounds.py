@@ -1,0 +1,95 @@
+"""Interleaved rounds: each round starts every target afresh, runs its wrk scenarios, and reads CPU, RSS and start-up."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from bench.issuer import BenchIssuer
+from bench.lab import Lab
+from bench.procs import Proc, cpu_seconds, http_status, memory_kib
+from bench.targets import ROUTE, Target
+from bench.wrk import run_wrk
+
+__all__ = ["DIRECT", "Scenario", "run_rounds"]
+
+DIRECT: Final = "direct"  # nginx itself: the ceiling
+_WARMUP_SECONDS: Final = 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str  # valid-1, valid-64, missing-64, badsig-64
+    token: str  # valid, missing, badsig
+    connections: int
+    status: int  # what every response must be
+
+
+ALLOWED: Final = (Scenario("valid-1", "valid", 1, 200), Scenario("valid-64", "valid", 64, 200))
+REJECTED: Final = (Scenario("missing-64", "missing", 64, 401), Scenario("badsig-64", "badsig", 64, 401))
+
+
+def _scenarios(target: Target) -> tuple[Scenario, ...]:
+    # The rejection path is measured where it is compared: one Envoy thread against one sidecar worker.
+    return ALLOWED + REJECTED if target.threads == 1 else ALLOWED
+
+
+def _tokens(issuer: BenchIssuer) -> dict[str, str | None]:
+    return {"valid": issuer.valid_token(), "missing": None, "badsig": issuer.bad_signature_token()}
+
+
+def _measure(proc: Proc, port: int, scenario: Scenario, token: str | None, seconds: float, run: Path) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    checked = http_status(port, ROUTE, headers)
+    before = cpu_seconds(proc.pids())
+    result = run_wrk(f"http://127.0.0.1:{port}{ROUTE}", scenario.connections, seconds, token, run)
+    cpu = cpu_seconds(proc.pids()) - before
+    # Every response must carry the scenario's status: a 401 counts as a wrk "status error", a 200 does not.
+    wrong = result.status_errors if scenario.status < 400 else result.requests - result.status_errors
+    return {
+        "scenario": scenario.key,
+        "checked_status": checked,
+        "ok": checked == scenario.status and wrong == 0 and result.socket_errors == 0,
+        "wrong_status": wrong,
+        "wrk": result.as_dict(),
+        "cpu_s": cpu,
+        "cpu_us_per_req": cpu / result.requests * 1e6 if result.requests else None,
+    }
+
+
+def _run_target(target: Target | None, lab: Lab, seconds: float) -> dict[str, Any]:
+    """One target in one round: start, warm up, every scenario, peak RSS, stop (nginx, the ceiling, stays up)."""
+    tokens, run = _tokens(lab.issuer), lab.run
+    if target is None:
+        proc, port, ready = lab.nginx, lab.ports.upstream, None
+    else:
+        proc, port, ready = target.start(run, lab.ports)
+    try:
+        run_wrk(f"http://127.0.0.1:{port}{ROUTE}", 64, _WARMUP_SECONDS, tokens["valid"], run)
+        scenarios = ALLOWED if target is None else _scenarios(target)
+        rows = [_measure(proc, port, s, tokens[s.token], seconds, run) for s in scenarios]
+        pids = proc.pids()
+        memory = {"hwm_kib": [memory_kib(pid) for pid in pids], "rss_kib": [memory_kib(pid, "VmRSS") for pid in pids]}
+    finally:
+        if target is not None:
+            proc.stop()
+    return {"target": DIRECT if target is None else target.key, "ready_s": ready, "rows": rows, **memory}
+
+
+def run_rounds(lab: Lab, targets: list[Target], rounds: int, seconds: float) -> list[dict[str, Any]]:
+    """`rounds` rounds over the direct baseline and every target, the order rotated each round."""
+    order: list[Target | None] = [None, *targets]
+    results = []
+    for number in range(rounds):
+        shift = number % len(order)
+        for target in order[shift:] + order[:shift]:
+            started = time.monotonic()
+            result = _run_target(target, lab, seconds)
+            results.append({"round": number + 1, **result})
+            summary = ", ".join(f"{r['scenario']} {r['wrk']['rps']:.0f}/s" for r in result["rows"])
+            print(f"bench: round {number + 1} {result['target']}: {summary} ({time.monotonic() - started:.0f} s)")
+            sys.stdout.flush()
+    return results

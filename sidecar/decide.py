@@ -1,0 +1,87 @@
+"""The decision for a request head: normalise -> route -> token -> verify -> authorize. No I/O but verification.
+
+The proxy, the forward-auth endpoint and `sidecar explain` all decide through `decide()`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sidecar.decision import Reason, Rejection
+from sidecar.paths import normalise
+from sidecar.policy.allow import authorize
+from sidecar.policy.model import Anyone, Identity, Mode, Route
+from sidecar.policy.routes import NoRoute, WrongMethod
+from sidecar.runtime import Snapshot
+from sidecar.tokens import bearer
+
+__all__ = ["Decision", "decide"]
+
+# Refusals that audit mode lets through: the caller's credentials. A path that matches no route, or a method the
+# route does not take, has nowhere to be forwarded to, so those are refused in audit mode too.
+_AUDITABLE = frozenset(
+    {
+        Reason.MISSING_TOKEN,
+        Reason.MALFORMED_TOKEN,
+        Reason.FORBIDDEN_ALGORITHM,
+        Reason.WRONG_ISSUER,
+        Reason.UNKNOWN_KEY,
+        Reason.BAD_SIGNATURE,
+        Reason.EXPIRED,
+        Reason.NOT_YET_VALID,
+        Reason.WRONG_AUDIENCE,
+        Reason.NOT_ALLOWED,
+        Reason.KEYS_UNAVAILABLE,
+    }
+)
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the policy says about one request head."""
+
+    path: str | None = None  # normalised; None when the path itself was refused
+    route: Route | None = None
+    rest: str = ""  # for a prefix route, the part of the path after the prefix
+    identity: Identity | None = None  # set when the token verified (even if no rule then allowed it)
+    reason: Reason | None = None  # why the policy refuses the request; None: allowed
+    allow: tuple[str, ...] = ()  # the methods of the path, for 405
+    mode: Mode = Mode.ENFORCE
+    auth_seconds: float = 0.0
+
+    @property
+    def forwarded(self) -> bool:
+        """Allowed, or refused only in audit mode (counted and logged as a would-be refusal)."""
+        return self.reason is None or (self.mode is Mode.AUDIT and self.reason in _AUDITABLE)
+
+
+async def decide(
+    snapshot: Snapshot, method: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], audit_all: bool = False
+) -> Decision:
+    try:
+        path = normalise(raw_path)
+    except Rejection as rejection:
+        return Decision(reason=rejection.reason)
+    hit = snapshot.policy.table.lookup(method, path)
+    if isinstance(hit, NoRoute):
+        return Decision(path=path, reason=Reason.NO_ROUTE)
+    if isinstance(hit, WrongMethod):
+        return Decision(path=path, reason=Reason.METHOD_NOT_ALLOWED, allow=hit.allow)
+    route = hit.route
+    decision = Decision(path=path, route=route, rest=hit.rest, mode=Mode.AUDIT if audit_all else route.mode)
+    if isinstance(route.allow, Anyone):
+        return decision
+    started = time.perf_counter()
+    try:
+        token = bearer(headers)
+        if token is None:
+            raise Rejection(Reason.MISSING_TOKEN)
+        decision.identity = await snapshot.verifier.verify(token, route.providers)
+        if authorize(route, decision.identity) is None:
+            decision.reason = Reason.NOT_ALLOWED
+    except Rejection as rejection:
+        decision.reason = rejection.reason
+    decision.auth_seconds = time.perf_counter() - started
+    return decision

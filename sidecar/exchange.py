@@ -1,0 +1,89 @@
+"""One request's bookkeeping: its id, the refusal response, and the metrics and log line written at its end."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from sidecar import log
+from sidecar.decide import Decision
+from sidecar.decision import Reason, outcome
+from sidecar.metrics import NO_ROUTE_LABEL, Metrics, method_label
+from sidecar.policy.model import Mode
+from sidecar.problem import problem_body, problem_headers
+from sidecar.proxy import Send
+
+__all__ = ["Entry", "finish", "refuse", "request_id"]
+
+Scope = dict[str, Any]
+Entry = dict[str, Any]
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """A well-formed incoming X-Request-Id is kept (so callers can correlate); anything else is replaced."""
+    for name, value in headers:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return value.decode("ascii")
+    return os.urandom(12).hex()
+
+
+def start_entry(scope: Scope, rid: str, method: str, decision: Decision) -> Entry:
+    """The access-log fields known once the head is decided. Identity fields are the verified ones only."""
+    client = scope.get("client")
+    entry: Entry = {
+        "request_id": rid,
+        "method": method,
+        "path": decision.path,
+        "route": decision.route.name if decision.route is not None else None,
+        "mode": decision.mode.value,
+        "client_ip": client[0] if client else None,
+    }
+    identity = decision.identity
+    if identity is not None:
+        app = identity.claims.get("azp") or identity.claims.get("appid")
+        entry.update(provider=identity.provider, subject=identity.subject, app=app if isinstance(app, str) else None)
+    if decision.auth_seconds:
+        entry["auth_ms"] = round(decision.auth_seconds * 1000, 3)
+    if decision.reason is not None:
+        entry["reason"] = decision.reason.value
+    return entry
+
+
+def count_refusal(metrics: Metrics, decision: Decision) -> None:
+    """One increment per refused (or, in audit mode, would-be refused) request."""
+    assert decision.reason is not None
+    route = decision.route.name if decision.route is not None else NO_ROUTE_LABEL
+    metrics.rejected(route, decision.reason, decision.mode if decision.forwarded else Mode.ENFORCE)
+
+
+async def refuse(
+    send: Send,
+    reason: Reason,
+    realm: str,
+    rid: str,
+    route: str | None,
+    entry: Entry,
+    allow: Sequence[str] = (),
+    status: int | None = None,
+) -> None:
+    """Answer with the problem+json refusal. `status` overrides the table's (forward-auth speaks only 401/403)."""
+    body = problem_body(reason, rid, route, status)
+    code = status or outcome(reason).status
+    headers = problem_headers(reason, realm, rid, body, allow)
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    entry.update(status=code, reason=reason.value)
+
+
+def finish(metrics: Metrics, entry: Entry, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    route = entry.get("route") or NO_ROUTE_LABEL
+    status = entry.setdefault("status", 500)
+    metrics.requests.labels(route, method_label(entry["method"]), str(status)).inc()
+    metrics.request_duration.labels(route).observe(elapsed)
+    entry["duration_ms"] = round(elapsed * 1000, 3)
+    log.access(entry)

@@ -1,0 +1,136 @@
+"""Control-plane HTTP: fetch a JSON object from an issuer (https only, no redirects, size-capped) and read how long
+it may be cached. Used for discovery, JWKS and token introspection; never on the data plane.
+
+Error messages hold URLs without their query or credentials and never a response body: either could hold a secret.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+
+__all__ = ["FETCH_TIMEOUT_SECONDS", "MAX_DOCUMENT_BYTES", "Document", "FetchError", "get_json", "post_json", "safe_url"]
+
+MAX_DOCUMENT_BYTES: Final = 1 << 20  # discovery documents and JWKS are a few KiB; anything bigger is not an issuer
+FETCH_TIMEOUT_SECONDS: Final = 10.0
+_LOOPBACK_NAMES: Final = frozenset({"localhost"})
+_MAX_AGE: Final = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_NO_CACHE: Final = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|=|$)", re.IGNORECASE)
+
+
+class FetchError(Exception):
+    """A fetch failed; the message is safe for logs and `last_error`. `kind` is a metric label."""
+
+    def __init__(self, message: str, kind: str = "bad_response") -> None:
+        super().__init__(message)
+        self.kind = kind  # unreachable | timeout | http_status | bad_response
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    body: dict[str, Any]
+    max_age: float | None  # from Cache-Control: seconds, 0 for no-cache / no-store, None when not said
+
+
+async def get_json(client: httpx.AsyncClient, url: str, what: str) -> Document:
+    return await _request(client, "GET", url, what, None, None)
+
+
+async def post_json(
+    client: httpx.AsyncClient, url: str, what: str, form: Mapping[str, str], headers: Mapping[str, str]
+) -> Document:
+    return await _request(client, "POST", url, what, form, headers)
+
+
+async def _request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    what: str,
+    form: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+) -> Document:
+    _require_secure(url, what)
+    try:
+        # No redirects: one to plain http (or to another host) would dodge the https rule.
+        async with client.stream(
+            method,
+            url,
+            data=form,
+            headers={"Accept": "application/json", **(headers or {})},
+            timeout=FETCH_TIMEOUT_SECONDS,
+            follow_redirects=False,
+        ) as response:
+            if response.status_code != 200:
+                raise FetchError(f"{what} {safe_url(url)}: HTTP {response.status_code}", "http_status")
+            body = await _read_limited(response, what, url)
+            max_age = _max_age(response.headers.get("cache-control", ""))
+    except httpx.TimeoutException as exc:
+        raise FetchError(f"{what} {safe_url(url)}: timed out", "timeout") from exc
+    except httpx.HTTPError as exc:
+        # The exception's type only: httpx messages quote the URL, query included.
+        raise FetchError(f"{what} {safe_url(url)}: {type(exc).__name__}", "unreachable") from exc
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise FetchError(f"{what} {safe_url(url)}: not JSON") from exc
+    if not isinstance(document, dict):
+        raise FetchError(f"{what} {safe_url(url)}: not a JSON object")
+    return Document(document, max_age)
+
+
+def _max_age(cache_control: str) -> float | None:
+    if _NO_CACHE.search(cache_control):
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
+
+
+async def _read_limited(response: httpx.Response, what: str, url: str) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise FetchError(f"{what} {safe_url(url)}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise FetchError(f"{what} {safe_url(url)}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    return bytes(body)
+
+
+def _require_secure(url: str, what: str) -> None:
+    """https, or http to a loopback host (the demo and tests); anything else could be rewritten on the way."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return
+    raise FetchError(
+        f"{what} {safe_url(url)}: refused, keys are fetched over https only (or http to loopback)", "bad_response"
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def safe_url(url: str) -> str:
+    """A URL for a message: without its query and credentials (either could hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

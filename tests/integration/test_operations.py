@@ -1,0 +1,211 @@
+"""Operating the sidecar: hot reload under traffic, audit mode, graceful shutdown, workers, access logs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
+from tests.support.metrics import sample
+from tests.support.servers import SidecarProcess, ThreadServer
+
+OPEN = """\
+version: 1
+routes:
+  - name: first
+    match: {{ path_prefix: /first, methods: [GET] }}
+    upstream: {upstream}/first
+    allow: anyone
+"""
+WITH_SECOND = (
+    OPEN
+    + """\
+  - name: second
+    match: {{ path_prefix: /second, methods: [GET] }}
+    upstream: {upstream}/second
+    allow: anyone
+"""
+)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+class Traffic:
+    """Requests in a loop on a thread until stopped (bounded: at most `limit` requests)."""
+
+    def __init__(self, url: str, limit: int = 20_000) -> None:
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, limit), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, limit: int) -> None:
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            while not self._stop.is_set() and len(self.statuses) < limit:
+                self.statuses.append(http.get(url).status_code)
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.statuses
+
+
+@pytest.fixture()
+def reloading(tmp_path: Path, upstream: ThreadServer) -> Iterator[tuple[SidecarProcess, Path]]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--reload-interval", "0.1")).start()
+    yield sidecar, policy
+    assert sidecar.stop() == 0
+
+
+def test_reload_under_traffic_loses_no_request(reloading: tuple[SidecarProcess, Path], upstream: ThreadServer) -> None:
+    sidecar, policy = reloading
+    traffic = Traffic(sidecar.proxy + "/first")
+    with httpx.Client(base_url=sidecar.proxy, trust_env=False) as http:
+        assert http.get("/second").status_code == 404
+        for _ in range(3):  # several swaps while requests flow
+            write_atomically(policy, WITH_SECOND.format(upstream=upstream.url))
+            sidecar.wait_for_log("policy reloaded", trigger="file")
+            assert http.get("/second").status_code == 200
+            write_atomically(policy, OPEN.format(upstream=upstream.url))
+            sidecar.wait_for_log("policy reloaded", trigger="file")
+            assert http.get("/second").status_code == 404
+    statuses = traffic.stop()
+    assert statuses and set(statuses) == {200}
+
+
+def test_a_bad_policy_keeps_the_old_one(reloading: tuple[SidecarProcess, Path], upstream: ThreadServer) -> None:
+    sidecar, policy = reloading
+    good = WITH_SECOND.format(upstream=upstream.url)
+    write_atomically(policy, good)
+    sidecar.wait_for_log("policy reloaded")
+    write_atomically(policy, good.replace("allow: anyone", "allow: everyone", 1))
+    failure = sidecar.wait_for_log("policy reload failed; keeping the current policy")
+    assert any(error.startswith(f"{policy}:6: routes[0].allow") for error in failure["errors"])
+    with httpx.Client(trust_env=False) as http:
+        assert http.get(sidecar.proxy + "/second").status_code == 200
+        admin = httpx.Client(base_url=sidecar.admin, trust_env=False)
+        assert sample(admin, "sidecar_config_reloads_total", result="error") == 1
+        assert sample(admin, "sidecar_config_reloads_total", result="success") == 1
+        live = hashlib.sha256(good.encode()).hexdigest()[:12]
+        assert sample(admin, "sidecar_config_info", hash=live) == 1
+        admin.close()
+
+
+def test_sighup_reloads(reloading: tuple[SidecarProcess, Path]) -> None:
+    sidecar, _ = reloading
+    sidecar.send_signal(signal.SIGHUP)
+    assert sidecar.wait_for_log("policy reloaded")["trigger"] == "sighup"
+
+
+def test_configmap_symlink_swap_is_seen(tmp_path: Path, upstream: ThreadServer) -> None:
+    """Kubernetes mounts a ConfigMap as policy.yaml -> ..data/policy.yaml, ..data -> ..<timestamp>, and updates it by
+    swapping the ..data symlink: the file the sidecar opened is never written."""
+    mount = tmp_path / "config"
+    mount.mkdir()
+    (mount / "..2026_11_26_v1").mkdir()
+    (mount / "..2026_11_26_v1" / "policy.yaml").write_text(OPEN.format(upstream=upstream.url))
+    (mount / "..data").symlink_to("..2026_11_26_v1")
+    (mount / "policy.yaml").symlink_to("..data/policy.yaml")
+    sidecar = SidecarProcess(mount / "policy.yaml", {}, ("--drain-delay", "0", "--reload-interval", "0.1")).start()
+    try:
+        (mount / "..2026_11_26_v2").mkdir()
+        (mount / "..2026_11_26_v2" / "policy.yaml").write_text(WITH_SECOND.format(upstream=upstream.url))
+        (mount / "..data_tmp").symlink_to("..2026_11_26_v2")
+        os.replace(mount / "..data_tmp", mount / "..data")
+        sidecar.wait_for_log("policy reloaded", trigger="file")
+        assert httpx.get(sidecar.proxy + "/second", trust_env=False).status_code == 200
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_audit_flag_forwards_would_be_refusals(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
+    from tests.integration.conftest import POLICY
+
+    sidecar = SidecarProcess(POLICY, sidecar_env, ("--drain-delay", "0", "--audit")).start()
+    try:
+        with httpx.Client(trust_env=False) as http:
+            assert http.post(sidecar.proxy + "/flows/payroll").status_code == 200  # no token, yet forwarded
+            admin = httpx.Client(base_url=sidecar.admin, trust_env=False)
+            assert sample(admin, "sidecar_rejections_total", route="payroll", reason="missing_token", mode="audit") == 1
+            assert http.get(sidecar.proxy + "/nowhere").status_code == 404  # nowhere to forward to
+            admin.close()
+        line = sidecar.wait_for_log("request", route="payroll")
+        assert line["decision"] == "audit_forward" and line["mode"] == "audit" and line["reason"] == "missing_token"
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_sigterm_drains_and_lets_a_streaming_upload_finish(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
+    from tests.integration.conftest import POLICY
+
+    sidecar = SidecarProcess(POLICY, sidecar_env, ("--drain-delay", "2", "--grace", "20")).start()
+    release = threading.Event()
+    chunk = b"x" * 65536
+    result: dict[str, object] = {}
+    first_sent = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield chunk
+        first_sent.set()
+        release.wait(30)
+        for _ in range(63):
+            yield chunk
+
+    def upload() -> None:
+        minted = issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", "oid": "uploader"})
+        with httpx.Client(trust_env=False, timeout=60) as http:
+            response = http.put(
+                sidecar.proxy + "/files/upload", content=body(), headers={"Authorization": f"Bearer {minted}"}
+            )
+            result["status"], result["echo"] = response.status_code, response.json()
+
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
+    assert first_sent.wait(30)
+    sidecar.send_signal(signal.SIGTERM)
+    sidecar.wait_for_log("draining")
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        assert http.get(sidecar.admin + "/readyz").status_code == 503
+        assert http.get(sidecar.proxy + "/public/still-serving").status_code == 200  # the drain delay
+    sidecar.wait_for_log("closing listeners")
+    release.set()  # the upload goes on after the listener has stopped accepting
+    uploader.join(timeout=60)
+    assert result["status"] == 200
+    assert result["echo"]["body_bytes"] == 64 * 65536  # type: ignore[index]
+    assert sidecar.stop() == 0
+
+
+def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, upstream: ThreadServer) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--workers", "2")).start()
+    try:
+        sidecar.wait_for_log("listening")  # the second worker
+        pids: set[object] = set()
+        sent = 0
+        while len(pids) < 2 and sent < 2_000:  # until both workers have answered (bounded)
+            for _ in range(8):  # a new connection each, so the kernel may hand it to either worker
+                with httpx.Client(trust_env=False, timeout=10) as fresh:
+                    assert fresh.get(sidecar.proxy + "/first").status_code == 200
+                sent += 1
+                pids.add(sidecar.wait_for_log("request")["pid"])
+        assert len(pids) == 2
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            for _ in range(4):  # whichever worker answers the scrape, the totals are the whole process group's
+                text = http.get(sidecar.admin + "/metrics").text
+                assert f'sidecar_requests_total{{code="200",method="GET",route="first"}} {float(sent)}' in text
+    finally:
+        assert sidecar.stop() == 0
