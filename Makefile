@@ -24,6 +24,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The end-to-end suite alone (`make test` runs it too): oidc-provider, httpbin and the Postman walk-through in
+# newman. Needs Node.js >= 20.19 and npm; the suite runs `npm ci` in tests/e2e when node_modules is missing or
+# older than the lock.
+.PHONY: e2e
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
 # The container image (needs a Docker engine; not part of `make test`, whose tests check the Dockerfile itself).
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 .PHONY: image

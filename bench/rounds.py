@@ -1,4 +1,4 @@
-"""Interleaved rounds: each round starts every target afresh, runs its wrk scenarios, and reads CPU, RSS and start-up."""
+"""Interleaved rounds: each round starts every target afresh, runs its wrk scenarios, reads CPU, RSS and start-up."""
 
 from __future__ import annotations
 

@@ -49,7 +49,17 @@ def start_echo(run: Path) -> tuple[Proc, int]:
     """The demo echo upstream (streams n bytes down, counts and hashes bodies up) on uvicorn, its own process."""
     port = free_port()
     argv = [str(_PYTHON), "-m", "uvicorn", "--factory", "sidecar.demo.echo:EchoUpstream", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+    argv += [
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     proc = Proc.start("echo", argv, run / "echo.out")
     wait_status(proc, port, "/status/200", timeout=30)
     return proc, port
@@ -62,7 +72,9 @@ def envoy_binary() -> str:
 
 
 def sidecar_has_workers() -> bool:
-    done = subprocess.run([str(_PYTHON), "-m", "sidecar", "serve", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(_PYTHON), "-m", "sidecar", "serve", "--help"], capture_output=True, text=True, check=False
+    )
     return "--workers" in done.stdout
 
 

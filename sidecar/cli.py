@@ -39,6 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
 
+    explain = commands.add_parser(
+        "explain", help="the decision for a request, and why (exit 0: allowed, 1: refused, 2: bad input)"
+    )
+    explain.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+    explain.add_argument("--method", default="GET", help="request method (default GET)")
+    explain.add_argument("--path", required=True, help="request path, as the client would send it")
+    given = explain.add_mutually_exclusive_group()
+    given.add_argument("--token", help="a bearer JWT, checked against the issuer's live keys ('-' reads stdin)")
+    given.add_argument("--claims", help="claims as JSON, applied to the rules without verification")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = commands.add_parser("demo", help="run the embedded demo on 127.0.0.1 and print the walk-through")
     demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy HOST:PORT (loopback only)")
     demo.add_argument("--admin-listen", default="127.0.0.1:9901", help="admin HOST:PORT (loopback only)")
@@ -57,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.commands import check_command
 
         return check_command(args.config or os.environ.get("SIDECAR_CONFIG"))
+    if args.command == "explain":
+        from sidecar.commands import explain_command
+
+        return explain_command(args.config or os.environ.get("SIDECAR_CONFIG"), args)
     from sidecar.demo.run import demo_command
 
     return demo_command(args.listen, args.admin_listen, args.issuer_port, args.upstream_port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -24,7 +25,7 @@ from sidecar.reload import PolicyReloader
 from sidecar.runtime import Runtime, policy_hash
 from sidecar.server import Hooks, Listener, bind, run_listeners
 
-__all__ = ["check_command", "run_sidecar", "serve_command"]
+__all__ = ["check_command", "explain_command", "run_sidecar", "serve_command"]
 
 
 def check_command(config: str | None) -> int:
@@ -39,6 +40,29 @@ def check_command(config: str | None) -> int:
         print(warning, file=sys.stderr)
     print(f"{config}: OK: {_summary(policy)}")
     return 0
+
+
+def explain_command(config: str | None, args: Any) -> int:
+    from sidecar.explain import explain, render
+
+    if not config:
+        print("sidecar explain: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
+        return 2
+    loaded = _load(config)
+    if loaded is None:
+        return 2
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    try:
+        claims = json.loads(args.claims) if args.claims is not None else None
+    except ValueError:
+        claims = None
+    if args.claims is not None and not isinstance(claims, dict):
+        print("sidecar explain: --claims must be a JSON object", file=sys.stderr)
+        return 2
+    path = args.path.split("?", 1)[0].encode("utf-8")
+    result = asyncio.run(explain(loaded[0], args.method, path, token, claims))
+    print(render(result, args.json))
+    return 0 if result.decision != "reject" else 1
 
 
 def _summary(policy: Policy) -> str:

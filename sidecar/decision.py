@@ -24,8 +24,11 @@ class Reason(enum.Enum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     WRONG_AUDIENCE = "wrong_audience"
+    WRONG_TOKEN_TYPE = "wrong_token_type"
+    TOKEN_INACTIVE = "token_inactive"
     NOT_ALLOWED = "not_allowed"
     KEYS_UNAVAILABLE = "keys_unavailable"
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
 
@@ -66,8 +69,21 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.NOT_ALLOWED: Outcome(
         403, "Forbidden", "insufficient_scope", True, "The caller is not allowed on this route."
     ),
+    Reason.WRONG_TOKEN_TYPE: Outcome(
+        401, "Unauthorized", _INVALID, True, "The token is not of the type this issuer's access tokens have (typ)."
+    ),
+    Reason.TOKEN_INACTIVE: Outcome(
+        401, "Unauthorized", _INVALID, True, "The token is not active (revoked, expired or unknown to its issuer)."
+    ),
     Reason.KEYS_UNAVAILABLE: Outcome(
-        503, "Service Unavailable", None, False, "The issuer's signing keys could not be fetched yet."
+        503,
+        "Service Unavailable",
+        None,
+        False,
+        "The issuer's signing keys are not available (not fetched yet, or too old to trust).",
+    ),
+    Reason.INTROSPECTION_UNAVAILABLE: Outcome(
+        503, "Service Unavailable", None, False, "The token could not be checked with its issuer; try again."
     ),
     Reason.UPSTREAM_UNREACHABLE: Outcome(502, "Bad Gateway", None, False, "The upstream could not be reached."),
     Reason.UPSTREAM_TIMEOUT: Outcome(504, "Gateway Timeout", None, False, "The upstream did not answer in time."),

@@ -75,7 +75,6 @@ class ForwardAuth:
 
     async def _allow(self, send: Send, snapshot: Snapshot, identity: Identity | None, rid: str) -> None:
         headers = [(b"content-length", b"0"), (b"cache-control", b"no-store"), (b"x-request-id", rid.encode("ascii"))]
-        if identity is not None:
-            headers += identity_header_values(identity, snapshot.policy.identity_headers)
+        headers += identity_header_values(identity, snapshot.policy.identity_headers, keep_empty=True)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,130 +1,129 @@
-"""Signing keys per provider: OIDC discovery, async JWKS fetch, and a rate-limited, single-flight refetch on a kid miss.
+"""Signing keys per provider: discovery, JWKS fetch, scheduled refresh, and the rate-limited kid-miss refetch.
 
-State is per provider and survives policy reloads (keyed by issuer and configured jwks_uri). It is not a TTL cache:
-keys are replaced only by a successful fetch, so stale keys keep serving while the issuer is down. A kid miss
-refetches at most once per `provider.jwks_min_refresh`, and concurrent misses share one fetch task: a flood of
-tokens with invented kids costs the issuer one request per interval, never one per token.
+State is per key source (discovery URL and configured jwks_uri), so it survives policy reloads. It is not a TTL
+cache: keys are replaced only by a successful fetch, so while the issuer is down the last good keys keep verifying,
+for at most the provider's `max_stale`. Three things fetch, always as one shared task per source (single flight):
+- `prime()`: start-up and reload, once, whatever the schedule;
+- the scheduler (`run_refresh`): each source again after its interval, the issuer's Cache-Control max-age clamped to
+  [jwks_refresh.min, jwks_refresh.max] minus up to 10 % jitter; after a failure, backoff 1 s, 2 s, ... up to 30 s;
+- `key()` on an unknown kid: at most once per `jwks_min_refresh`. Only these kid-miss fetches count against that
+  limit, so a key rotated in right after a start-up or scheduled fetch is followed without a failed call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
+import contextlib
 import logging
+import math
+import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Final, NamedTuple, Protocol
 
 import httpx
 import jwt
 
 from sidecar.decision import Reason, Rejection
+from sidecar.fetch import FETCH_TIMEOUT_SECONDS, FetchError, get_json, safe_url
+from sidecar.jwks import JwksError, KeyIndex, find, index, parse_jwks
 from sidecar.policy.model import Provider
 
-__all__ = [
-    "ASYMMETRIC_ALGORITHMS",
-    "FETCH_TIMEOUT_SECONDS",
-    "MAX_JWKS_BYTES",
-    "MAX_JWKS_KEYS",
-    "KeyStore",
-]
+__all__ = ["KeyObserver", "KeySetStatus", "KeyStore"]
 
 log = logging.getLogger(__name__)
 
-MAX_JWKS_BYTES: Final = 1 << 20  # discovery documents and JWKS are a few KiB; anything bigger is not an issuer
-MAX_JWKS_KEYS: Final = 100
-FETCH_TIMEOUT_SECONDS: Final = 10.0  # one whole fetch (discovery + JWKS), not per read
-
-# Which key an algorithm needs: (kty, the curves that fit, or None when the curve does not decide).
-# Only asymmetric algorithms: a symmetric (`oct`) key published in a JWKS is public, so it proves nothing.
-_ALGORITHM_KEYS: Final[Mapping[str, tuple[str, frozenset[str] | None]]] = {
-    "RS256": ("RSA", None),
-    "RS384": ("RSA", None),
-    "RS512": ("RSA", None),
-    "PS256": ("RSA", None),
-    "PS384": ("RSA", None),
-    "PS512": ("RSA", None),
-    "ES256": ("EC", frozenset({"P-256"})),
-    "ES384": ("EC", frozenset({"P-384"})),
-    "ES512": ("EC", frozenset({"P-521"})),
-    "ES256K": ("EC", frozenset({"secp256k1"})),
-    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
-}
-ASYMMETRIC_ALGORITHMS: Final = frozenset(_ALGORITHM_KEYS)
-_LOOPBACK_NAMES: Final = frozenset({"localhost"})
+_RETRY_FIRST: Final = 1.0
+_RETRY_MAX: Final = 30.0
+_JITTER: Final = 0.1  # scheduled fetches come up to 10 % early, so a fleet of sidecars spreads out
+_IDLE: Final = 60.0  # the scheduler looks again at least this often (a reload may add providers)
+_OBSERVE_EVERY: Final = 5.0  # how fresh the observer's age and key counts are (the metrics)
 
 
-class _FetchError(Exception):
-    """A fetch failed; the message is for `last_error` and logs (URLs without their query, never key material)."""
+class KeySetStatus(NamedTuple):
+    """One provider's keys, for the metrics: age of the last good fetch (None: never), how many keys, and whether
+    the last fetch failed while older keys serve (stale)."""
+
+    provider: str
+    age: float | None
+    keys: int
+    stale: bool
 
 
-class _Key:
-    """One published verification key, and the PyJWK per algorithm built from it on first use.
+class KeyObserver(Protocol):
+    """Told of every finished fetch, and (by the scheduler, every few seconds) of every provider's keys."""
 
-    A PyJWK is bound to one algorithm (pyjwt refuses a token whose alg differs), and an RSA key without `alg`
-    serves RS256 and PS256 alike, so the PyJWK is built per (key, alg) and kept."""
+    def keys_fetched(self, provider: str, ok: bool) -> None: ...
 
-    __slots__ = ("_jwk", "_loaded", "algorithms", "kid")
-
-    def __init__(self, jwk: dict[str, Any], algorithms: frozenset[str]) -> None:
-        self._jwk = jwk
-        self._loaded: dict[str, jwt.PyJWK] = {}
-        self.algorithms = algorithms
-        self.kid: str | None = jwk.get("kid")
-
-    def for_algorithm(self, alg: str) -> jwt.PyJWK | None:
-        loaded = self._loaded.get(alg)
-        if loaded is None and alg in self.algorithms:
-            try:
-                loaded = jwt.PyJWK(self._jwk, alg)
-            except jwt.PyJWTError:
-                return None
-            self._loaded[alg] = loaded
-        return loaded
+    def keys_observed(self, statuses: Iterable[KeySetStatus]) -> None: ...
 
 
 @dataclass(slots=True)
 class _State:
-    """What we know of one provider's keys. Replaced field by field by a fetch; never expired by time."""
+    """What we know of one key source. Replaced field by field by a fetch; never expired by time."""
 
-    keys_by_kid: dict[str | None, tuple[_Key, ...]] = field(default_factory=dict)
+    keys: KeyIndex = field(default_factory=dict)
+    key_count: int = 0
     fetched_at: float | None = None  # last successful fetch (KeyStore clock); None: never
-    # Last fetch started by an unknown kid. The rate limit counts only these: start-up and scheduled fetches do
-    # not delay the first miss after them, so a rotation right after start-up is followed without a failed call.
-    missed_at: float | None = None
+    missed_at: float | None = None  # last fetch started by an unknown kid: the only ones rate-limited
     last_error: str | None = None
     fetch_count: int = 0
+    failures: int = 0  # consecutive
+    next_at: float | None = None  # when the scheduler fetches again; None: at once
     inflight: asyncio.Task[None] | None = None
+    expired_logged: bool = False
 
 
 class KeyStore:
-    """The verification keys of every provider, fetched through an injected `httpx.AsyncClient`."""
+    """The verification keys of every provider, fetched through an injected `httpx.AsyncClient`.
 
-    def __init__(self, client: httpx.AsyncClient, clock: Callable[[], float] = time.monotonic) -> None:
+    `observer` (the metrics) hears of every fetch and, from the scheduler, of every provider's keys; `rand` gives
+    the jitter (tests pin it)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        observer: KeyObserver | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._client = client
         self._clock = clock
+        self._observer = observer
+        self._rand = rand
         self._states: dict[tuple[str, str | None], _State] = {}
+        self._wake = asyncio.Event()  # a fetch finished: the scheduler recomputes when the next one is due
 
     async def prime(self, providers: Iterable[Provider]) -> None:
-        """Fetch every provider's keys once, concurrently, whatever the refetch interval (startup, reload).
+        """Fetch every provider's keys once, concurrently, whatever the schedule (start-up, reload).
 
         Providers sharing a key source share one fetch. Failures are recorded in `last_error`, never raised."""
-        tasks = {id(self._state(p)): self._start_fetch(p) for p in providers}
+        tasks = {id(self._state(p)): self._start_fetch(p) for p in _jwt(providers)}
         if tasks:
             await asyncio.gather(*(asyncio.shield(task) for task in tasks.values()))
 
     def ready(self, providers: Iterable[Provider]) -> bool:
-        """True when every provider has had at least one successful fetch (what `/readyz` reports)."""
-        return all(self._state(p).fetched_at is not None for p in providers)
+        """What `/readyz` reports: every provider's keys were fetched and are not older than its `max_stale`.
+        Stale keys within `max_stale` are ready: they still verify."""
+        return all(self._usable(self._state(p), p) for p in _jwt(providers))
 
     def fetch_count(self, provider: Provider) -> int:
         return self._state(provider).fetch_count
 
     def last_error(self, provider: Provider) -> str | None:
         return self._state(provider).last_error
+
+    def status(self, providers: Iterable[Provider]) -> list[KeySetStatus]:
+        now = self._clock()
+        found = []
+        for provider in _jwt(providers):
+            state = self._state(provider)
+            age = None if state.fetched_at is None else now - state.fetched_at
+            stale = state.fetched_at is not None and state.last_error is not None
+            found.append(KeySetStatus(provider.name, age, state.key_count, stale))
+        return found
 
     async def key(self, provider: Provider, kid: str | None, alg: str) -> jwt.PyJWK:
         """The provider's key for `kid` that fits `alg`; raises Rejection(UNKNOWN_KEY or KEYS_UNAVAILABLE).
@@ -133,9 +132,10 @@ class KeyStore:
         algorithm) counts as absent: UNKNOWN_KEY, not FORBIDDEN_ALGORITHM, because the algorithm itself is one the
         provider accepts; it is this issuer's key set that has no such key. With no `kid` the provider's only key is
         used, and only when it publishes exactly one: trying every key would let one token cost N signature checks.
+        Keys older than `max_stale` are not used at all (KEYS_UNAVAILABLE, as if never fetched).
         """
         state = self._state(provider)
-        found = _find(state, kid, alg)
+        found = find(state.keys, kid, alg) if self._usable(state, provider) else None
         if found is not None:
             return found
         task = state.inflight
@@ -145,26 +145,70 @@ class KeyStore:
         if task is not None:
             # shield: a caller that goes away (client disconnect) must not cancel the fetch the others share.
             await asyncio.shield(task)
-            found = _find(state, kid, alg)
+            found = find(state.keys, kid, alg) if self._usable(state, provider) else None
             if found is not None:
                 return found
-        if state.fetched_at is None:
+        if not self._usable(state, provider):
             raise Rejection(Reason.KEYS_UNAVAILABLE)
         raise Rejection(Reason.UNKNOWN_KEY)
 
+    async def refresh_due(self, providers: Iterable[Provider]) -> float:
+        """One pass of the scheduler: fetch every source whose time has come (and wait for those fetches).
+        Returns the seconds until the next one is due (infinite when nothing is scheduled)."""
+        now = self._clock()
+        sources: dict[int, tuple[_State, Provider]] = {}
+        for provider in _jwt(providers):
+            state = self._state(provider)
+            sources.setdefault(id(state), (state, provider))
+        started, wait = [], math.inf
+        for state, provider in sources.values():
+            due = now if state.next_at is None else state.next_at
+            if state.inflight is not None:
+                continue  # its end wakes the scheduler
+            if due <= now:
+                started.append(self._start_fetch(provider))
+            else:
+                wait = min(wait, due - now)
+        if started:
+            await asyncio.gather(*(asyncio.shield(task) for task in started))
+            return 0.0  # look again: the fetches set new due times
+        return wait
+
+    async def run_refresh(self, providers: Callable[[], Iterable[Provider]]) -> None:
+        """The scheduler: runs until cancelled, and survives anything (an error is logged, then it goes on).
+        `providers()` is asked on every pass, so a reloaded policy's providers are followed."""
+        while True:
+            self._wake.clear()
+            try:
+                current = list(providers())
+                delay = min(await self.refresh_due(current), _IDLE)
+                if self._observer is not None:
+                    self._observer.keys_observed(self.status(current))
+                    delay = min(delay, _OBSERVE_EVERY)
+            except Exception:
+                log.exception("key refresh pass failed; retrying")
+                delay = _RETRY_FIRST
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
     def _state(self, provider: Provider) -> _State:
         # Keyed by where the keys come from, not by provider name: a reload that keeps the provider keeps its keys.
-        ident = (provider.issuer, provider.jwks_uri)
+        ident = (provider.discovery_url, provider.jwks_uri)
         state = self._states.get(ident)
         if state is None:
             state = self._states[ident] = _State()
         return state
 
+    def _usable(self, state: _State, provider: Provider) -> bool:
+        return state.fetched_at is not None and self._clock() - state.fetched_at <= provider.max_stale
+
     def _may_refetch(self, state: _State, provider: Provider) -> bool:
         return state.missed_at is None or self._clock() - state.missed_at >= provider.jwks_min_refresh
 
     def _start_fetch(self, provider: Provider) -> asyncio.Task[None]:
-        """The provider's fetch task: the one already running, or a new one (single flight)."""
+        """The source's fetch task: the one already running, or a new one (single flight)."""
         state = self._state(provider)
         if state.inflight is None:
             state.fetch_count += 1
@@ -174,171 +218,100 @@ class KeyStore:
     async def _refresh(self, provider: Provider, state: _State) -> None:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
-                keys = await self._fetch(provider)
-        except _FetchError as exc:
+                document = await self._fetch(provider)
+        except (FetchError, JwksError) as exc:
             self._failed(provider, state, str(exc))
         except TimeoutError:
             self._failed(provider, state, f"timed out after {FETCH_TIMEOUT_SECONDS:g} s")
         except Exception as exc:  # the task is shared and awaited by requests: it must never raise
             self._failed(provider, state, f"unexpected {type(exc).__name__}")
         else:
-            state.keys_by_kid = _index(keys)
-            state.fetched_at = self._clock()
-            state.last_error = None
-            log.info("fetched %d signing keys for provider %s", len(keys), provider.name)
+            self._succeeded(provider, state, *document)
         finally:
             state.inflight = None
+            self._wake.set()
 
-    @staticmethod
-    def _failed(provider: Provider, state: _State, error: str) -> None:
-        # Working keys stay: an issuer outage must not turn into rejecting every token.
-        state.last_error = error
-        log.warning("could not fetch signing keys for provider %s: %s", provider.name, error)
-
-    async def _fetch(self, provider: Provider) -> list[_Key]:
+    async def _fetch(self, provider: Provider) -> tuple[KeyIndex, int, float | None]:
         jwks_uri = provider.jwks_uri
         if jwks_uri is None:
             jwks_uri = await self._discover(provider)
-        return _parse_jwks(await self._get_json(jwks_uri, "JWKS"))
+        document = await get_json(self._client, jwks_uri, "JWKS")
+        keys = parse_jwks(document.body)
+        return index(keys), len(keys), document.max_age
 
     async def _discover(self, provider: Provider) -> str:
-        document = await self._get_json(provider.discovery_url, "discovery")
+        url = provider.discovery_url
+        document = (await get_json(self._client, url, "discovery")).body
         # An issuer mismatch means the document describes someone else (OpenID Connect Discovery §4.3).
         issuer = document.get("issuer")
-        if issuer != provider.issuer:
-            raise _FetchError(
-                f"discovery {_safe_url(provider.discovery_url)}: issuer {issuer!r} is not the configured issuer "
-                f"{provider.issuer!r}"
-            )
+        if issuer not in provider.issuers:
+            wanted = " or ".join(repr(i) for i in sorted(provider.issuers))
+            raise FetchError(f"discovery {safe_url(url)}: issuer {issuer!r} is not the configured issuer {wanted}")
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
-            raise _FetchError(f"discovery {_safe_url(provider.discovery_url)}: no jwks_uri")
+            raise FetchError(f"discovery {safe_url(url)}: no jwks_uri")
         return jwks_uri
 
-    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
-        _require_secure(url, what)
-        try:
-            # No redirects: one to plain http (or to another host) would dodge the https rule.
-            async with self._client.stream(
-                "GET",
-                url,
-                headers={"Accept": "application/json"},
-                timeout=FETCH_TIMEOUT_SECONDS,
-                follow_redirects=False,
-            ) as response:
-                if response.status_code != 200:
-                    raise _FetchError(f"{what} {_safe_url(url)}: HTTP {response.status_code}")
-                body = await _read_limited(response, what, url)
-        except httpx.HTTPError as exc:
-            raise _FetchError(f"{what} {_safe_url(url)}: {type(exc).__name__}: {exc}") from exc
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise _FetchError(f"{what} {_safe_url(url)}: not JSON") from exc
-        if not isinstance(document, dict):
-            raise _FetchError(f"{what} {_safe_url(url)}: not a JSON object")
-        return document
+    def _succeeded(self, provider: Provider, state: _State, keys: KeyIndex, count: int, max_age: float | None) -> None:
+        now = self._clock()
+        was_stale = state.fetched_at is not None and state.last_error is not None
+        before, after = set(state.keys) - {None}, set(keys) - {None}
+        state.keys, state.key_count, state.fetched_at, state.last_error = keys, count, now, None
+        state.failures, state.expired_logged = 0, False
+        state.next_at = now + self._interval(provider, max_age)
+        self._tell(provider, True)
+        fields = {"provider": provider.name, "keys": count}
+        if before != after:
+            added, removed = sorted(map(_short, after - before)), sorted(map(_short, before - after))
+            log.info("signing keys fetched", extra={"fields": {**fields, "added": added, "removed": removed}})
+        elif was_stale:
+            log.info("signing keys fresh again", extra={"fields": fields})
+        else:
+            log.debug("signing keys unchanged", extra={"fields": fields})
+
+    def _failed(self, provider: Provider, state: _State, error: str) -> None:
+        # Working keys stay: an issuer outage must not turn into rejecting every token.
+        now = self._clock()
+        state.last_error = error
+        state.failures += 1
+        backoff = min(_RETRY_FIRST * 2 ** min(state.failures - 1, 16), _RETRY_MAX, provider.jwks_refresh_max)
+        state.next_at = now + backoff * (1 - _JITTER * self._rand())
+        self._tell(provider, False)
+        fields: dict[str, object] = {"provider": provider.name, "error": error, "failures": state.failures}
+        if state.fetched_at is None:
+            _throttled(state.failures, "signing keys not fetched", fields)
+            return
+        age = now - state.fetched_at
+        fields.update(age_s=round(age, 3), max_stale_s=provider.max_stale)
+        if age <= provider.max_stale:
+            _throttled(state.failures, "signing keys stale: verifying with the last good keys", fields)
+        elif not state.expired_logged:
+            state.expired_logged = True
+            log.error(
+                "signing keys older than max_stale: tokens refused (503) until a fetch succeeds",
+                extra={"fields": fields},
+            )
+
+    def _interval(self, provider: Provider, max_age: float | None) -> float:
+        low, high = provider.jwks_refresh_min, provider.jwks_refresh_max
+        base = high if max_age is None else min(max(max_age, low), high)
+        return max(base * (1 - _JITTER * self._rand()), low)
+
+    def _tell(self, provider: Provider, ok: bool) -> None:
+        if self._observer is not None:
+            self._observer.keys_fetched(provider.name, ok)
 
 
-async def _read_limited(response: httpx.Response, what: str, url: str) -> bytes:
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_JWKS_BYTES:
-        raise _FetchError(f"{what} {_safe_url(url)}: larger than {MAX_JWKS_BYTES} bytes")
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > MAX_JWKS_BYTES:
-            raise _FetchError(f"{what} {_safe_url(url)}: larger than {MAX_JWKS_BYTES} bytes")
-    return bytes(body)
+def _jwt(providers: Iterable[Provider]) -> list[Provider]:
+    """The providers that have keys: introspection providers ask their endpoint instead."""
+    return [p for p in providers if p.introspection is None]
 
 
-def _require_secure(url: str, what: str) -> None:
-    """https, or http to a loopback host (the demo and tests); anything else could be rewritten on the way."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
-        return
-    raise _FetchError(f"{what} {_safe_url(url)}: refused, keys are fetched over https only (or http to loopback)")
+def _throttled(failures: int, message: str, fields: dict[str, object]) -> None:
+    """A warning on the 1st, 2nd, 4th, 8th... failure in a row, debug otherwise: an outage of hours stays readable."""
+    level = logging.WARNING if failures & (failures - 1) == 0 else logging.DEBUG
+    log.log(level, message, extra={"fields": fields})
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _safe_url(url: str) -> str:
-    # A URL in an error message loses its query and credentials: either could hold a secret.
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _parse_jwks(document: dict[str, Any]) -> list[_Key]:
-    raw_keys = document.get("keys")
-    if not isinstance(raw_keys, list):
-        raise _FetchError("JWKS: no `keys` list")
-    if len(raw_keys) > MAX_JWKS_KEYS:
-        raise _FetchError(f"JWKS: {len(raw_keys)} keys, more than {MAX_JWKS_KEYS}")
-    keys = [key for key in map(_parse_key, raw_keys) if key is not None]
-    if not keys:
-        # Treated as a failed fetch so it cannot replace working keys with nothing.
-        raise _FetchError("JWKS: no usable signing keys")
-    return keys
-
-
-def _parse_key(raw: object) -> _Key | None:
-    """A usable public signing key, or None (dropped): oct, encryption-only, private, unknown, short or broken keys."""
-    if not isinstance(raw, dict) or "d" in raw:  # "d": private material has no business in a JWKS
-        return None
-    if raw.get("use", "sig") != "sig" or not isinstance(raw.get("kid", ""), str):
-        return None
-    ops = raw.get("key_ops")
-    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
-        return None
-    algorithms = _fitting_algorithms(raw)
-    if not algorithms:
-        return None
-    key = _Key(raw, algorithms)
-    # Load once now so a key pyjwt cannot read is dropped at fetch, not discovered per request; and refuse keys
-    # too short to trust (RSA under 2048 bits), which pyjwt would otherwise only warn about on every decode.
-    loaded = key.for_algorithm(min(algorithms))
-    if loaded is None or loaded.Algorithm.check_key_length(loaded.key) is not None:
-        return None
-    return key
-
-
-def _fitting_algorithms(raw: dict[str, Any]) -> frozenset[str]:
-    kty, crv, declared = raw.get("kty"), raw.get("crv"), raw.get("alg")
-    return frozenset(
-        alg
-        for alg, (need_kty, curves) in _ALGORITHM_KEYS.items()
-        if kty == need_kty and (curves is None or crv in curves) and (declared is None or declared == alg)
-    )
-
-
-def _index(keys: list[_Key]) -> dict[str | None, tuple[_Key, ...]]:
-    by_kid: dict[str | None, list[_Key]] = {}
-    for key in keys:
-        kid = key.kid
-        if kid is not None:
-            by_kid.setdefault(kid, []).append(key)
-    index: dict[str | None, tuple[_Key, ...]] = {kid: tuple(group) for kid, group in by_kid.items()}
-    if len(keys) == 1:
-        index[None] = (keys[0],)  # a token without kid may use the only key, never pick among several
-    return index
-
-
-def _find(state: _State, kid: str | None, alg: str) -> jwt.PyJWK | None:
-    for key in state.keys_by_kid.get(kid, ()):
-        found = key.for_algorithm(alg)
-        if found is not None:
-            return found
-    return None
+def _short(kid: str | None) -> str:
+    return (kid or "")[:64]

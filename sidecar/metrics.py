@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.decision import Reason
 from sidecar.policy.model import Mode
+
+if TYPE_CHECKING:
+    from sidecar.keys import KeySetStatus
 
 __all__ = ["NO_ROUTE_LABEL", "Metrics", "method_label"]
 
@@ -80,5 +84,60 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        self._key_metrics(registry)
+
     def rejected(self, route: str, reason: Reason, mode: Mode) -> None:
         self.rejections.labels(route, reason.value, mode.value).inc()
+
+    # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
+
+    def _key_metrics(self, registry: CollectorRegistry) -> None:
+        self.jwks_refresh = Counter(
+            "sidecar_jwks_refresh",
+            "Fetches of a provider's signing keys (start-up, schedule, unknown kid), by result: success or error.",
+            ["provider", "result"],
+            registry=registry,
+        )
+        # Set by the key scheduler at least every few seconds (not at scrape time: in multiprocess mode a scrape
+        # reads the workers' files). Across workers: the oldest keys, the fewest keys, any worker stale.
+        self.jwks_age = Gauge(
+            "sidecar_jwks_age_seconds",
+            "Seconds since the provider's signing keys were last fetched successfully (absent: never).",
+            ["provider"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.jwks_keys = Gauge(
+            "sidecar_jwks_keys",
+            "Usable signing keys the provider publishes, as last fetched.",
+            ["provider"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.jwks_stale = Gauge(
+            "sidecar_jwks_stale",
+            "1 while the last key fetch failed and older keys verify (up to the provider's max_stale).",
+            ["provider"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.introspection_failures = Counter(
+            "sidecar_introspection_failures",
+            "Token introspection calls that got no answer (each a 503), by provider and error: unreachable, "
+            "timeout, http_status, bad_response.",
+            ["provider", "error"],
+            registry=registry,
+        )
+
+    def keys_fetched(self, provider: str, ok: bool) -> None:
+        self.jwks_refresh.labels(provider, "success" if ok else "error").inc()
+
+    def keys_observed(self, statuses: Iterable[KeySetStatus]) -> None:
+        for status in statuses:
+            if status.age is not None:
+                self.jwks_age.labels(status.provider).set(status.age)
+            self.jwks_keys.labels(status.provider).set(status.keys)
+            self.jwks_stale.labels(status.provider).set(1 if status.stale else 0)
+
+    def introspection_failed(self, provider: str, error: str) -> None:
+        self.introspection_failures.labels(provider, error).inc()

@@ -130,16 +130,17 @@ def request_headers(
     return out
 
 
-def identity_header_values(identity: Identity, names: IdentityHeaders) -> Headers:
-    """The caller's verified identity as headers for the upstream; a claim the token lacks is left out."""
+def identity_header_values(identity: Identity | None, names: IdentityHeaders, keep_empty: bool = False) -> Headers:
+    """The caller's verified identity as headers; a claim the token lacks is left out, or with `keep_empty` sent
+    empty (forward-auth: an ingress copying these headers must overwrite a client's copy, not keep it)."""
     values = (
-        (names.subject, identity.subject),
-        (names.user, identity.user),
-        (names.tenant, identity.tenant),
-        (names.roles, ",".join(identity.roles) or None),
-        (names.provider, identity.provider),
+        (names.subject, identity.subject if identity else None),
+        (names.user, identity.user if identity else None),
+        (names.tenant, identity.tenant if identity else None),
+        (names.roles, ",".join(identity.roles) or None if identity else None),
+        (names.provider, identity.provider if identity else None),
     )
-    return [(name.lower().encode("ascii"), _header_value(value)) for name, value in values if value]
+    return [(name.lower().encode("ascii"), _header_value(value or "")) for name, value in values if value or keep_empty]
 
 
 def _header_value(value: str) -> bytes:

@@ -1,10 +1,11 @@
-"""Token verification: a bearer JWT in, a verified `Identity` out, or a `Rejection` with the most specific `Reason`.
+"""Token verification: a bearer token in, a verified `Identity` out, or a `Rejection` with the most specific `Reason`.
 
-Checks run cheapest and most specific first: size and shape, the header (read here, not by pyjwt: ~78 µs saved),
-the issuer (which picks the one provider whose keys may sign), the algorithm, the key, then pyjwt's signature,
-audience and issuer checks, then the time claims against the injected clock. pyjwt's exceptions become a `Reason` at
-one boundary (`_decode`). Verified identities are cached by token digest until `exp` + leeway; authorization is not
-this module's job and nothing about it is cached here.
+Checks run cheapest and most specific first: size (before any parsing) and shape, the header (read here, not by
+pyjwt: ~78 µs saved; keys named by the token and `crit` refused), the issuer (which picks the one provider whose
+keys may sign), the algorithm, the `typ` when required, the key, then pyjwt's signature, audience and issuer checks,
+Entra's `tid`, then the time claims against the injected clock. pyjwt's exceptions become a `Reason` at one boundary
+(`_decode`). Verified identities are cached by token digest until `exp` + leeway; authorization is not this
+module's job and nothing about it is cached here. Opaque tokens go to the route's introspection provider.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -24,12 +24,17 @@ import jwt
 from cachetools import TLRUCache
 
 from sidecar.decision import Reason, Rejection
-from sidecar.keys import ASYMMETRIC_ALGORITHMS, KeyStore
-from sidecar.policy.model import Identity, Provider
+from sidecar.introspect import Introspector
+from sidecar.jwks import ASYMMETRIC_ALGORITHMS
+from sidecar.keys import KeyStore
+from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity, Provider
+from sidecar.timeclaims import check_times
 
 __all__ = ["MAX_TOKEN_CHARS", "Verifier"]
 
-MAX_TOKEN_CHARS: Final = 16 * 1024  # Entra tokens with many groups stay under ~8 KiB; bigger is an attack on parsing
+# The default cap (a provider's max_token_bytes): Entra tokens with many groups stay under ~8 KiB; bigger is an
+# attack on parsing. Checked on the length before anything else, so an oversized token costs nothing.
+MAX_TOKEN_CHARS: Final = DEFAULT_MAX_TOKEN_BYTES
 
 # Three base64url segments; trailing "=" tolerated as pyjwt does (some issuers pad). An empty signature still parses
 # so that `alg: none` is reported as the forbidden algorithm it is, not as a malformed token.
@@ -64,11 +69,26 @@ _MISSING_CLAIM_REASONS: Final[Mapping[str, Reason]] = {"aud": Reason.WRONG_AUDIE
 
 
 class Verifier:
-    """Verifies bearer JWTs against the configured providers, with keys from a `KeyStore`.
+    """Verifies bearer tokens against the configured providers: JWTs with keys from a `KeyStore`, opaque tokens
+    through an `Introspector`.
 
+    Which path a token takes: a token that is not a JWT (three base64url segments, the first a JSON object), or a
+    JWT whose `iss` is none of the route's JWT providers, goes to the route's introspection provider when it has one
+    (at most one per route, see the loader); otherwise it is refused as malformed or from the wrong issuer.
     One Verifier per policy: it precomputes per-provider lookups from `providers`."""
 
-    __slots__ = ("_algorithms", "_audiences", "_by_issuer", "_cache", "_clock", "_keys", "_providers")
+    __slots__ = (
+        "_algorithms",
+        "_audiences",
+        "_by_issuer",
+        "_cache",
+        "_clock",
+        "_introspected",
+        "_introspector",
+        "_keys",
+        "_providers",
+        "_size_caps",
+    )
 
     def __init__(
         self,
@@ -76,23 +96,29 @@ class Verifier:
         keys: KeyStore,
         clock: Callable[[], float] = time.time,
         cache_size: int = 10_000,
+        introspector: Introspector | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._keys = keys
         self._clock = clock
+        self._introspector = introspector
         by_issuer: dict[str, list[Provider]] = {}
         for name in sorted(providers):
-            by_issuer.setdefault(providers[name].issuer, []).append(providers[name])
+            for issuer in providers[name].issuers:
+                by_issuer.setdefault(issuer, []).append(providers[name])
         self._by_issuer = {issuer: tuple(group) for issuer, group in by_issuer.items()}
+        self._introspected = {name for name, p in providers.items() if p.introspection is not None}
         # HS* and none can never pass, whatever a policy says: a JWKS key is public, so it cannot be an HMAC secret.
         self._algorithms = {name: frozenset(p.algorithms) & ASYMMETRIC_ALGORITHMS for name, p in providers.items()}
         self._audiences = {name: tuple(sorted(p.audiences)) for name, p in providers.items()}
+        self._size_caps: dict[frozenset[str], int] = {}
         # Keyed by sha256 digest: the cache never holds the token itself.
         self._cache: TLRUCache[bytes, Identity] = TLRUCache(maxsize=cache_size, ttu=self._deadline, timer=clock)
 
     async def verify(self, token: str, allowed_providers: frozenset[str]) -> Identity:
         """The verified identity behind `token`, accepted only from `allowed_providers`; raises Rejection."""
-        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        # Refused before any parsing (RFC 8725 §3.x: bound the work an attacker can cause).
+        if len(token) > self._size_cap(allowed_providers) or not token.isascii():
             raise Rejection(Reason.MALFORMED_TOKEN)
         digest = hashlib.sha256(token.encode("ascii")).digest()
         # A hit skips the signature; the TLRU cache no longer returns it once exp + leeway has passed.
@@ -101,25 +127,59 @@ class Verifier:
             return identity
         # A miss, or a hit for a provider this route does not allow: the full path names the precise reason
         # (wrong_issuer when issuers are distinct) or accepts it for another provider sharing the issuer.
-        identity = await self._verify_uncached(token, allowed_providers)
+        opaque = self._introspection_provider(allowed_providers)
+        segments = _SEGMENTS.fullmatch(token)
+        header = _header(segments[1]) if segments is not None else None
+        if segments is None or header is None:
+            if opaque is not None:
+                return await self._introspect(opaque, token)
+            raise Rejection(Reason.MALFORMED_TOKEN)
+        alg, kid, typ = _read_header(header)
+        payload = _json_segment(segments[2])
+        if opaque is not None and not self._jwt_provider_exists(payload.get("iss"), allowed_providers):
+            return await self._introspect(opaque, token)
+        identity = await self._verify_jwt(token, alg, kid, typ, payload, allowed_providers)
         self._cache[digest] = identity
         return identity
 
-    async def _verify_uncached(self, token: str, allowed_providers: frozenset[str]) -> Identity:
-        segments = _SEGMENTS.fullmatch(token)
-        if segments is None:
-            raise Rejection(Reason.MALFORMED_TOKEN)
-        alg, kid = _read_header(_json_segment(segments[1]))
-        provider = self._provider_for(_json_segment(segments[2]), allowed_providers)
+    async def _verify_jwt(
+        self, token: str, alg: str, kid: str | None, typ: object, payload: dict[str, Any], allowed: frozenset[str]
+    ) -> Identity:
+        provider, issuer = self._provider_for(payload, allowed)
         if alg not in self._algorithms[provider.name]:
             raise Rejection(Reason.FORBIDDEN_ALGORITHM)
+        if provider.require_typ is not None and _media_type(typ) != provider.require_typ:
+            raise Rejection(Reason.WRONG_TOKEN_TYPE)
         key = await self._keys.key(provider, kid, alg)
-        claims = _decode(token, key, alg, provider, self._audiences[provider.name])
-        expires_at = _check_times(claims, self._clock(), provider.leeway)
+        claims = _decode(token, key, alg, issuer, self._audiences[provider.name])
+        if provider.tenant is not None and _lower(claims.get("tid")) != provider.tenant:
+            raise Rejection(Reason.WRONG_ISSUER)  # Entra: a token of another tenant, whatever its iss says
+        expires_at = check_times(claims, self._clock(), provider.leeway)
+        assert expires_at is not None  # exp is required
         return Identity(provider=provider.name, claims=MappingProxyType(claims), expires_at=expires_at)
 
-    def _provider_for(self, payload: dict[str, Any], allowed_providers: frozenset[str]) -> Provider:
-        """The one provider whose keys may sign this token: an allowed provider with exactly this issuer."""
+    async def _introspect(self, provider: Provider, token: str) -> Identity:
+        if self._introspector is None:  # a runtime built without one cannot ask: the token may still be good
+            raise Rejection(Reason.INTROSPECTION_UNAVAILABLE)
+        return await self._introspector.introspect(provider, token)
+
+    def _introspection_provider(self, allowed: frozenset[str]) -> Provider | None:
+        names = sorted(self._introspected & allowed)
+        return self._providers[names[0]] if names else None
+
+    def _jwt_provider_exists(self, issuer: object, allowed: frozenset[str]) -> bool:
+        return isinstance(issuer, str) and any(p.name in allowed for p in self._by_issuer.get(issuer, ()))
+
+    def _size_cap(self, allowed: frozenset[str]) -> int:
+        cap = self._size_caps.get(allowed)
+        if cap is None:
+            sizes = [self._providers[name].max_token_bytes for name in allowed if name in self._providers]
+            cap = self._size_caps[allowed] = max(sizes, default=DEFAULT_MAX_TOKEN_BYTES)
+        return cap
+
+    def _provider_for(self, payload: dict[str, Any], allowed_providers: frozenset[str]) -> tuple[Provider, str]:
+        """The one provider whose keys may sign this token (an allowed provider that accepts exactly this issuer),
+        and that issuer. Never chosen by trying keys."""
         issuer = payload.get("iss")
         if issuer is None:
             raise Rejection(Reason.WRONG_ISSUER)
@@ -134,8 +194,8 @@ class Verifier:
             audiences = _audience_set(payload.get("aud"))
             for provider in candidates:
                 if not provider.audiences.isdisjoint(audiences):
-                    return provider
-        return candidates[0]
+                    return provider, issuer
+        return candidates[0], issuer
 
     def _deadline(self, _digest: bytes, identity: Identity, _now: float) -> float:
         return identity.expires_at + self._providers[identity.provider].leeway
@@ -143,23 +203,43 @@ class Verifier:
 
 def _json_segment(segment: str) -> dict[str, Any]:
     """A base64url JSON object segment, unverified. `segment` matched _SEGMENTS, so it is base64url already."""
-    stripped = segment.rstrip("=")
-    try:
-        value = json.loads(base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4)))
-    except (binascii.Error, ValueError, RecursionError) as exc:
-        raise Rejection(Reason.MALFORMED_TOKEN) from exc
-    if not isinstance(value, dict):
+    value = _header(segment)
+    if value is None:
         raise Rejection(Reason.MALFORMED_TOKEN)
     return value
 
 
-def _read_header(header: dict[str, Any]) -> tuple[str, str | None]:
+def _header(segment: str) -> dict[str, Any] | None:
+    """The decoded JSON object, or None when the segment is not one (then the token is not a JWT)."""
+    stripped = segment.rstrip("=")
+    try:
+        value = json.loads(base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_header(header: dict[str, Any]) -> tuple[str, str | None, object]:
+    """alg, kid and typ. RFC 8725 §3.10: never let the token choose its key (jku, x5u, jwk, x5c) or demand
+    extensions we do not implement (crit)."""
     alg, kid = header.get("alg"), header.get("kid")
     if not isinstance(alg, str) or not (kid is None or isinstance(kid, str)):
         raise Rejection(Reason.MALFORMED_TOKEN)
     if any(name in header for name in _REFUSED_HEADERS):
         raise Rejection(Reason.MALFORMED_TOKEN)
-    return alg, kid
+    return alg, kid, header.get("typ")
+
+
+def _media_type(typ: object) -> str | None:
+    """RFC 7515 §4.1.9: compared case-insensitively, "application/" may be left out."""
+    if not isinstance(typ, str):
+        return None
+    lowered = typ.lower()
+    return lowered.removeprefix("application/")
+
+
+def _lower(value: object) -> str | None:
+    return value.lower() if isinstance(value, str) else None
 
 
 def _audience_set(aud: object) -> frozenset[str]:
@@ -170,43 +250,17 @@ def _audience_set(aud: object) -> frozenset[str]:
     return frozenset()
 
 
-def _decode(token: str, key: jwt.PyJWK, alg: str, provider: Provider, audiences: tuple[str, ...]) -> dict[str, Any]:
+def _decode(token: str, key: jwt.PyJWK, alg: str, issuer: str, audiences: tuple[str, ...]) -> dict[str, Any]:
     """Signature, audience and issuer, by pyjwt. The one place its exceptions become a Reason.
 
     `algorithms=[alg]` names the token's own alg, which pyjwt warns against (RFC 8725 §2.1) unless it is checked
-    elsewhere: it is, against the provider's configured list, and the PyJWK is bound to that one algorithm."""
+    elsewhere: it is, against the provider's configured list, and the PyJWK is bound to that one algorithm.
+    `issuer` is the token's own `iss`, already matched against the provider's accepted issuers."""
     try:
-        return jwt.decode(
-            token, key, algorithms=[alg], audience=audiences, issuer=provider.issuer, options=_DECODE_OPTIONS
-        )
+        return jwt.decode(token, key, algorithms=[alg], audience=audiences, issuer=issuer, options=_DECODE_OPTIONS)
     except jwt.MissingRequiredClaimError as exc:
         raise Rejection(_MISSING_CLAIM_REASONS.get(exc.claim, Reason.MALFORMED_TOKEN)) from exc
     except jwt.PyJWTError as exc:
         raise Rejection(next(reason for kind, reason in _PYJWT_REASONS if isinstance(exc, kind))) from exc
     except (ValueError, TypeError) as exc:  # pragma: no cover - no known path; a parser below pyjwt failing on
         raise Rejection(Reason.MALFORMED_TOKEN) from exc  # hostile input must still be just a bad token
-
-
-def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> float:
-    """`exp` (required), `nbf` and `iat` as JSON numbers, against `now` with leeway; returns exp."""
-    exp = _seconds(claims["exp"])
-    nbf = _seconds(claims["nbf"]) if "nbf" in claims else None
-    iat = _seconds(claims["iat"]) if "iat" in claims else None
-    if exp is None or ("nbf" in claims and nbf is None) or ("iat" in claims and iat is None):
-        raise Rejection(Reason.MALFORMED_TOKEN)
-    if exp <= now - leeway:
-        raise Rejection(Reason.EXPIRED)
-    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-        raise Rejection(Reason.NOT_YET_VALID)
-    return exp
-
-
-def _seconds(value: object) -> float | None:
-    """A finite JSON number as float; None for strings, booleans (an int subclass), NaN, infinities, huge ints."""
-    if type(value) is not int and type(value) is not float:
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) else None

@@ -12,7 +12,9 @@ import pytest
 
 from sidecar import keys as keys_module
 from sidecar.decision import Reason, Rejection
-from sidecar.keys import MAX_JWKS_BYTES, MAX_JWKS_KEYS, KeyStore
+from sidecar.fetch import MAX_DOCUMENT_BYTES as MAX_JWKS_BYTES
+from sidecar.jwks import MAX_JWKS_KEYS
+from sidecar.keys import KeyStore
 from sidecar.policy.model import Provider
 from tests.support.jwtkit import ISSUER, FakeClock, FakeIssuer, ec_key, ed_key, jwks, rsa_key
 

@@ -39,7 +39,10 @@ HS_REFUSED = (
     "and a public key mistaken for the secret lets anyone mint tokens"
 )
 ALGORITHMS = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA"
-PROVIDER_KEYS = "algorithms, audiences, issuer, jwks_min_refresh, jwks_uri, leeway"
+PROVIDER_KEYS = (
+    "algorithms, audiences, entra, introspection, issuer, jwks_min_refresh, jwks_refresh, jwks_uri, leeway, "
+    "max_stale, max_token_bytes, require_typ"
+)
 DURATION = 'must be a duration: seconds (30) or a number with a unit ("500ms", "60s", "5m", "1h")'
 
 
@@ -247,7 +250,7 @@ SINGLE_ERRORS = {
         HEAD.replace("    issuer: https://login.example.com/tenant/v2.0\n", "")
         + "  - {name: a, match: {path: /a}, upstream: 'http://h', allow: [{provider: contoso}]}\n",
         3,
-        "providers.contoso.issuer: is required",
+        "providers.contoso: needs exactly one of issuer, entra or introspection",
     ),
     "issuer-http": (
         route().replace("https://login", "http://login"),
@@ -449,7 +452,8 @@ SINGLE_ERRORS = {
     "rule-unknown-key": (
         route(allow="[{provider: contoso, roles: [x]}]"),
         10,
-        'routes[0].allow[0].roles: unknown key "roles" (allowed: claims, provider, users)',
+        'routes[0].allow[0].roles: unknown key "roles" (allowed: app_tokens_only, apps, claims, groups, provider, '
+        'scopes, user_tokens_only, users)',
     ),
     "users-empty": (route(allow="[{provider: contoso, users: []}]"), 10, "routes[0].allow[0].users: must not be empty"),
     "users-null": (

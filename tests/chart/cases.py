@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tests.chart.render import POLICY, values_with
+from tests.chart.render import values_with
 
 __all__ = ["APP_CONTAINER", "EVERYTHING", "OPTION_SETS"]
 
@@ -53,7 +53,7 @@ EVERYTHING: Final[dict[str, Any]] = values_with(
     priorityClassName="edge-critical",
     extraVolumes=[{"name": "secret-files", "secret": {"secretName": "trigger-files"}}],
     extraVolumeMounts=[{"name": "secret-files", "mountPath": "/etc/sidecar-secrets", "readOnly": True}],
-    lifecycle={"preStop": {"sleep": {"seconds": 1}}},
+    lifecycle={"preStop": {"exec": {"command": ["sleep", "1"]}}},
     podDisruptionBudget={"enabled": True},
     autoscaling={"enabled": True, "targetMemoryUtilizationPercentage": 80},
     networkPolicy={
@@ -81,7 +81,9 @@ OPTION_SETS: Final[dict[str, dict[str, Any]]] = {
     "several_workers": values_with(server={"workers": 4}),
     "audit_text_logs_ipv6": values_with(server={"audit": True, "logFormat": "text", "bindAddress": "::"}),
     "no_service_account": values_with(serviceAccount={"create": False}),
-    "pdb_max_unavailable": values_with(podDisruptionBudget={"enabled": True, "minAvailable": None, "maxUnavailable": 1}),
+    "pdb_max_unavailable": values_with(
+        podDisruptionBudget={"enabled": True, "minAvailable": None, "maxUnavailable": 1}
+    ),
     "monitoring_only": values_with(
         serviceMonitor={"enabled": True}, prometheusRule={"enabled": True}, grafanaDashboard={"enabled": True}
     ),
@@ -89,5 +91,3 @@ OPTION_SETS: Final[dict[str, dict[str, Any]]] = {
     "everything": EVERYTHING,
     "everything_sidecar_mode": {**EVERYTHING, "mode": "sidecar", "extraContainers": [APP_CONTAINER]},
 }
-
-assert all("policy" in v or "existingConfigMap" in v for v in OPTION_SETS.values()), POLICY

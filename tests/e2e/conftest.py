@@ -48,7 +48,12 @@ def httpbin() -> Iterator[HttpbinServer]:
 
 @pytest.fixture(scope="package")
 def sidecar(directory: Directory, idp: IdpProcess, httpbin: HttpbinServer) -> Iterator[SidecarProcess]:
-    process = SidecarProcess(POLICY, directory.sidecar_env(idp.url, httpbin.url)).start()
+    process = SidecarProcess(POLICY, directory.sidecar_env(idp.url, httpbin.url))
+    try:
+        process.start()
+    except BaseException:
+        process.stop()  # a failed start leaves no process behind
+        raise
     yield process
     assert process.stop() == 0
 

@@ -19,6 +19,7 @@ LOCK = E2E / "package-lock.json"
 # npm writes this "hidden lockfile" on every install: older than the lock means node_modules is stale.
 INSTALLED = E2E / "node_modules" / ".package-lock.json"
 NPM_CI_TIMEOUT = 300.0
+MIN_NODE = (20, 19)  # oidc-provider 9 uses URL.parse and crypto.hash
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,21 @@ class NewmanRun:
 
 
 def node_tools() -> NodeTools:
-    """node and npm from PATH. Missing: a failure under CI=true (the suite must run there), else a skip."""
+    """node and npm from PATH. Missing or too old: a failure under CI=true (the suite must run there), else a skip."""
     node, npm = shutil.which("node"), shutil.which("npm")
-    if node is not None and npm is not None:
+    version = _version(node) if node is not None else None
+    if node is not None and npm is not None and version is not None and version >= MIN_NODE:
         return NodeTools(node, npm)
-    message = f"the e2e suite needs Node.js (>= 20.19) and npm on PATH; found node={node}, npm={npm}"
+    wanted = ".".join(map(str, MIN_NODE))
+    message = f"the e2e suite needs Node.js >= {wanted} and npm on PATH; found node={node} {version}, npm={npm}"
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message)
     pytest.skip(message + " (under CI=true this fails)")
+
+
+def _version(node: str) -> tuple[int, ...] | None:
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    try:
+        return tuple(int(part) for part in done.stdout.strip().lstrip("v").split(".")[:2])
+    except ValueError:
+        return None

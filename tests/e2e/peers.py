@@ -32,7 +32,11 @@ class IdpProcess:
         )
         assert self._process.stdout is not None
         self._output = LineReader(self._process.stdout)
-        line = self._output.wait_for(lambda text: text.startswith('{"message":"listening"'), timeout)
+        try:
+            line = self._output.wait_for(lambda text: text.startswith('{"message":"listening"'), timeout)
+        except BaseException:
+            self.stop()  # a failed start leaves no process behind
+            raise
         self.url: str = json.loads(line)["url"]
 
     @property

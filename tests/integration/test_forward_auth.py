@@ -98,3 +98,13 @@ def test_no_upstream_is_called(client: httpx.Client) -> None:
     # The `dead` route's upstream refuses connections: a proxied call is 502, a forward-auth answer is 200.
     assert client.get("/dead").status_code == 502
     assert client.get("/_auth", headers={"X-Original-URI": "/dead", "X-Original-Method": "GET"}).status_code == 200
+
+
+def test_every_identity_header_is_answered_even_empty(client: httpx.Client) -> None:
+    """An ingress copies these headers onto the upstream request: an absent one would leave a client's copy in place."""
+    response = client.get(
+        "/_auth", headers={"X-Original-URI": "/public/x", "X-Original-Method": "GET", "X-Auth-User": "admin"}
+    )
+    assert response.status_code == 200
+    for name in ("x-auth-subject", "x-auth-user", "x-auth-tenant", "x-auth-roles", "x-auth-provider"):
+        assert response.headers[name] == ""

@@ -28,6 +28,7 @@ __all__ = [
     "ISSUER",
     "AUDIENCE",
     "FakeClock",
+    "FakeIntrospection",
     "FakeIssuer",
     "KeyPair",
     "b64url",
@@ -43,6 +44,7 @@ __all__ = [
     "strip_signature",
     "swap_signature",
     "tamper_payload",
+    "with_header",
 ]
 
 ISSUER: Final = "https://issuer.test/tenant/v2.0"
@@ -189,6 +191,18 @@ def tamper_payload(token: str, **changes: Any) -> str:
     return f"{header}.{_segment(data)}.{signature}"
 
 
+def with_header(token: str, **changes: Any) -> str:
+    """The same payload and signature under a header with `changes` applied (None removes a member)."""
+    header, payload, signature = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return f"{_segment(data)}.{payload}.{signature}"
+
+
 def strip_signature(token: str, keep_dot: bool = True) -> str:
     """`h.p.` (empty signature) or, with keep_dot=False, `h.p` (two segments)."""
     signing_input = token.rsplit(".", 1)[0]
@@ -221,6 +235,7 @@ class FakeIssuer:
         self.jwks_uri = issuer.rstrip("/") + "/discovery/keys"
         self.jwks: dict[str, Any] | bytes = jwks(*keys)
         self.discovery: dict[str, Any] = {"issuer": issuer, "jwks_uri": self.jwks_uri}
+        self.jwks_headers: dict[str, str] = {}  # e.g. {"cache-control": "max-age=600"}
         self.requests: list[str] = []
         self.status = 200
         self.error: Exception | None = None
@@ -270,9 +285,51 @@ class FakeIssuer:
             return httpx.Response(200, json=self.discovery)
         if url.startswith(self.jwks_uri):
             if isinstance(self.jwks, bytes):
-                return httpx.Response(200, content=self.jwks)
-            return httpx.Response(200, json=self.jwks)
+                return httpx.Response(200, content=self.jwks, headers=self.jwks_headers)
+            return httpx.Response(200, json=self.jwks, headers=self.jwks_headers)
         return httpx.Response(404)
+
+
+class FakeIntrospection:
+    """An RFC 7662 endpoint behind an `httpx.MockTransport`: `answers` maps a token to the JSON body returned for
+    it (unknown tokens: `{"active": false}`). Records the form and Authorization of each call; set `status`,
+    `error` or `body` (raw bytes for every call) to misbehave; `hold()` / `release()` as in FakeIssuer."""
+
+    def __init__(self, endpoint: str = "https://idp.test/oauth2/introspect") -> None:
+        self.endpoint = endpoint
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[dict[str, str], str | None]] = []
+        self.status = 200
+        self.error: Exception | None = None
+        self.body: bytes | None = None
+        self.entered = asyncio.Event()
+        self._gate: asyncio.Event | None = None
+
+    def hold(self) -> None:
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        self.calls.append((form, request.headers.get("authorization")))
+        self.entered.set()
+        if self._gate is not None:
+            await self._gate.wait()
+        if self.error is not None:
+            raise self.error
+        if str(request.url) != self.endpoint or request.method != "POST":
+            return httpx.Response(404)
+        if self.status != 200:
+            return httpx.Response(self.status, json={"error": "down"})
+        if self.body is not None:
+            return httpx.Response(200, content=self.body)
+        return httpx.Response(200, json=self.answers.get(form.get("token", ""), {"active": False}))
 
 
 def serve(*issuers: FakeIssuer) -> httpx.AsyncClient:

