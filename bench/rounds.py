@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from bench.issuer import BenchIssuer
 from bench.lab import Lab
-from bench.procs import Proc, cpu_seconds, http_status, memory_kib
+from bench.procs import Proc, cpu_seconds, http_status, memory_kib, system_busy_seconds
 from bench.targets import ROUTE, Target
 from bench.wrk import run_wrk
 
@@ -41,12 +41,18 @@ def _tokens(issuer: BenchIssuer) -> dict[str, str | None]:
     return {"valid": issuer.valid_token(), "missing": None, "badsig": issuer.bad_signature_token()}
 
 
-def _measure(proc: Proc, port: int, scenario: Scenario, token: str | None, seconds: float, run: Path) -> dict[str, Any]:
+def _measure(lab: Lab, proc: Proc, port: int, scenario: Scenario, token: str | None, seconds: float) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     checked = http_status(port, ROUTE, headers)
-    before = cpu_seconds(proc.pids())
-    result = run_wrk(f"http://127.0.0.1:{port}{ROUTE}", scenario.connections, seconds, token, run)
+    ours = [*proc.pids(), *lab.nginx.pids()] if proc is not lab.nginx else proc.pids()
+    before, ours_before, busy_before = cpu_seconds(proc.pids()), cpu_seconds(ours), system_busy_seconds()
+    own_before, wrk_before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_wrk(f"http://127.0.0.1:{port}{ROUTE}", scenario.connections, seconds, token, lab.run)
     cpu = cpu_seconds(proc.pids()) - before
+    known = cpu_seconds(ours) - ours_before + _rusage_delta(own_before, resource.RUSAGE_SELF)
+    known += _rusage_delta(wrk_before, resource.RUSAGE_CHILDREN)
+    # CPU nobody in the bench used (other work on the machine): noise worth seeing next to each row, in cores.
+    other = max(0.0, system_busy_seconds() - busy_before - known) / (result.duration_us / 1e6 or 1)
     # Every response must carry the scenario's status: a 401 counts as a wrk "status error", a 200 does not.
     wrong = result.status_errors if scenario.status < 400 else result.requests - result.status_errors
     return {
@@ -57,7 +63,13 @@ def _measure(proc: Proc, port: int, scenario: Scenario, token: str | None, secon
         "wrk": result.as_dict(),
         "cpu_s": cpu,
         "cpu_us_per_req": cpu / result.requests * 1e6 if result.requests else None,
+        "other_cores": other,
     }
+
+
+def _rusage_delta(before: resource.struct_rusage, who: int) -> float:
+    after = resource.getrusage(who)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _run_target(target: Target | None, lab: Lab, seconds: float) -> dict[str, Any]:
@@ -70,7 +82,7 @@ def _run_target(target: Target | None, lab: Lab, seconds: float) -> dict[str, An
     try:
         run_wrk(f"http://127.0.0.1:{port}{ROUTE}", 64, _WARMUP_SECONDS, tokens["valid"], run)
         scenarios = ALLOWED if target is None else _scenarios(target)
-        rows = [_measure(proc, port, s, tokens[s.token], seconds, run) for s in scenarios]
+        rows = [_measure(lab, proc, port, s, tokens[s.token], seconds) for s in scenarios]
         pids = proc.pids()
         memory = {"hwm_kib": [memory_kib(pid) for pid in pids], "rss_kib": [memory_kib(pid, "VmRSS") for pid in pids]}
     finally:

@@ -10,6 +10,7 @@ from typing import Final
 
 import httpx
 
+from sidecar.introspect import Introspector
 from sidecar.keys import KeyStore
 from sidecar.log import logger
 from sidecar.metrics import Metrics
@@ -41,10 +42,20 @@ class Snapshot:
 class Runtime:
     """One per process."""
 
-    def __init__(self, policy: Policy, policy_digest: str, metrics: Metrics, keys: KeyStore, forwarder: Forwarder):
+    def __init__(
+        self,
+        policy: Policy,
+        policy_digest: str,
+        metrics: Metrics,
+        keys: KeyStore,
+        forwarder: Forwarder,
+        introspector: Introspector | None = None,  # asks RFC 7662 endpoints; shared by every snapshot (its cache)
+    ):
         self.metrics = metrics
         self.keys = keys
         self.forwarder = forwarder
+        self.introspector = introspector
+        self._refreshing: asyncio.Future[None] | None = None  # the scheduled key refresh (KeyStore.run_refresh)
         self.current = self._snapshot(policy, policy_digest)
         self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
         self.audit_all = False  # `--audit`: every route in audit mode
@@ -56,17 +67,21 @@ class Runtime:
     def create(cls, policy: Policy, policy_digest: str, metrics: Metrics) -> Runtime:
         """Build the runtime inside the running loop; keys are fetched by `fetch_keys()`."""
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
-        runtime = cls(policy, policy_digest, metrics, KeyStore(client), Forwarder.create())
+        keys = KeyStore(client, observer=metrics)
+        introspector = Introspector(client, on_failure=metrics.introspection_failed)
+        runtime = cls(policy, policy_digest, metrics, keys, Forwarder.create(), introspector)
         runtime._control_client = client
         return runtime
 
     def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
-        return Snapshot(policy, Verifier(policy.providers, self.keys), digest)
+        return Snapshot(policy, Verifier(policy.providers, self.keys, introspector=self.introspector), digest)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start fetching every provider's keys in the background, once the listeners are up: /readyz says 503
         until the keys are in, and an issuer that is down is retried with backoff (never a crash)."""
         self._fetching = asyncio.ensure_future(self._fetch_keys_until_ready(on_ready))
+        # Refresh every provider's keys on schedule from now on (the providers of whichever policy is current).
+        self._refreshing = asyncio.ensure_future(self.keys.run_refresh(lambda: self.current.policy.providers.values()))
 
     def ready(self) -> bool:
         return not self.draining and self.keys.ready(self.current.policy.providers.values())
@@ -105,6 +120,8 @@ class Runtime:
     async def close(self) -> None:
         if self._fetching is not None:
             self._fetching.cancel()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         await self.forwarder.close()
         if self._control_client is not None:
             await self._control_client.aclose()

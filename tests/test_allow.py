@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.allow import authorize, evaluate
-from sidecar.policy.model import ANYONE, AllowRule, ClaimRequirement, Identity, Match, Route, UserSet
+from sidecar.policy.model import ANYONE, AllowRule, CallerKind, ClaimRequirement, Identity, Match, Route, UserSet
 
 LISA_OID = "7d3c1b2a-9e8f-4a6b-8c1d-2e3f4a5b6c7d"
 
@@ -124,3 +124,84 @@ def test_evaluate_never_shows_unmatched_token_contents() -> None:
     identity = who(oid="secret-oid", upn="secret@contoso.com", roles=["SecretRole"], email="secret@mail")
     reasons = " ".join(reason for _, _, reason in evaluate(route(BY_OID, ROLES), identity))
     assert "secret" not in reasons.lower()
+
+
+# --- app callers: apps, groups, scopes, user or app tokens only --------------------------------------------------
+
+APPS = AllowRule("contoso", apps=frozenset({"client-1"}))
+GROUPS = AllowRule("contoso", groups=frozenset({"g-payroll"}))
+SCOPED = AllowRule("contoso", scopes=frozenset({"Payroll.Run"}))
+APP_ONLY = AllowRule("contoso", caller=CallerKind.APP)
+USER_ONLY = AllowRule("contoso", caller=CallerKind.USER)
+# Entra tokens as they come: a client-credentials token (v2: azp, no scp), a delegated one (v1: appid, scp).
+APP_TOKEN = {"azp": "client-1", "oid": "sp-oid", "roles": ["Payroll.Invoke"]}
+USER_TOKEN = {"appid": "client-1", "oid": LISA_OID, "scp": "User.Read Payroll.Run", "upn": "lisa@contoso.com"}
+
+APP_CASES = {
+    "apps-azp-v2": (APPS, who(**APP_TOKEN), True),
+    "apps-appid-v1": (APPS, who(appid="client-1"), True),
+    "apps-client-id-rfc9068": (APPS, who(client_id="client-1"), True),
+    "apps-other-client": (APPS, who(azp="client-2"), False),
+    "apps-exact-case": (APPS, who(azp="CLIENT-1"), False),
+    "apps-not-a-string": (APPS, who(azp=["client-1"]), False),
+    "apps-absent": (APPS, who(oid="x"), False),
+    "groups-contains": (GROUPS, who(groups=["g-other", "g-payroll"]), True),
+    "groups-lacks": (GROUPS, who(groups=["g-other"]), False),
+    "groups-overage-fails-closed": (GROUPS, who(_claim_names={"groups": "src1"}), False),
+    "scopes-scp-word": (SCOPED, who(scp="User.Read Payroll.Run"), True),
+    "scopes-scope-claim": (SCOPED, who(scope="openid Payroll.Run"), True),
+    "scopes-list-okta": (SCOPED, who(scp=["openid", "Payroll.Run"]), True),
+    "scopes-substring": (SCOPED, who(scp="Payroll.RunAll"), False),
+    "scopes-app-token-has-none": (SCOPED, who(**APP_TOKEN), False),
+    "app-only-client-credentials": (APP_ONLY, who(**APP_TOKEN), True),
+    "app-only-delegated-refused": (APP_ONLY, who(**USER_TOKEN), False),
+    "app-only-idtyp-app": (APP_ONLY, who(idtyp="app", scp="x"), True),
+    "app-only-idtyp-user": (APP_ONLY, who(idtyp="user"), False),
+    "user-only-delegated": (USER_ONLY, who(**USER_TOKEN), True),
+    "user-only-client-credentials-refused": (USER_ONLY, who(**APP_TOKEN), False),
+    "user-only-idtyp-user": (USER_ONLY, who(idtyp="user"), True),
+    "user-only-odd-idtyp-falls-back-to-scp": (USER_ONLY, who(idtyp="device", scp="x"), True),
+    "apps-and-app-only": (
+        AllowRule("contoso", apps=frozenset({"client-1"}), caller=CallerKind.APP),
+        who(**APP_TOKEN),
+        True,
+    ),
+    "user-via-client-app": (
+        AllowRule("contoso", UserSet(frozenset({LISA_OID}), frozenset()), apps=frozenset({"client-1"})),
+        who(**USER_TOKEN),
+        True,
+    ),
+    "user-via-other-client-app": (
+        AllowRule("contoso", UserSet(frozenset({LISA_OID}), frozenset()), apps=frozenset({"client-2"})),
+        who(**USER_TOKEN),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(("allow", "identity", "held"), APP_CASES.values(), ids=APP_CASES.keys())
+def test_app_caller_rule(allow: AllowRule, identity: Identity, held: bool) -> None:
+    assert authorize(route(allow), identity) == (allow if held else None)
+    ((_, result, _),) = evaluate(route(allow), identity)
+    assert result is held
+
+
+def test_evaluate_explains_app_caller_rules() -> None:
+    rules = (
+        AllowRule("contoso", apps=frozenset({"client-1"}), caller=CallerKind.APP),
+        AllowRule("contoso", groups=frozenset({"g-1"}), index=1),
+        AllowRule("contoso", scopes=frozenset({"Payroll.Run"}), caller=CallerKind.USER, index=2),
+    )
+    identity = who(azp="client-1", _claim_names={"groups": "src1"})
+    assert [(held, reason) for _, held, reason in evaluate(route(*rules), identity)] == [
+        (True, "provider contoso matched; app tokens only: this is an app token; app client-1 listed"),
+        (
+            False,
+            "provider contoso matched; groups: none of [g-1] present (group overage: the token lists too many "
+            "groups to carry them; use app roles)",
+        ),
+        (
+            False,
+            "provider contoso matched; user tokens only: this is an app token; scopes: none of [Payroll.Run] present",
+        ),
+    ]

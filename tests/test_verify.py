@@ -370,3 +370,46 @@ async def test_identity_cache_does_not_hold_the_token(verifier: Verifier) -> Non
     cache = verifier._cache  # white-box: the key must be a digest, not the token
     assert [len(key) for key in cache] == [32]
     assert all(isinstance(value, Identity) for value in cache.values())
+
+
+# --- RFC 8725 hardening that depends on the provider -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typ", "accepted"),
+    [
+        ("at+jwt", True),
+        ("AT+JWT", True),
+        ("application/at+jwt", True),
+        ("JWT", False),
+        (None, False),
+        (["at+jwt"], False),
+        ("at+jwt; charset=x", False),
+    ],
+    ids=["exact", "any-case", "with-application-prefix", "plain-jwt", "missing", "not-a-string", "with-parameter"],
+)
+async def test_required_typ(keys: KeyStore, clock: FakeClock, typ: object, accepted: bool) -> None:
+    """RFC 9068 access tokens say `typ: at+jwt`; requiring it keeps ID tokens and other JWTs of the same issuer out."""
+    provider = FakeIssuer(RSA, EC).provider("main", require_typ="at+jwt")
+    verifier = Verifier({"main": provider}, keys, clock=clock)
+    token = mint(good_claims(), RSA, headers={"typ": typ})
+    if accepted:
+        assert (await verifier.verify(token, frozenset({"main"}))).provider == "main"
+    else:
+        assert (await rejected(verifier, token, frozenset({"main"}))).reason is Reason.WRONG_TOKEN_TYPE
+
+
+async def test_typ_is_not_checked_unless_required(verifier: Verifier) -> None:
+    assert (await verifier.verify(mint(good_claims(), RSA, headers={"typ": "id+jwt"}), ROUTE)).provider == "main"
+
+
+async def test_token_size_cap_is_the_largest_of_the_route_providers(
+    issuers: dict[str, FakeIssuer], keys: CountingKeyStore, clock: FakeClock
+) -> None:
+    small = issuers["main"].provider("main", max_token_bytes=2048)
+    large = issuers["solo"].provider("solo", max_token_bytes=8192)
+    verifier = Verifier({"main": small, "solo": large}, keys, clock=clock)
+    token = good(pad="x" * 2500)
+    assert (await rejected(verifier, token, frozenset({"main"}))).reason is Reason.MALFORMED_TOKEN
+    assert keys.lookups == 0  # refused before parsing
+    assert (await verifier.verify(token, frozenset({"main", "solo"}))).provider == "main"

@@ -124,7 +124,8 @@ def _explain(rule: AllowRule, identity: Identity) -> tuple[AllowRule, bool, str]
     claims = identity.claims
     if rule.caller is not None:
         kind = caller_kind(claims)
-        checks.append((kind is rule.caller, f"{rule.caller.value} tokens only: this is a {kind.value} token"))
+        described = "an app token" if kind is CallerKind.APP else "a user token"
+        checks.append((kind is rule.caller, f"{rule.caller.value} tokens only: this is {described}"))
     if rule.users is not None:
         user = _listed_user(rule.users, claims)
         missing = "user not listed (oid, sub, upn, preferred_username)"

@@ -125,6 +125,8 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
         spec = _validate(ProviderSpec, value, path, doc)
         if spec is not None:
             providers[name] = build_provider(name, spec)
+            if spec.introspection is not None and spec.audiences is None:
+                doc.warn(path, "no audiences: any active token is accepted, whatever resource it was issued for")
     return providers
 
 

@@ -2,11 +2,11 @@
 
 Taken from the rendered objects as they are: the container's command and args, its env and envFrom (Secrets and
 ConfigMaps supplied as the cluster would hold them), the image's ENV from the Dockerfile, and its volumes
-(ConfigMap items written into a temp dir; emptyDirs as tmpfs). Only what has no local equivalent is mapped: each
-mountPath to its temp dir, the image's /opt/sidecar/bin to this virtualenv, and the `0.0.0.0:<containerPort>`
-listeners to ephemeral loopback ports. With `readOnlyRootFilesystem`, the process runs in a private mount
-namespace whose root is remounted read-only (as root, with `unshare`), so a write anywhere but an emptyDir fails
-as it would in the pod.
+(ConfigMaps and Secrets laid out in a temp dir as the kubelet does, emptyDirs as tmpfs). Only what has no local
+equivalent is mapped: each mountPath to its temp dir, the image's /opt/sidecar/bin to this virtualenv, and the
+`0.0.0.0:<containerPort>` listeners to ephemeral loopback ports. With `readOnlyRootFilesystem`, the process runs
+in a private mount namespace whose root is remounted read-only (as root, with `unshare`), so a write anywhere
+but an emptyDir fails as it would in the pod.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from tests.chart.dockerfile import env_of, parse_dockerfile
 from tests.chart.render import CHART, Rendered
+from tests.chart.volumes import write_atomically
 from tests.support.servers import LineReader
 
 __all__ = ["PodRun", "read_only_root_available"]
@@ -66,21 +67,45 @@ class PodRun:
         rendered = [c["data"] for c in self.rendered.all("ConfigMap") if c["metadata"]["name"] == name]
         return rendered[0] if rendered else self.configmaps[name]
 
-    def _lay_out_volumes(self) -> None:
+    def _volumes(self) -> Iterator[tuple[dict[str, Any], dict[str, Any], Path]]:
+        """(volume, mount, local directory) for every mount of the container."""
         volumes = {v["name"]: v for v in self.rendered.pod["volumes"]}
         for mount in self.container["volumeMounts"]:
-            volume, local = volumes[mount["name"]], self.workdir / mount["name"]
-            local.mkdir(parents=True)
+            yield volumes[mount["name"]], mount, self.workdir / mount["name"]
+
+    def _projected(self, volume: dict[str, Any]) -> dict[str, str]:
+        """The files a ConfigMap or Secret volume shows: its `items`, or every key."""
+        source = volume.get("configMap") or volume["secret"]
+        data = self._configmap(source["name"]) if "configMap" in volume else self.secrets[source["secretName"]]
+        return {
+            item["path"]: data[item["key"]] for item in source.get("items") or [{"key": k, "path": k} for k in data]
+        }
+
+    def _lay_out_volumes(self) -> None:
+        for volume, mount, local in self._volumes():
             if "configMap" in volume or "secret" in volume:
-                source = volume.get("configMap") or volume["secret"]
-                data = self._configmap(source["name"]) if "configMap" in volume else self.secrets[source["secretName"]]
-                for item in source.get("items") or [{"key": k, "path": k} for k in data]:
-                    (local / item["path"]).write_text(data[item["key"]])
+                write_atomically(local, self._projected(volume))
             elif "emptyDir" in volume:
+                local.mkdir(parents=True)
                 self._empty_dirs.append(local)
             else:
                 raise AssertionError(f"volume {mount['name']}: no local stand-in for {sorted(volume)}")
             self._mounts[mount["mountPath"]] = local
+
+    def update_configmap(self, name: str, data: Mapping[str, str]) -> None:
+        """`kubectl apply` of a changed ConfigMap, as the kubelet then delivers it to the pod's volumes."""
+        self.configmaps = {**self.configmaps, name: data}
+        self.rendered = Rendered(
+            [o for o in self.rendered.objects if not (o["kind"] == "ConfigMap" and o["metadata"]["name"] == name)],
+            self.rendered.notes,
+        )
+        for volume, _, local in self._volumes():
+            if volume.get("configMap", {}).get("name") == name:
+                write_atomically(local, self._projected(volume))
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
 
     def _local_path(self, value: str) -> str:
         for mount_path, local in sorted(self._mounts.items(), key=lambda item: -len(item[0])):
@@ -159,6 +184,16 @@ class PodRun:
         number = next((p["containerPort"] for p in self.container["ports"] if p["name"] == port), port)
         return self.urls[int(number)]
 
+    @property
+    def workers(self) -> int:
+        flags = [a.partition("=")[2] for a in self.container["args"] if a.partition("=")[0] == "--workers"]
+        return int(flags[0]) if flags else 1
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every worker has logged that it is ready (each answers /readyz for the pod)."""
+        for _ in range(self.workers):
+            self.wait_for_log("ready", timeout)
+
     def wait_for_log(self, message: str, timeout: float = 30.0) -> dict[str, Any]:
         assert self._output is not None
         return _record(self._output.wait_for(lambda line: _record(line).get("message") == message, timeout))
@@ -184,7 +219,9 @@ class PodRun:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)
-            raise AssertionError("still running after terminationGracePeriodSeconds: the kubelet would SIGKILL it") from None
+            raise AssertionError(
+                "still running after terminationGracePeriodSeconds: the kubelet would SIGKILL it"
+            ) from None
         finally:
             if self._output is not None:
                 self._output.join()

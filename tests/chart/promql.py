@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -109,4 +108,3 @@ def exported_series(exposition: str) -> set[str]:
             _, _, name, kind = line.split(" ", 3)
             names.update(name + suffix for suffix in suffixes.get(kind, ("",)))
     return names
-

@@ -90,7 +90,7 @@ class Rendered:
         return spec
 
     def container(self, name: str = "sidecar") -> dict[str, Any]:
-        found = [c for c in self.pod["containers"] if c["name"] == name]
+        found: list[dict[str, Any]] = [c for c in self.pod["containers"] if c["name"] == name]
         assert len(found) == 1, name
         return found[0]
 

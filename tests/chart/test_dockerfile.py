@@ -21,7 +21,7 @@ BUILD, RUNTIME = STAGES[0], STAGES[-1]
 
 
 def config_arg() -> str:
-    args = render(values_with()).container()["args"]
+    args: list[str] = render(values_with()).container()["args"]
     return next(a.removeprefix("--config=") for a in args if a.startswith("--config="))
 
 

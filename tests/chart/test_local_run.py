@@ -25,9 +25,9 @@ SIG = "payroll-sas-signature-0f1e2d3c4b5a69788796a5b4"
 LISA = {"aud": "api://trigger-gateway", "oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa"}
 FAST_DRAIN = {"drainDelaySeconds": 0.2, "graceSeconds": 5}
 # Sidecar mode: the app is on loopback in the same pod; the chart hands its URL to the policy as APP_UPSTREAM.
-SIDECAR_POLICY = POLICY.replace("${PAYROLL_TRIGGER_URL}", "${APP_UPSTREAM}/workflows/payroll/triggers/manual/paths/invoke?sig=" + SIG).replace(
-    "${STATUS_URL}", "${APP_UPSTREAM}/static"
-)
+SIDECAR_POLICY = POLICY.replace(
+    "${PAYROLL_TRIGGER_URL}", "${APP_UPSTREAM}/workflows/payroll/triggers/manual/paths/invoke?sig=" + SIG
+).replace("${STATUS_URL}", "${APP_UPSTREAM}/static")
 
 
 def trigger_urls(echo: str) -> dict[str, str]:
@@ -83,7 +83,7 @@ SETUPS = {
 }
 
 
-@pytest.fixture(params=SETUPS.values(), ids=SETUPS.keys())
+@pytest.fixture(params=list(SETUPS.values()), ids=list(SETUPS))
 def pod(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -104,7 +104,7 @@ def pod(
 def test_the_rendered_pod_becomes_ready_and_guards_its_routes(
     pod: PodRun, issuer_server: tuple[DemoIssuer, ThreadServer], read_only_root: bool
 ) -> None:
-    pod.wait_for_log("ready")
+    pod.wait_ready()
     assert pod.root_is_read_only() is read_only_root
     container = pod.container
     for probe in (container["livenessProbe"], container["readinessProbe"]):
@@ -123,3 +123,33 @@ def test_the_rendered_pod_becomes_ready_and_guards_its_routes(
         assert client.get("/public/hello").json()["path"] == "/static/hello"
     metrics = httpx.get(pod.url("admin") + "/metrics", timeout=10, trust_env=False).text
     assert 'sidecar_requests_total{code="200",method="POST",route="payroll"}' in metrics.replace(" 1.0", "")
+
+
+EXTRA_ROUTE = """\
+  - name: extra
+    match: { path_prefix: /extra/, methods: [GET] }
+    upstream: ${STATUS_URL}
+    allow: anyone
+"""
+
+
+def test_a_changed_configmap_reaches_the_running_pod_without_a_restart(
+    tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], echo: ThreadServer, read_only_root: bool
+) -> None:
+    server = {**FAST_DRAIN, "extraArgs": ["--reload-interval=0.2"]}  # polls the file 10 times a second
+    values = values_with(
+        existingSecret="trigger-urls", env=[{"name": "ISSUER", "value": issuer_server[1].url}], server=server
+    )
+    rendered = render(values)
+    configmap = rendered.one("ConfigMap")["metadata"]["name"]
+    pod = PodRun(rendered, tmp_path, {"trigger-urls": trigger_urls(echo.url)}, read_only_root=read_only_root)
+    with pod.running(), httpx.Client(base_url=pod.url("http"), timeout=10, trust_env=False) as client:
+        pod.wait_ready()
+        assert client.get("/extra/a").status_code == 404
+        pod.update_configmap(configmap, {"policy.yaml": POLICY + EXTRA_ROUTE})  # `helm upgrade` with a new route
+        assert pod.wait_for_log("policy reloaded", timeout=60)["trigger"] == "file"
+        assert client.get("/extra/a").json()["path"] == "/static/a"
+        pod.update_configmap(configmap, {"policy.yaml": POLICY + EXTRA_ROUTE + "  - name: broken\n"})
+        pod.wait_for_log("policy reload failed; keeping the current policy", timeout=60)
+        assert client.get("/extra/a").status_code == 200
+        assert sum('"message":"listening"' in line.replace(" ", "") for line in pod.lines) == 1  # never restarted

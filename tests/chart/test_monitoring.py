@@ -4,6 +4,7 @@ metrics that a running sidecar (the chart's rendered pod) actually exports."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.chart.podrun import PodRun
 from tests.chart.promql import Query, alert_queries, dashboard_queries, exported_series
 from tests.chart.render import CHART, NAMESPACE, render, values_with
-from tests.support.servers import ThreadServer
+from tests.support.servers import ThreadServer, free_closed_port
 
 DASHBOARD = json.loads((CHART / "dashboards" / "auth-sidecar.json").read_text())
 ALERTS = alert_queries(render(values_with(prometheusRule={"enabled": True})))
 QUERIES = ALERTS + dashboard_queries(DASHBOARD)
+LISA_OID = "aaaaaaaa-0000-0000-0000-00000000000a"
 JOB = "payments-auth-sidecar-metrics"  # the metrics Service's name: the `job` a ServiceMonitor gives its series
 
 
@@ -36,25 +38,29 @@ def exposition(
     echo: ThreadServer,
     read_only_root: bool,
 ) -> Iterator[str]:
-    """/metrics of the chart's rendered pod, after a little traffic of every kind."""
+    """/metrics of the chart's rendered pod after traffic of every kind: with several workers (prometheus
+    multiprocess mode) a series family shows only once some worker has recorded a sample of it."""
     issuer, issuer_http = issuer_server
     values = values_with(
         env=[
             {"name": "ISSUER", "value": issuer_http.url},
-            {"name": "PAYROLL_TRIGGER_URL", "value": f"{echo.url}/payroll"},
+            {"name": "PAYROLL_TRIGGER_URL", "value": f"http://127.0.0.1:{free_closed_port()}/gone"},
             {"name": "STATUS_URL", "value": f"{echo.url}/static"},
         ],
         server={"workers": request.param, "drainDelaySeconds": 0.2, "graceSeconds": 5},
     )
     pod = PodRun(render(values), Path(tmp_path_factory.mktemp("pod")), read_only_root=read_only_root)
     with pod.running():
-        pod.wait_for_log("ready")
-        token = issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", "oid": "aaaaaaaa-0000-0000-0000-00000000000a"})
+        pod.wait_ready()
+        token = issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", "oid": LISA_OID})
         with httpx.Client(base_url=pod.url("http"), timeout=10, trust_env=False) as client:
             assert client.get("/public/a").status_code == 200
             assert client.post("/flows/payroll").status_code == 401
-            assert client.post("/flows/payroll", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            assert client.post("/flows/payroll", headers={"Authorization": f"Bearer {token}"}).status_code == 502
             assert client.get("/nowhere").status_code == 404
+        pod.send(signal.SIGHUP)  # a reload, as after a Secret change
+        for _ in range(pod.workers):
+            pod.wait_for_log("policy reloaded")
         yield httpx.get(pod.url("admin") + "/metrics", timeout=10, trust_env=False).text
 
 
@@ -67,7 +73,7 @@ def test_every_metric_the_alerts_and_dashboard_read_is_exported_by_the_sidecar(e
 ALERT_SERIES = {
     "AuthSidecarRejectionRatioHigh": {"sidecar_rejections_total", "sidecar_requests_total"},
     "AuthSidecarKeysStale": {"sidecar_jwks_age_seconds"},
-    "AuthSidecarKeysRefreshFailing": {"sidecar_jwks_refresh_total"},
+    "AuthSidecarKeysRefreshFailing": {"sidecar_jwks_stale"},
     "AuthSidecarUpstream5xxHigh": {"sidecar_requests_total"},
     "AuthSidecarUpstreamErrors": {"sidecar_upstream_errors_total"},
     "AuthSidecarNotReady": {"sidecar_ready"},

@@ -6,7 +6,6 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -69,7 +68,8 @@ def test_values_yaml_and_the_schema_describe_the_same_keys() -> None:
 
 def test_the_chart_readme_documents_every_value_and_no_other() -> None:
     readme = (CHART / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, flags=re.MULTILINE))
+    section = readme.split("\n## Values\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", section, flags=re.MULTILINE))
     assert documented == set(schema_leaves(SCHEMA)) - {"global"}
 
 
