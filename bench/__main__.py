@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.experiment import run_experiments
 from bench.flood import run_flood
 from bench.lab import lab
 from bench.machine import describe
@@ -22,6 +23,7 @@ from bench.streaming import run_streaming
 from bench.targets import BENCH_DIR, REPO, Target, sidecar_has_workers
 
 _RESULTS = BENCH_DIR / "run" / "results.json"
+_PARTS = ("rounds", "streaming", "flood", "profile")
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -29,7 +31,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
-    parser.add_argument("--only", choices=["rounds", "streaming", "flood", "profile"], action="append")
+    parser.add_argument("--only", choices=[*_PARTS, "experiments"], action="append", help="run this part (repeatable)")
+    parser.add_argument("--experiments", action="store_true", help="also measure bench/launch.py's variants")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite --out from {_RESULTS}")
     return parser.parse_args(argv)
 
@@ -39,21 +42,25 @@ def _stop_on_term(signum: int, frame: FrameType | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    parts = set(args.only or ["rounds", "streaming", "flood", "profile"])
+    parts = set(args.only or [*_PARTS, *(["experiments"] if args.experiments else [])])
+    # A partial run (--only) updates the last results rather than dropping the parts it did not run.
+    previous = json.loads(_RESULTS.read_text()) if args.only and _RESULTS.exists() else {}
     workers = sidecar_has_workers()
     targets = [Target("envoy", 1), Target("sidecar", 1), Target("envoy", 2)]
     targets += [Target("sidecar", 2)] if workers else []
-    results: dict[str, Any] = {
+    meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": "make bench"
-        if args.rounds == 3 and args.seconds == 10
-        else f"make bench BENCH_ARGS='{_flags(args)}'",
+        "command": "make bench" + (f" BENCH_ARGS='{_flags(args)}'" if _flags(args) else ""),
         "load_before": os.getloadavg(),
         "machine": describe(),
         "rounds": args.rounds,
         "seconds": args.seconds,
         "pending": [] if workers else ["sidecar-2"],
     }
+    # A partial run (--only) adds its parts to the last full run's results, and says so.
+    results = {**meta, **previous} if previous else meta
+    if previous:
+        results.setdefault("partial_runs", []).append({**meta, "parts": sorted(parts)})
     begun = time.monotonic()
     with lab() as shared:
         if "rounds" in parts:
@@ -65,13 +72,18 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             results["flood"] = run_flood(shared, flooded)
         if "profile" in parts:
             results["profiles"] = run_profiles(shared)
-        results["elapsed_s"] = time.monotonic() - begun
+        if "experiments" in parts:
+            results["experiments"] = run_experiments(shared, args.rounds, args.seconds)
+        results.setdefault("elapsed_s", time.monotonic() - begun)
         _RESULTS.write_text(json.dumps(results, indent=1))
     return results
 
 
 def _flags(args: argparse.Namespace) -> str:
-    return f"--rounds {args.rounds} --seconds {args.seconds:g}" + "".join(f" --only {o}" for o in args.only or [])
+    flags = [f"--rounds {args.rounds}"] if args.rounds != 3 else []
+    flags += [f"--seconds {args.seconds:g}"] if args.seconds != 10 else []
+    flags += [f"--only {part}" for part in args.only or []] + (["--experiments"] if args.experiments else [])
+    return " ".join(flags)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,27 @@ def _profile_section(profiles: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _experiments_section(experiments: dict[str, Any] | None) -> list[str]:
+    if not experiments:
+        return ["(not run this time: `make bench BENCH_ARGS='--only experiments'` adds them.)"]
+    lines = [
+        f"A one-worker sidecar per variant of `bench/launch.py` (the product code unchanged), {experiments['rounds']} "
+        f"interleaved rounds of {experiments['seconds']:g} s rows; each figure is the median, each ratio the median of "
+        "the per-round ratios to `baseline` (the sidecar as it is).",
+        "",
+        "| variant | scenario | req/s | vs baseline | p50 | p99 | vs baseline | CPU µs/request | vs baseline |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in experiments["summary"]:
+        lines.append(
+            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
+            f"| {_num(row['rps_ratio'], 2, 'x')} "
+            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
+            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} |"
+        )
+    return lines
+
+
 def _appendix(fig: Figures) -> list[str]:
     lines = [
         "Other load: CPU (in cores) the machine spent during the row outside the bench's own processes (proxy,",
@@ -191,6 +212,10 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"{results['elapsed_s'] / 60:.1f} min in all. Command: `{results['command']}`. Load average before it: "
         + ", ".join(f"{load:.2f}" for load in results["load_before"])
         + ".",
+        *[
+            f"- Added later by `{p['command']}` ({p['started']}): {', '.join(p['parts'])}."
+            for p in results.get("partial_runs", [])
+        ],
     ]
 
 
@@ -244,6 +269,10 @@ def render(results: dict[str, Any], reading: str) -> str:
         "## Profile of the hot path",
         "",
         *(_profile_section(results["profiles"]) if results.get("profiles") else ["(not run)"]),
+        "",
+        "## Experiments: ideas measured from outside",
+        "",
+        *_experiments_section(results.get("experiments")),
         "",
         "## Reading",
         "",

@@ -6,6 +6,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from bench.issuer import BenchIssuer
@@ -14,10 +15,11 @@ from bench.procs import Proc, cpu_seconds, http_status, memory_kib, system_busy_
 from bench.targets import ROUTE, Target
 from bench.wrk import run_wrk
 
-__all__ = ["DIRECT", "Scenario", "run_rounds"]
+__all__ = ["ALLOWED", "DIRECT", "REJECTED", "Scenario", "run_rounds", "run_target"]
 
 DIRECT: Final = "direct"  # nginx itself: the ceiling
 _WARMUP_SECONDS: Final = 2
+_TRIM_BYTES: Final = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def _rusage_delta(before: resource.struct_rusage, who: int) -> float:
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def _run_target(target: Target | None, lab: Lab, seconds: float) -> dict[str, Any]:
+def run_target(
+    target: Target | None, lab: Lab, seconds: float, scenarios: tuple[Scenario, ...] | None = None
+) -> dict[str, Any]:
     """One target in one round: start, warm up, every scenario, peak RSS, stop (nginx, the ceiling, stays up)."""
     tokens, run = _tokens(lab.issuer), lab.run
     if target is None:
@@ -81,14 +85,25 @@ def _run_target(target: Target | None, lab: Lab, seconds: float) -> dict[str, An
         proc, port, ready = target.start(run, lab.ports)
     try:
         run_wrk(f"http://127.0.0.1:{port}{ROUTE}", 64, _WARMUP_SECONDS, tokens["valid"], run)
-        scenarios = ALLOWED if target is None else _scenarios(target)
+        if scenarios is None:
+            scenarios = ALLOWED if target is None else _scenarios(target)
         rows = [_measure(lab, proc, port, s, tokens[s.token], seconds) for s in scenarios]
         pids = proc.pids()
         memory = {"hwm_kib": [memory_kib(pid) for pid in pids], "rss_kib": [memory_kib(pid, "VmRSS") for pid in pids]}
     finally:
         if target is not None:
             proc.stop()
+            for log in (run / f"{target.key}.out", run / "envoy-access.log"):
+                _trim(log)
     return {"target": DIRECT if target is None else target.key, "ready_s": ready, "rows": rows, **memory}
+
+
+def _trim(log: Path, keep: int = 200) -> None:
+    """Access logs grow by gigabytes over a run: keep the head (start-up lines, any error) and drop the rest."""
+    if log.exists() and log.stat().st_size > _TRIM_BYTES:
+        with log.open("rb") as source:
+            head = b"".join(line for _, line in zip(range(keep), source, strict=False))
+        log.write_bytes(head + b"[trimmed by bench]\n")
 
 
 def run_rounds(lab: Lab, targets: list[Target], rounds: int, seconds: float) -> list[dict[str, Any]]:
@@ -99,7 +114,7 @@ def run_rounds(lab: Lab, targets: list[Target], rounds: int, seconds: float) -> 
         shift = number % len(order)
         for target in order[shift:] + order[:shift]:
             started = time.monotonic()
-            result = _run_target(target, lab, seconds)
+            result = run_target(target, lab, seconds)
             results.append({"round": number + 1, **result})
             summary = ", ".join(f"{r['scenario']} {r['wrk']['rps']:.0f}/s" for r in result["rows"])
             print(f"bench: round {number + 1} {result['target']}: {summary} ({time.monotonic() - started:.0f} s)")

@@ -10,7 +10,7 @@ command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
     echo "bench: installing ${missing[*]} (Debian)"
     apt-get update -qq
-    # Debian's nginx package would start a system nginx on :80; the bench starts its own on loopback instead.
+    # The bench never uses a system nginx: it starts its own, on loopback, with bench/nginx.conf.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

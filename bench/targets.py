@@ -84,6 +84,7 @@ class Target:
 
     kind: str
     threads: int
+    variant: str = ""  # the sidecar run through bench.launch with this experiment (bench/experiment.py)
 
     @property
     def name(self) -> str:
@@ -92,7 +93,7 @@ class Target:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}-{self.threads}"
+        return f"{self.kind}-{self.threads}" + (f"-{self.variant}" if self.variant else "")
 
     def start(self, run: Path, ports: Ports) -> tuple[Proc, int, float]:
         """Start it; return the process, the proxy port and the seconds from exec to ready (keys fetched)."""
@@ -119,8 +120,10 @@ class Target:
         return Proc.start(self.name, argv, run / f"{self.key}.out")
 
     def _sidecar(self, run: Path, ports: Ports, port: int, admin: int) -> Proc:
-        argv = [str(_PYTHON), "-m", "sidecar", "serve", "--config", str(BENCH_DIR / "policy.yaml")]
+        launcher = ["-m", "bench.launch", self.variant] if self.variant else ["-m", "sidecar"]
+        argv = [str(_PYTHON), *launcher, "serve", "--config", str(BENCH_DIR / "policy.yaml")]
         argv += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+        argv += ["--drain-delay", "0"]  # stop at once: no load balancer to drain from here
         if self.threads > 1:
             argv += ["--workers", str(self.threads)]
         env = {

@@ -112,9 +112,7 @@ def _require_secure(url: str, what: str) -> None:
         return
     if parts.scheme == "http" and _is_loopback(parts.hostname):
         return
-    raise FetchError(
-        f"{what} {safe_url(url)}: refused, keys are fetched over https only (or http to loopback)", "bad_response"
-    )
+    raise FetchError(f"{what} {safe_url(url)}: refused, https only (or http to loopback)", "bad_response")
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -26,8 +26,9 @@ import httpx
 import jwt
 
 from sidecar.decision import Reason, Rejection
-from sidecar.fetch import FETCH_TIMEOUT_SECONDS, FetchError, get_json, safe_url
-from sidecar.jwks import JwksError, KeyIndex, find, index, parse_jwks
+from sidecar.fetch import FETCH_TIMEOUT_SECONDS, FetchError
+from sidecar.jwks import JwksError, KeyIndex, find
+from sidecar.keyset import KeySet, fetch_key_set
 from sidecar.policy.model import Provider
 
 __all__ = ["KeyObserver", "KeySetStatus", "KeyStore"]
@@ -218,7 +219,7 @@ class KeyStore:
     async def _refresh(self, provider: Provider, state: _State) -> None:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
-                document = await self._fetch(provider)
+                found = await fetch_key_set(self._client, provider)
         except (FetchError, JwksError) as exc:
             self._failed(provider, state, str(exc))
         except TimeoutError:
@@ -226,41 +227,20 @@ class KeyStore:
         except Exception as exc:  # the task is shared and awaited by requests: it must never raise
             self._failed(provider, state, f"unexpected {type(exc).__name__}")
         else:
-            self._succeeded(provider, state, *document)
+            self._succeeded(provider, state, found)
         finally:
             state.inflight = None
             self._wake.set()
 
-    async def _fetch(self, provider: Provider) -> tuple[KeyIndex, int, float | None]:
-        jwks_uri = provider.jwks_uri
-        if jwks_uri is None:
-            jwks_uri = await self._discover(provider)
-        document = await get_json(self._client, jwks_uri, "JWKS")
-        keys = parse_jwks(document.body)
-        return index(keys), len(keys), document.max_age
-
-    async def _discover(self, provider: Provider) -> str:
-        url = provider.discovery_url
-        document = (await get_json(self._client, url, "discovery")).body
-        # An issuer mismatch means the document describes someone else (OpenID Connect Discovery §4.3).
-        issuer = document.get("issuer")
-        if issuer not in provider.issuers:
-            wanted = " or ".join(repr(i) for i in sorted(provider.issuers))
-            raise FetchError(f"discovery {safe_url(url)}: issuer {issuer!r} is not the configured issuer {wanted}")
-        jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str):
-            raise FetchError(f"discovery {safe_url(url)}: no jwks_uri")
-        return jwks_uri
-
-    def _succeeded(self, provider: Provider, state: _State, keys: KeyIndex, count: int, max_age: float | None) -> None:
+    def _succeeded(self, provider: Provider, state: _State, found: KeySet) -> None:
         now = self._clock()
         was_stale = state.fetched_at is not None and state.last_error is not None
-        before, after = set(state.keys) - {None}, set(keys) - {None}
-        state.keys, state.key_count, state.fetched_at, state.last_error = keys, count, now, None
+        before, after = set(state.keys) - {None}, set(found.keys) - {None}
+        state.keys, state.key_count, state.fetched_at, state.last_error = found.keys, found.count, now, None
         state.failures, state.expired_logged = 0, False
-        state.next_at = now + self._interval(provider, max_age)
+        state.next_at = now + self._interval(provider, found.max_age)
         self._tell(provider, True)
-        fields = {"provider": provider.name, "keys": count}
+        fields = {"provider": provider.name, "keys": found.count}
         if before != after:
             added, removed = sorted(map(_short, after - before)), sorted(map(_short, before - after))
             log.info("signing keys fetched", extra={"fields": {**fields, "added": added, "removed": removed}})

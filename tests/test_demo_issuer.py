@@ -176,7 +176,7 @@ async def test_token_response_is_a_bearer_token_that_must_not_be_cached(http: ht
 
 
 async def test_token_lifetime_sets_expires_in_and_exp() -> None:
-    issuer = DemoIssuer(BASE_URL, demo_clients(), token_lifetime=60, clock=lambda: NOW)
+    issuer = DemoIssuer(BASE_URL, demo_clients(), token_lifetime=60, clock=time.time)  # NOW may be > 60 s ago
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.app()), base_url=BASE_URL) as http:
         response = await request_token(http, CONTOSO_TENANT, credentials("tom"))
         claims = await verify(http, CONTOSO_TENANT, response.json()["access_token"])

@@ -34,7 +34,11 @@ KEY = rsa_key("entra-1")
         ),
         (
             "usgov",
-            {f"https://sts.windows.net/{TID}/", f"https://login.microsoftonline.us/{TID}/v2.0"},
+            {
+                f"https://sts.windows.net/{TID}/",
+                f"https://login.microsoftonline.us/{TID}/",
+                f"https://login.microsoftonline.us/{TID}/v2.0",
+            },
             f"https://login.microsoftonline.us/{TID}/v2.0/.well-known/openid-configuration",
         ),
         (

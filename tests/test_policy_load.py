@@ -92,8 +92,8 @@ def test_example_needs_its_variables() -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(os.path.relpath(EXAMPLE), {})
     assert caught.value.errors == [
-        "config/example.yaml:39: routes[0].upstream: environment variable USER_LOOKUP_TRIGGER_URL is not set",
-        "config/example.yaml:45: routes[1].upstream: environment variable PAYROLL_TRIGGER_URL is not set",
+        "config/example.yaml:71: routes[0].upstream: environment variable USER_LOOKUP_TRIGGER_URL is not set",
+        "config/example.yaml:77: routes[1].upstream: environment variable PAYROLL_TRIGGER_URL is not set",
     ]
 
 
@@ -453,7 +453,7 @@ SINGLE_ERRORS = {
         route(allow="[{provider: contoso, roles: [x]}]"),
         10,
         'routes[0].allow[0].roles: unknown key "roles" (allowed: app_tokens_only, apps, claims, groups, provider, '
-        'scopes, user_tokens_only, users)',
+        "scopes, user_tokens_only, users)",
     ),
     "users-empty": (route(allow="[{provider: contoso, users: []}]"), 10, "routes[0].allow[0].users: must not be empty"),
     "users-null": (

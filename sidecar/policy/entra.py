@@ -8,11 +8,11 @@ Entra signs v1 and v2 access tokens of a tenant with the same keys, but names it
 Where the forms come from (checked when this was written):
 - login hosts per cloud: Microsoft Learn, "National clouds" (entra/identity-platform/authentication-national-cloud):
   login.microsoftonline.com, login.microsoftonline.us, login.chinacloudapi.cn.
-- v1 issuers: `https://sts.windows.net/<tid>/` in the global cloud and also in Azure Government (Microsoft's own
-  botbuilder-dotnet `SkillValidation.cs` lists `https://sts.windows.net/<tid>/` as "Auth for US Gov, 1.0 token"
-  and `https://login.microsoftonline.us/<tid>/v2.0` as "Auth for US Gov, 2.0 token"); `https://sts.chinacloudapi.cn/
-  <tid>/` for the cloud operated by 21Vianet (MicrosoftDocs/azure-docs issue 123050, and the v1 token samples on
-  docs.azure.cn).
+- v1 issuers: `https://sts.windows.net/<tid>/` in the global cloud and also in Azure Government: Microsoft's own
+  botbuilder-dotnet `SkillValidation.cs` lists `https://sts.windows.net/<tid>/` and `https://login.microsoftonline
+  .us/<tid>/` as "Auth for US Gov, 1.0 token" and `https://login.microsoftonline.us/<tid>/v2.0` as "Auth for US
+  Gov, 2.0 token", so usgov accepts both v1 spellings. `https://sts.chinacloudapi.cn/<tid>/` for the cloud
+  operated by 21Vianet (MicrosoftDocs/azure-docs issue 123050, and v1 token samples in Microsoft's docs for it).
 - China v2: tokens name `https://login.partner.microsoftonline.cn/<tid>/v2.0` (Microsoft Q&A 1190472, as cited by
   snowflake-connector-python's issuer list); `login.chinacloudapi.cn` is that cloud's other login host, so both
   spellings are accepted there. Either way the discovery document's own `issuer` must be one of these.
@@ -47,7 +47,9 @@ CLOUDS: Final[dict[str, EntraCloud]] = {
         "https://login.microsoftonline.com", ("https://sts.windows.net",), ("https://login.microsoftonline.com",)
     ),
     "usgov": EntraCloud(
-        "https://login.microsoftonline.us", ("https://sts.windows.net",), ("https://login.microsoftonline.us",)
+        "https://login.microsoftonline.us",
+        ("https://sts.windows.net", "https://login.microsoftonline.us"),
+        ("https://login.microsoftonline.us",),
     ),
     "china": EntraCloud(
         "https://login.chinacloudapi.cn",
@@ -88,7 +90,7 @@ def endpoints(tenant: str, cloud: str, authority: str | None = None) -> EntraEnd
 
 def app_id_audiences(audiences: Iterable[str]) -> frozenset[str]:
     """The audiences with `api://<id>` added for every bare application id (a GUID). v2 tokens carry the app id,
-    v1 tokens the App ID URI, whose default is `api://<app id>`; Entra lets only that app use that URI."""
+    v1 tokens the App ID URI, which Entra proposes as `api://<app id>` by default."""
     listed = frozenset(audiences)
     app_ids = {value.lower() for value in listed if _GUID.fullmatch(value.lower())}  # tokens carry it lower-case
     return listed | app_ids | {f"api://{app_id}" for app_id in app_ids}
