@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sidecar.decision import Reason, Rejection
+from sidecar.decision import Reason, Rejection, auditable
 from sidecar.paths import normalise
 from sidecar.policy.allow import authorize
 from sidecar.policy.model import Anyone, Identity, Mode, Route
@@ -18,24 +18,6 @@ from sidecar.runtime import Snapshot
 from sidecar.tokens import bearer
 
 __all__ = ["Decision", "decide"]
-
-# Refusals that audit mode lets through: the caller's credentials. A path that matches no route, or a method the
-# route does not take, has nowhere to be forwarded to, so those are refused in audit mode too.
-_AUDITABLE = frozenset(
-    {
-        Reason.MISSING_TOKEN,
-        Reason.MALFORMED_TOKEN,
-        Reason.FORBIDDEN_ALGORITHM,
-        Reason.WRONG_ISSUER,
-        Reason.UNKNOWN_KEY,
-        Reason.BAD_SIGNATURE,
-        Reason.EXPIRED,
-        Reason.NOT_YET_VALID,
-        Reason.WRONG_AUDIENCE,
-        Reason.NOT_ALLOWED,
-        Reason.KEYS_UNAVAILABLE,
-    }
-)
 
 
 @dataclass(slots=True)
@@ -54,7 +36,7 @@ class Decision:
     @property
     def forwarded(self) -> bool:
         """Allowed, or refused only in audit mode (counted and logged as a would-be refusal)."""
-        return self.reason is None or (self.mode is Mode.AUDIT and self.reason in _AUDITABLE)
+        return self.reason is None or (self.mode is Mode.AUDIT and auditable(self.reason))
 
 
 async def decide(

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Outcome", "Reason", "Rejection", "outcome"]
+__all__ = ["Outcome", "Reason", "Rejection", "auditable", "outcome"]
 
 
 class Reason(enum.Enum):
@@ -92,6 +92,24 @@ _TABLE: Final[dict[Reason, Outcome]] = {
 
 def outcome(reason: Reason) -> Outcome:
     return _TABLE[reason]
+
+
+# Refusals about where the request goes rather than who sends it: audit mode cannot forward these (there is no
+# route, or no upstream answer). Every other reason is about the caller's credentials, and audit mode forwards it.
+_NOT_ABOUT_THE_CALLER: Final = frozenset(
+    {
+        Reason.INVALID_PATH,
+        Reason.NO_ROUTE,
+        Reason.METHOD_NOT_ALLOWED,
+        Reason.UPSTREAM_UNREACHABLE,
+        Reason.UPSTREAM_TIMEOUT,
+    }
+)
+
+
+def auditable(reason: Reason) -> bool:
+    """Whether audit mode forwards a request refused for this reason (counting it as a would-be refusal)."""
+    return reason not in _NOT_ABOUT_THE_CALLER
 
 
 class Rejection(Exception):

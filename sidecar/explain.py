@@ -17,6 +17,7 @@ import jwt
 
 from sidecar.decide import Decision, decide
 from sidecar.decision import Reason, outcome
+from sidecar.introspect import Introspector
 from sidecar.keys import KeyStore
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Anyone, Identity, Policy, Provider, Route
@@ -58,7 +59,8 @@ async def explain(
     claims given by hand (no verification)."""
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as client:
         keys = KeyStore(client)
-        snapshot = Snapshot(policy, Verifier(policy.providers, keys), "")
+        verifier = Verifier(policy.providers, keys, introspector=Introspector(client))
+        snapshot = Snapshot(policy, verifier, "")
         headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
         decision = await decide(snapshot, method.upper(), raw_path, headers)
         route = decision.route

@@ -20,8 +20,8 @@ from sidecar.verify import Verifier
 
 __all__ = ["Runtime", "Snapshot", "policy_hash"]
 
-_RETRY_FIRST: Final = 1.0
-_RETRY_MAX: Final = 30.0
+_READINESS_CHECK: Final = 1.0
+_READINESS_CHECK_STARTING: Final = 0.1  # start-up: say "ready" soon after the keys arrive
 
 
 def policy_hash(text: bytes) -> str:
@@ -77,31 +77,33 @@ class Runtime:
         return Snapshot(policy, Verifier(policy.providers, self.keys, introspector=self.introspector), digest)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Start fetching every provider's keys in the background, once the listeners are up: /readyz says 503
-        until the keys are in, and an issuer that is down is retried with backoff (never a crash)."""
-        self._fetching = asyncio.ensure_future(self._fetch_keys_until_ready(on_ready))
-        # Refresh every provider's keys on schedule from now on (the providers of whichever policy is current).
+        """Start the key scheduler once the listeners are up: it fetches every provider's keys at once, then on
+        schedule, retrying an issuer that is down with backoff (never a crash). /readyz says 503 until they are in."""
+        # The providers of whichever policy is current: a reload's new providers are followed.
         self._refreshing = asyncio.ensure_future(self.keys.run_refresh(lambda: self.current.policy.providers.values()))
+        self._fetching = asyncio.ensure_future(self._watch_readiness(on_ready))
 
     def ready(self) -> bool:
         return not self.draining and self.keys.ready(self.current.policy.providers.values())
 
-    async def _fetch_keys_until_ready(self, on_ready: Callable[[], None] | None) -> None:
-        delay = _RETRY_FIRST
-        await self.keys.prime(self.current.policy.providers.values())
-        while not self.keys.ready(self.current.policy.providers.values()):
-            providers = self.current.policy.providers
-            missing = sorted(name for name, p in providers.items() if not self.keys.ready([p]))
-            logger.warning(
-                "provider keys not fetched; retrying", extra={"fields": {"providers": missing, "retry_in_s": delay}}
-            )
-            await asyncio.sleep(delay)
-            await self.keys.prime(self.current.policy.providers.values())
-            delay = min(delay * 2, _RETRY_MAX)
-        self.metrics.ready.set(1)
-        logger.info("ready", extra={"fields": {"providers": sorted(self.current.policy.providers)}})
-        if on_ready is not None:
-            on_ready()
+    async def _watch_readiness(self, on_ready: Callable[[], None] | None) -> None:
+        """Keeps `sidecar_ready` equal to what /readyz answers, and logs each change (keys in, keys past
+        max_stale, drain). The key scheduler does the fetching; this only looks."""
+        was_ready: bool | None = None
+        while True:
+            now_ready = self.ready()
+            if now_ready != was_ready:
+                self.metrics.ready.set(1 if now_ready else 0)
+                fields = {"providers": sorted(self.current.policy.providers)}
+                if now_ready:
+                    logger.info("ready", extra={"fields": fields})
+                    if on_ready is not None:
+                        on_ready()
+                        on_ready = None
+                elif was_ready is not None:
+                    logger.warning("not ready", extra={"fields": {**fields, "draining": self.draining}})
+                was_ready = now_ready
+            await asyncio.sleep(_READINESS_CHECK if now_ready else _READINESS_CHECK_STARTING)
 
     async def swap(self, policy: Policy, digest: str) -> None:
         """Make `policy` current. Keys of providers it adds are fetched first (bounded by the fetch timeout), so
