@@ -70,6 +70,9 @@ def free_closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_SECRET_WORDS = ("SIG", "SECRET", "TOKEN", "PASSWORD")
+
+
 class LineReader:
     """Reads a process's output on a thread; `wait_for` blocks (bounded) until a line matches. All lines are kept
     for scans (a queue, not select(): select on a buffered pipe misses lines already read into the buffer)."""
@@ -123,9 +126,8 @@ class SidecarProcess:
         )
         assert self._process.stdout is not None
         self._output = LineReader(self._process.stdout)
-        listening = _json(self._output.wait_for(lambda line: _message(line) == "listening", timeout))
-        assert listening is not None
-        self.proxy, self.admin = listening["proxy"], listening["admin"]
+        listening = _fields(self._output.wait_for(lambda line: _message(line) == "listening", timeout))
+        self.proxy, self.admin = str(listening["proxy"]), str(listening["admin"])
         if wait_ready:
             self.wait_ready(timeout)
         return self
@@ -141,6 +143,10 @@ class SidecarProcess:
         record = _json(self._output.wait_for(wanted, timeout))
         assert record is not None
         return record
+
+    def wait_for_line(self, wanted: Callable[[str], bool], timeout: float = 30.0) -> str:
+        assert self._output is not None
+        return self._output.wait_for(wanted, timeout)
 
     def send_signal(self, sig: int) -> None:
         assert self._process is not None
@@ -173,7 +179,15 @@ class SidecarProcess:
             self._output.join()
         if self._process.stdout is not None:
             self._process.stdout.close()
+        self._assert_nothing_leaked()
         return code
+
+    def _assert_nothing_leaked(self) -> None:
+        """The canary, for every sidecar the suite runs: no line it wrote holds a JWT (every one starts with "eyJ")
+        or the value of a secret it was given (variables named like *SIG*, *SECRET*, *TOKEN*, *PASSWORD*)."""
+        secrets = [v for k, v in self.env.items() if len(v) >= 6 and any(w in k.upper() for w in _SECRET_WORDS)]
+        leaked = [line for line in self.lines if "eyJ" in line or any(secret in line for secret in secrets)]
+        assert not leaked, f"the sidecar logged a token or a secret: {leaked[:2]}"
 
 
 def _has(record: Mapping[str, Any], fields: Mapping[str, object]) -> bool:
@@ -181,8 +195,19 @@ def _has(record: Mapping[str, Any], fields: Mapping[str, object]) -> bool:
 
 
 def _message(line: str) -> object:
+    """The message of a log line in either format: JSON, or text (`time level message key=value ...`)."""
     record = _json(line)
-    return record.get("message") if record is not None else None
+    if record is not None:
+        return record.get("message")
+    words = line.split()
+    return words[2] if len(words) > 2 else None
+
+
+def _fields(line: str) -> dict[str, Any]:
+    record = _json(line)
+    if record is not None:
+        return record
+    return dict(word.split("=", 1) for word in line.split() if "=" in word)
 
 
 def _json(line: str) -> dict[str, Any] | None:
