@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.demo.echo import EchoUpstream
-from sidecar.demo.issuer import DemoIssuer, demo_clients
+from sidecar.demo.issuer import DemoIssuer
 from tests.chart.podrun import read_only_root_available
-from tests.support.servers import ThreadServer
+from tests.support.servers import ThreadServer, serve_demo_issuer
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +22,8 @@ def echo() -> Iterator[ThreadServer]:
 
 @pytest.fixture(scope="session")
 def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuers: list[DemoIssuer] = []
-
-    def make_app(url: str) -> object:
-        issuers.append(DemoIssuer(url, demo_clients()))
-        return issuers[0].app()
-
-    server = ThreadServer(make_app)
-    yield issuers[0], server
+    issuer, server = serve_demo_issuer()
+    yield issuer, server
     server.stop()
 
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from sidecar.demo.echo import EchoUpstream
-from sidecar.demo.issuer import DemoIssuer, demo_clients
-from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
+from sidecar.demo.issuer import DemoIssuer
+from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port, serve_demo_issuer
 
 POLICY = Path(__file__).with_name("policy.yaml")
 LOOKUP_SIG = "lookup-secret-signature-5d41402abc4b2a76"
@@ -26,14 +26,8 @@ def upstream() -> Iterator[ThreadServer]:
 
 @pytest.fixture(scope="session")
 def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuers: list[DemoIssuer] = []
-
-    def make_app(url: str) -> object:
-        issuers.append(DemoIssuer(url, demo_clients()))
-        return issuers[0].app()
-
-    server = ThreadServer(make_app)
-    yield issuers[0], server
+    issuer, server = serve_demo_issuer()
+    yield issuer, server
     server.stop()
 
 

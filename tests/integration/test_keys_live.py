@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer, demo_clients
+from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support import jwtkit
-from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
+from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port, serve_demo_issuer
 
 POLICY = """\
 version: 1
@@ -43,9 +43,8 @@ def _token(issuer: DemoIssuer) -> str:
 
 @pytest.fixture()
 def own_issuer() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuers: list[DemoIssuer] = []
-    server = ThreadServer(lambda url: issuers.append(DemoIssuer(url, demo_clients())) or issuers[0].app())
-    yield issuers[0], server
+    issuer, server = serve_demo_issuer()
+    yield issuer, server
     server.stop()
 
 
@@ -59,12 +58,11 @@ def test_readyz_waits_for_keys_and_an_issuer_that_comes_up_late(policy_file: Pat
             assert http.get(sidecar.admin + "/readyz").status_code == 503
             refused = http.get(sidecar.proxy + "/guarded", headers={"Authorization": "Bearer a.b.c"})
             assert refused.status_code in (401, 503)  # never forwarded while no key is known
-            issuers: list[DemoIssuer] = []
-            late = ThreadServer(lambda url: issuers.append(DemoIssuer(url, demo_clients())) or issuers[0].app(), port)
+            late_issuer, late = serve_demo_issuer(port)
             try:
                 sidecar.wait_ready(timeout=30)  # raises if the keys of the late issuer never arrive
                 assert http.get(sidecar.admin + "/readyz").status_code == 200
-                ok = http.get(sidecar.proxy + "/guarded", headers={"Authorization": f"Bearer {_token(issuers[0])}"})
+                ok = http.get(sidecar.proxy + "/guarded", headers={"Authorization": f"Bearer {_token(late_issuer)}"})
                 assert ok.status_code == 200
             finally:
                 late.stop()

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer, demo_clients
+from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support import jwtkit
 from tests.support.metrics import sample
-from tests.support.servers import SidecarProcess, ThreadServer
+from tests.support.servers import SidecarProcess, ThreadServer, serve_demo_issuer
 
 AUDIENCE = "api://trigger-gateway"
 POLICY = f"""\
@@ -42,9 +42,8 @@ routes:
 
 @pytest.fixture()
 def own_issuer() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuers: list[DemoIssuer] = []
-    server = ThreadServer(lambda url: issuers.append(DemoIssuer(url, demo_clients())) or issuers[0].app())
-    yield issuers[0], server
+    issuer, server = serve_demo_issuer()
+    yield issuer, server
     server.stop()
 
 

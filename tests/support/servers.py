@@ -18,10 +18,11 @@ from typing import IO, Any
 
 import uvicorn
 
+from sidecar.demo.issuer import DemoIssuer, demo_clients
 from sidecar.options import Address
 from sidecar.server import bind
 
-__all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port"]
+__all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port", "serve_demo_issuer"]
 
 
 class ThreadServer:
@@ -61,6 +62,18 @@ class ThreadServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self.sock.close()
+
+
+def serve_demo_issuer(port: int = 0) -> tuple[DemoIssuer, ThreadServer]:
+    """The demo issuer (Entra-shaped tenants, rotation, JWKS request count) on a loopback port."""
+    issuers: list[DemoIssuer] = []
+
+    def make_app(url: str) -> Any:
+        issuers.append(DemoIssuer(url, demo_clients()))
+        return issuers[0].app()
+
+    server = ThreadServer(make_app, port)
+    return issuers[0], server
 
 
 def free_closed_port() -> int:
