@@ -16,7 +16,7 @@ from bench.experiment import run_experiments
 from bench.flood import run_flood
 from bench.lab import lab
 from bench.machine import describe
-from bench.profile import run_profiles
+from bench.profiling import run_profiles
 from bench.report import write
 from bench.rounds import run_rounds
 from bench.streaming import run_streaming

@@ -45,8 +45,8 @@ def _span(values: list[float], digits: int = 0) -> str:
 def _load_table(fig: Figures, pending: list[str]) -> list[str]:
     lines = [
         "| target | scenario | req/s (median) | req/s range | p50 | p99 | ratio to Envoy, same round "
-        "| CPU µs/request | clean |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU µs/request | read / write calls per request | clean |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for target in fig.targets():
         for scenario in fig.scenarios(target):
@@ -58,14 +58,21 @@ def _load_table(fig: Figures, pending: list[str]) -> list[str]:
                 f"| {_NAMES.get(target, target)} | {_SCENARIOS[scenario]} | {_num(fig.median(rps))} | {_span(rps)} "
                 f"| {_ms(fig.median(fig.values(target, scenario, 'p50_us')))} "
                 f"| {_ms(fig.median(fig.values(target, scenario, 'p99_us')))} | {_num(ratio, 2, 'x')} "
-                f"| {_num(fig.median(fig.values(target, scenario, 'cpu_us_per_req')))} | {clean} |"
+                f"| {_num(fig.median(fig.values(target, scenario, 'cpu_us_per_req')))} "
+                f"| {_calls(fig, target, scenario)} | {clean} |"
             )
     for target in pending:
         lines.append(
             f"| {_NAMES.get(target, target)} | all | pending: `sidecar serve --workers` did not exist at run time "
-            "| | | | | | |"
+            "| | | | | | | |"
         )
     return lines
+
+
+def _calls(fig: Figures, target: str, scenario: str) -> str:
+    reads = fig.median(fig.values(target, scenario, "reads_per_req"))
+    writes = fig.median(fig.values(target, scenario, "writes_per_req"))
+    return "—" if reads is None or writes is None else f"{reads:.2f} / {writes:.2f}"
 
 
 def _resources_table(fig: Figures) -> list[str]:
@@ -239,7 +246,8 @@ def render(results: dict[str, Any], reading: str) -> str:
         "wrk, 1 thread, 10 s per row after a 2 s warm-up, against `GET /flows/user-lookup`: nginx answers a fixed 200;",
         "Envoy (jwt_authn, remote JWKS, jwt cache) and the sidecar forward to that nginx. Medians over the rounds; the",
         "ratio is taken within each round, then the median. CPU is the proxy's own (all its processes and threads,",
-        "from /proc) divided by the requests wrk counted.",
+        "from /proc) divided by the requests wrk counted; read and write system calls likewise (syscr, syscw of",
+        "/proc/PID/io).",
         "",
         *_load_table(fig, results.get("pending", [])),
         "",

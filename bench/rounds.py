@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from bench.issuer import BenchIssuer
 from bench.lab import Lab
-from bench.procs import Proc, cpu_seconds, http_status, memory_kib, system_busy_seconds
+from bench.procs import Proc, cpu_seconds, http_status, io_calls, memory_kib, system_busy_seconds
 from bench.targets import ROUTE, Target
 from bench.wrk import run_wrk
 
@@ -48,9 +48,11 @@ def _measure(lab: Lab, proc: Proc, port: int, scenario: Scenario, token: str | N
     checked = http_status(port, ROUTE, headers)
     ours = [*proc.pids(), *lab.nginx.pids()] if proc is not lab.nginx else proc.pids()
     before, ours_before, busy_before = cpu_seconds(proc.pids()), cpu_seconds(ours), system_busy_seconds()
+    io_before = io_calls(proc.pids())
     own_before, wrk_before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_wrk(f"http://127.0.0.1:{port}{ROUTE}", scenario.connections, seconds, token, lab.run)
     cpu = cpu_seconds(proc.pids()) - before
+    io_after = io_calls(proc.pids())
     known = cpu_seconds(ours) - ours_before + _rusage_delta(own_before, resource.RUSAGE_SELF)
     known += _rusage_delta(wrk_before, resource.RUSAGE_CHILDREN)
     # CPU nobody in the bench used (other work on the machine): noise worth seeing next to each row, in cores.
@@ -66,6 +68,8 @@ def _measure(lab: Lab, proc: Proc, port: int, scenario: Scenario, token: str | N
         "cpu_s": cpu,
         "cpu_us_per_req": cpu / result.requests * 1e6 if result.requests else None,
         "other_cores": other,
+        "reads_per_req": (io_after[0] - io_before[0]) / result.requests if result.requests else None,
+        "writes_per_req": (io_after[1] - io_before[1]) / result.requests if result.requests else None,
     }
 
 
