@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from sidecar import log
 from sidecar.admin import admin_app
+from sidecar.connection import Guard, protocol_for
 from sidecar.forward_auth import ForwardAuth
 from sidecar.gate import Gate
 from sidecar.metrics import Metrics
@@ -142,7 +143,7 @@ async def run_sidecar(
     forward_auth = ForwardAuth(runtime, options.forward_auth_path) if options.forward_auth_path else None
     listeners = [
         *before,
-        Listener("proxy", Gate(runtime, forward_auth), proxy),
+        Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
         Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
     ]
     reloader = PolicyReloader(runtime, reload_from, os.environ, options.reload_interval) if reload_from else None

@@ -32,6 +32,7 @@ class Decision:
     allow: tuple[str, ...] = ()  # the methods of the path, for 405
     mode: Mode = Mode.ENFORCE
     auth_seconds: float = 0.0
+    retry_after: int | None = None  # seconds, for the Retry-After header of a refusal that says when to retry
 
     @property
     def forwarded(self) -> bool:

@@ -31,6 +31,15 @@ class Reason(enum.Enum):
     INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    RATE_LIMITED = "rate_limited"
+    CORS_REFUSED = "cors_refused"
+    CONFLICTING_HEADERS = "conflicting_headers"
+    BAD_REQUEST = "bad_request"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    HEADER_TIMEOUT = "header_timeout"
+    BODY_TOO_LARGE = "body_too_large"
+    BODY_TIMEOUT = "body_timeout"
+    OVERLOADED = "overloaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +56,7 @@ _INVALID = "invalid_token"
 # The one table. Nothing else in the code base maps a reason to a status.
 _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.INVALID_PATH: Outcome(
-        400, "Bad Request", None, False, "The path is not valid (encoded separators, NUL or escaping dot segments)."
+        400, "Bad Request", None, False, "The path is not valid (encoded separators or NUL, bad escapes, dot segments)."
     ),
     Reason.NO_ROUTE: Outcome(404, "Not Found", None, False, "No route matches this path."),
     Reason.METHOD_NOT_ALLOWED: Outcome(
@@ -87,6 +96,31 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     ),
     Reason.UPSTREAM_UNREACHABLE: Outcome(502, "Bad Gateway", None, False, "The upstream could not be reached."),
     Reason.UPSTREAM_TIMEOUT: Outcome(504, "Gateway Timeout", None, False, "The upstream did not answer in time."),
+    Reason.RATE_LIMITED: Outcome(
+        429, "Too Many Requests", None, False, "Too many requests from this caller on this route; see Retry-After."
+    ),
+    Reason.CORS_REFUSED: Outcome(
+        403, "Forbidden", None, False, "The preflight asks for an origin, method or header this route does not allow."
+    ),
+    Reason.CONFLICTING_HEADERS: Outcome(
+        400,
+        "Bad Request",
+        None,
+        False,
+        "The request repeats Host, Authorization, Content-Length or Transfer-Encoding, or its framing is ambiguous.",
+    ),
+    Reason.BAD_REQUEST: Outcome(400, "Bad Request", None, False, "The request is not valid HTTP/1.1."),
+    Reason.HEADERS_TOO_LARGE: Outcome(
+        431, "Request Header Fields Too Large", None, False, "The request head has too many or too large headers."
+    ),
+    Reason.HEADER_TIMEOUT: Outcome(408, "Request Timeout", None, False, "The request head did not arrive in time."),
+    Reason.BODY_TOO_LARGE: Outcome(
+        413, "Content Too Large", None, False, "The request body is larger than this route accepts."
+    ),
+    Reason.BODY_TIMEOUT: Outcome(408, "Request Timeout", None, False, "The request body stalled."),
+    Reason.OVERLOADED: Outcome(
+        503, "Service Unavailable", None, False, "The route has too many requests in flight; see Retry-After."
+    ),
 }
 
 
@@ -103,6 +137,15 @@ _NOT_ABOUT_THE_CALLER: Final = frozenset(
         Reason.METHOD_NOT_ALLOWED,
         Reason.UPSTREAM_UNREACHABLE,
         Reason.UPSTREAM_TIMEOUT,
+        Reason.CORS_REFUSED,  # a preflight is answered by the sidecar: there is nothing to forward
+        # Limits protect the sidecar and the upstream whoever calls: audit mode never lifts them.
+        Reason.CONFLICTING_HEADERS,
+        Reason.BAD_REQUEST,
+        Reason.HEADERS_TOO_LARGE,
+        Reason.HEADER_TIMEOUT,
+        Reason.BODY_TOO_LARGE,
+        Reason.BODY_TIMEOUT,
+        Reason.OVERLOADED,
     }
 )
 

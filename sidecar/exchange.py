@@ -12,11 +12,13 @@ from sidecar import log
 from sidecar.decide import Decision
 from sidecar.decision import Reason, outcome
 from sidecar.metrics import NO_ROUTE_LABEL, Metrics, method_label
+from sidecar.policy.cors import request_origin, response_headers
 from sidecar.policy.model import Mode
 from sidecar.problem import problem_body, problem_headers
 from sidecar.proxy import Send
+from sidecar.upstream import Headers
 
-__all__ = ["Entry", "finish", "refuse", "request_id"]
+__all__ = ["Entry", "finish", "refuse", "refusal_headers", "request_id"]
 
 Scope = dict[str, Any]
 Entry = dict[str, Any]
@@ -60,6 +62,18 @@ def count_refusal(metrics: Metrics, decision: Decision) -> None:
     metrics.rejected(route, decision.reason, decision.mode if decision.forwarded else Mode.ENFORCE)
 
 
+def refusal_headers(decision: Decision, headers: Headers, method: str) -> Headers:
+    """What a refusal adds for the caller: when to retry (Retry-After), and on a route with `cors` the
+    Access-Control-* headers, so that a page can read the refusal."""
+    extra = []
+    if decision.retry_after is not None:
+        extra.append((b"retry-after", str(decision.retry_after).encode("ascii")))
+    route = decision.route
+    if route is not None and route.cors is not None:
+        extra += response_headers(route.cors, request_origin(headers), method, refusal=True)
+    return extra
+
+
 async def refuse(
     send: Send,
     reason: Reason,
@@ -69,11 +83,14 @@ async def refuse(
     entry: Entry,
     allow: Sequence[str] = (),
     status: int | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """Answer with the problem+json refusal. `status` overrides the table's (forward-auth speaks only 401/403)."""
+    """Answer with the problem+json refusal. `status` overrides the table's (forward-auth speaks only 401/403);
+    `extra` headers are added (Retry-After, CORS: see `refusal_headers`)."""
     body = problem_body(reason, rid, route, status)
     code = status or outcome(reason).status
     headers = problem_headers(reason, realm, rid, body, allow)
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
     entry.update(status=code, reason=reason.value)

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from sidecar.cors import answer_preflight
 from sidecar.decide import decide
 from sidecar.decision import Reason, outcome
-from sidecar.exchange import count_refusal, finish, refuse, start_entry
+from sidecar.exchange import count_refusal, finish, refusal_headers, refuse, start_entry
+from sidecar.forwarded import origin
+from sidecar.head import read_head
 from sidecar.policy.model import Identity
 from sidecar.proxy import Send
 from sidecar.runtime import Runtime, Snapshot
@@ -54,10 +57,19 @@ class ForwardAuth:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         asked = original_request(headers, scope["method"], scope.get("raw_path") or b"", self._prefix)
         method, raw_path = asked if asked is not None else (scope["method"], b"")
+        # The peer is the ingress: behind trusted_proxies the client is read from X-Forwarded-For (logs, per: ip).
+        forwarded_for = read_head(headers).forwarded_for
+        if method == "OPTIONS" and await answer_preflight(
+            runtime, snapshot, scope, send, (method, raw_path), rid, started, forwarded_for, forward_auth=True
+        ):
+            return  # a CORS preflight: allowed without a token (200) or refused (403 cors_refused)
         decision = await decide(snapshot, method, raw_path, headers, runtime.audit_all)
         entry = start_entry(scope, rid, method, decision)
         entry["forward_auth"] = True
+        entry["client_ip"] = origin(entry["client_ip"], forwarded_for, snapshot.policy.trusted_proxies).client_ip
         try:
+            if decision.route is not None and decision.route.rate_limit is not None:
+                await runtime.limiter.admit(decision, entry)  # only allowed requests count
             if decision.reason is not None:
                 count_refusal(runtime.metrics, decision)
             if decision.forwarded:
@@ -69,7 +81,8 @@ class ForwardAuth:
             status = 401 if outcome(reason).status == 401 else 403
             entry["decision"] = "reject"
             route = decision.route.name if decision.route is not None else None
-            await refuse(send, reason, snapshot.policy.realm, rid, route, entry, status=status)
+            extra = refusal_headers(decision, headers, method)
+            await refuse(send, reason, snapshot.policy.realm, rid, route, entry, status=status, extra=extra)
         finally:
             finish(runtime.metrics, entry, started)
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sidecar.admission import Admission, conflict, limit_headers
+from sidecar.cors import answer_preflight, with_cors
 from sidecar.decide import Decision, decide
-from sidecar.decision import Rejection
-from sidecar.exchange import Entry, count_refusal, finish, refuse, request_id, start_entry
+from sidecar.decision import Reason, Rejection
+from sidecar.exchange import Entry, count_refusal, finish, refusal_headers, refuse, request_id, start_entry
 from sidecar.forward_auth import ForwardAuth
+from sidecar.forwarded import Origin, origin
+from sidecar.head import Head, read_head
+from sidecar.policy.model import Mode
 from sidecar.proxy import ClientGone, Receive, Send, UpstreamBroken
 from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import request_headers, target, target_url
@@ -24,6 +29,7 @@ class Gate:
     def __init__(self, runtime: Runtime, forward_auth: ForwardAuth | None = None) -> None:
         self._runtime = runtime
         self._forward_auth = forward_auth
+        self._admission = Admission()  # requests in flight per route (max_concurrent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -42,18 +48,30 @@ class Gate:
             await self._forward_auth.answer(scope, send, snapshot, rid, started)
             return
         method: str = scope["method"]
-        decision = await decide(snapshot, method, raw_path, headers, runtime.audit_all)
+        head = read_head(headers)  # the one scan for framing conflicts, body size and X-Forwarded-For
+        if method == "OPTIONS" and not head.conflict:
+            asked = (method, raw_path)
+            if await answer_preflight(runtime, snapshot, scope, send, asked, rid, started, head.forwarded_for):
+                return  # a CORS preflight, answered without a token
+        decision = conflict(head) or await decide(snapshot, method, raw_path, headers, runtime.audit_all)
         entry = start_entry(scope, rid, method, decision)
+        source = origin(entry["client_ip"], head.forwarded_for, snapshot.policy.trusted_proxies)
+        entry["client_ip"] = source.client_ip
         try:
+            if decision.route is not None and decision.route.rate_limit is not None:
+                await runtime.limiter.admit(decision, entry)  # only allowed requests count
             if decision.reason is not None:
                 count_refusal(runtime.metrics, decision)
                 if not decision.forwarded:
                     entry["decision"] = "reject"
                     route = decision.route.name if decision.route is not None else None
-                    await refuse(send, decision.reason, snapshot.policy.realm, rid, route, entry, decision.allow)
+                    extra = refusal_headers(decision, headers, method)
+                    await refuse(
+                        send, decision.reason, snapshot.policy.realm, rid, route, entry, decision.allow, extra=extra
+                    )
                     return
                 entry["decision"] = "audit_forward"
-            await self._forward(scope, receive, send, snapshot, decision, rid, entry)
+            await self._forward(scope, receive, send, snapshot, decision, rid, entry, head, source)
         finally:
             finish(runtime.metrics, entry, started)
 
@@ -66,6 +84,46 @@ class Gate:
         decision: Decision,
         rid: str,
         entry: Entry,
+        head: Head,
+        source: Origin,
+    ) -> None:
+        """Admit (a declared body within max_body, a free max_concurrent slot), then stream; the slot is given
+        back however the exchange ends."""
+        route = decision.route
+        assert route is not None
+        refused = self._admission.admit(route, head)
+        if refused is not None:
+            await self._refuse_limit(scope, send, snapshot, decision, rid, entry, refused)
+            return
+        try:
+            await self._stream(scope, receive, send, snapshot, decision, rid, entry, head, source)
+        finally:
+            self._admission.release(route)
+
+    async def _refuse_limit(
+        self, scope: Scope, send: Send, snapshot: Snapshot, decision: Decision, rid: str, entry: Entry, reason: Reason
+    ) -> None:
+        """A limit's refusal of a request the policy allowed: counted, logged and answered like every refusal."""
+        assert decision.route is not None
+        route = decision.route.name
+        self._runtime.metrics.rejected(route, reason, Mode.ENFORCE)
+        entry["decision"] = "reject"
+        # CORS headers as for any refusal; an audit-mode rate limit's Retry-After is not this refusal's.
+        added = refusal_headers(decision, scope["headers"], scope["method"])
+        extra = [*limit_headers(reason), *(pair for pair in added if pair[0] != b"retry-after")]
+        await refuse(send, reason, snapshot.policy.realm, rid, route, entry, extra=extra)
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        snapshot: Snapshot,
+        decision: Decision,
+        rid: str,
+        entry: Entry,
+        head: Head,
+        source: Origin,
     ) -> None:
         runtime = self._runtime
         route = decision.route
@@ -76,7 +134,7 @@ class Gate:
             forward_token=route.forward_token,
             names=snapshot.policy.identity_headers,
             identity=decision.identity,
-            client_ip=entry["client_ip"] or "",
+            client_ip=source.forwarded_for,
             scheme=scope.get("scheme", "http"),
             request_id=rid,
         )
@@ -88,15 +146,21 @@ class Gate:
                 url,
                 upstream_headers,
                 receive,
-                send,
+                send if route.cors is None else with_cors(send, route.cors, headers, scope["method"]),
                 route.timeout,
-                _has_body(headers),
+                head.has_body,
                 [(b"x-request-id", rid.encode("ascii"))],
+                max_body=route.max_body,
+                body_timeout=snapshot.policy.limits.body_timeout,
             )
         except Rejection as rejection:  # the upstream failed before answering: 502 / 504
+            if rejection.reason in (Reason.BODY_TOO_LARGE, Reason.BODY_TIMEOUT):  # or the client's body did
+                await self._refuse_limit(scope, send, snapshot, decision, rid, entry, rejection.reason)
+                return
             runtime.metrics.upstream_errors.labels(route.name, rejection.reason.value).inc()
             entry["decision"] = "upstream_error"
-            await refuse(send, rejection.reason, snapshot.policy.realm, rid, route.name, entry)
+            extra = refusal_headers(decision, headers, scope["method"])
+            await refuse(send, rejection.reason, snapshot.policy.realm, rid, route.name, entry, extra=extra)
             return
         except ClientGone:
             entry.update(status=499, decision="client_gone")
@@ -108,13 +172,6 @@ class Gate:
         entry.update(status=forwarded.status, bytes_in=forwarded.bytes_in, bytes_out=forwarded.bytes_out)
         entry["upstream_ms"] = round(forwarded.upstream_seconds * 1000, 3)
         runtime.metrics.upstream_duration.labels(route.name).observe(forwarded.upstream_seconds)
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -36,6 +36,11 @@ class UpstreamBroken(Exception):
     """The upstream failed after its response had started: the client connection is aborted."""
 
 
+class _BodyRefused(Exception):
+    """Raised into aiohttp's body writer, which then aborts the upstream request; `_BodyProgress.refused` says why.
+    Not an OSError (aiohttp would report that as a network failure), and never seen outside this module."""
+
+
 @dataclass(slots=True)
 class Forwarded:
     status: int
@@ -45,11 +50,14 @@ class Forwarded:
 
 
 class _BodyProgress:
-    __slots__ = ("count", "complete")
+    __slots__ = ("count", "complete", "limit", "timeout", "refused")
 
-    def __init__(self, complete: bool) -> None:
+    def __init__(self, complete: bool, limit: int | None, timeout: float | None) -> None:
         self.count = 0
         self.complete = complete  # the whole request body has been read from the client
+        self.limit = limit  # max_body: more is refused with 413 (a declared length over it never gets here)
+        self.timeout = timeout  # body_timeout: the longest wait for the next piece of the body
+        self.refused: Reason | None = None  # body_too_large or body_timeout: the upstream request was aborted
 
 
 class Forwarder:
@@ -83,13 +91,18 @@ class Forwarder:
         timeout: float,
         has_body: bool,
         extra_headers: Headers,
+        *,
+        max_body: int | None = None,
+        body_timeout: float | None = None,
     ) -> Forwarded:
-        """Stream the request body up and the response down. `timeout` bounds connecting, the wait for the
-        response head once the body is sent, and each silence while the response streams."""
-        received = _BodyProgress(complete=not has_body)
+        """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
+        connection included), the wait for the response head once the body is sent, and each silence while the
+        response streams. A body over `max_body`, or silent for `body_timeout`, aborts the upstream request and
+        raises Rejection(body_too_large / body_timeout)."""
+        received = _BodyProgress(not has_body, max_body, body_timeout)
         body = _client_body(receive, received) if has_body else None
         started = time.perf_counter()
-        response = await self._open(method, url, headers, body, timeout)
+        response = await self._open(method, url, headers, body, timeout, received)
         upstream_seconds = time.perf_counter() - started
         try:
             sent = await _relay(response, send, receive if received.complete else None, extra_headers)
@@ -98,7 +111,13 @@ class Forwarder:
         return Forwarded(response.status, received.count, sent, upstream_seconds)
 
     async def _open(
-        self, method: str, url: str, headers: Headers, body: AsyncIterator[bytes] | None, timeout: float
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: AsyncIterator[bytes] | None,
+        timeout: float,
+        received: _BodyProgress,
     ) -> aiohttp.ClientResponse:
         try:
             return await self._session.request(
@@ -107,27 +126,35 @@ class Forwarder:
                 headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
                 data=body,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
                 compress=None,
             )
         except ClientGone:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise Rejection(Reason.UPSTREAM_TIMEOUT) from exc
+            raise Rejection(received.refused or Reason.UPSTREAM_TIMEOUT) from exc
         except (aiohttp.ClientError, OSError) as exc:
             if isinstance(exc.__cause__, ClientGone):
                 raise ClientGone from exc
-            raise Rejection(Reason.UPSTREAM_UNREACHABLE) from exc
+            raise Rejection(received.refused or Reason.UPSTREAM_UNREACHABLE) from exc
 
 
 async def _client_body(receive: Receive, received: _BodyProgress) -> AsyncIterator[bytes]:
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(received.timeout):  # a timer handle, no task: cheap per chunk
+                message = await receive()
+        except TimeoutError:
+            received.refused = Reason.BODY_TIMEOUT
+            raise _BodyRefused from None
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")
         if chunk:
             received.count += len(chunk)
+            if received.limit is not None and received.count > received.limit:
+                received.refused = Reason.BODY_TOO_LARGE
+                raise _BodyRefused
             yield chunk
         if not message.get("more_body", False):
             received.complete = True

@@ -16,6 +16,7 @@ from sidecar.log import logger
 from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.proxy import Forwarder
+from sidecar.ratelimit import RateLimiter
 from sidecar.verify import Verifier
 
 __all__ = ["Runtime", "Snapshot", "policy_hash"]
@@ -59,6 +60,7 @@ class Runtime:
         self.current = self._snapshot(policy, policy_digest)
         self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
         self.audit_all = False  # `--audit`: every route in audit mode
+        self.limiter = RateLimiter()  # per-caller counts of this process; they outlive reloads
         self._control_client: httpx.AsyncClient | None = None
         self._fetching: asyncio.Future[None] | None = None
         metrics.config_info.labels(policy_digest).set(1)
@@ -69,7 +71,9 @@ class Runtime:
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
         keys = KeyStore(client, observer=metrics)
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
-        runtime = cls(policy, policy_digest, metrics, keys, Forwarder.create(), introspector)
+        pool = policy.upstream_pool  # read at start: a reload does not resize the pool
+        forwarder = Forwarder.create(pool.max_connections, pool.max_per_host or 0)
+        runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
         return runtime
 

@@ -38,6 +38,7 @@ class Listener:
     app: ASGIApp
     sock: socket.socket
     stop_last: bool = False  # admin and helpers: up until the proxy has drained
+    http: type[asyncio.Protocol] | None = None  # the connection protocol; None: uvicorn's httptools one
 
     @property
     def address(self) -> Address:
@@ -69,10 +70,10 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-def _config(app: ASGIApp, grace: float) -> uvicorn.Config:
+def _config(app: ASGIApp, grace: float, http: type[asyncio.Protocol] | None = None) -> uvicorn.Config:
     settings: dict[str, Any] = {
         "loop": "none",  # the loop is ours (uvloop, created by the caller)
-        "http": "httptools",
+        "http": http or "httptools",
         "ws": "none",
         "lifespan": "off",
         "server_header": False,  # the upstream's own Server/Date pass through unchanged
@@ -88,7 +89,7 @@ def _config(app: ASGIApp, grace: float) -> uvicorn.Config:
 
 async def run_listeners(listeners: Sequence[Listener], hooks: Hooks) -> None:
     """Serve every listener until a signal, then drain and shut down in order."""
-    servers = [(_Server(_config(listener.app, hooks.grace)), listener) for listener in listeners]
+    servers = [(_Server(_config(listener.app, hooks.grace, listener.http)), listener) for listener in listeners]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

@@ -38,10 +38,33 @@ HOP_BY_HOP: Final = frozenset(
         b"upgrade",
     }
 )
-# Set by the sidecar itself: a client's copy is never passed on.
+# Set by the sidecar itself: a client's copy is never passed on (nor any other X-Forwarded-*: see _forwards).
 _SET_BY_SIDECAR: Final = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 )
+# Headers by which an upstream framework runs another method or serves another URL than the one the policy allowed
+# (ASP.NET/Google/Rails-style method overrides, OData's X-HTTP-Method, IIS/Symfony X-Original-URL and X-Rewrite-URL),
+# and other spellings of the client's address: never passed on.
+_OVERRIDES: Final = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-method",
+        b"x-original-url",
+        b"x-original-uri",
+        b"x-rewrite-url",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+    }
+)
+# What the sidecar relies on in the request it forwards: `Connection` cannot name these away (RFC 9110 lets a
+# client name any header; removing the body's length or a forwarded credential is not the client's call here).
+_NOT_NAMEABLE: Final = frozenset({b"authorization", b"content-length"})
+# Framing headers spelled with `_`: an upstream that reads `_` as `-` would frame the body differently.
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +116,18 @@ def _header_key(name: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _identity_keys(names: IdentityHeaders) -> frozenset[bytes]:
-    return frozenset(_header_key(name.encode("ascii")) for name in names.names())
+def _dropped(names: IdentityHeaders, forward_token: bool) -> frozenset[bytes]:
+    """Always dropped, by `_header_key`: hop-by-hop, the sidecar's own, overrides, identity headers, the token."""
+    identity = (_header_key(name.encode("ascii")) for name in names.names())
+    token = () if forward_token else (b"authorization",)
+    return HOP_BY_HOP | _SET_BY_SIDECAR | _OVERRIDES | frozenset(identity) | frozenset(token)
+
+
+def _forwards(name: bytes, dropped: frozenset[bytes], named: frozenset[bytes]) -> bool:
+    key = _header_key(name)
+    if key in dropped or key in named or key.startswith(b"x-forwarded-"):
+        return False
+    return key == name or key not in _FRAMING
 
 
 def request_headers(
@@ -107,20 +140,21 @@ def request_headers(
     scheme: str,
     request_id: str,
 ) -> Headers:
-    """Headers for the upstream request: hop-by-hop and `Connection`-named ones dropped, client copies of
-    identity headers always removed (also `_` variants), `Authorization` kept only with `forward_token`,
-    then the sidecar's own headers set last so nothing a client sends can remove or replace them."""
-    dropped = set(HOP_BY_HOP) | _SET_BY_SIDECAR | _identity_keys(names)
-    if not forward_token:
-        dropped.add(b"authorization")
+    """Headers for the upstream request: hop-by-hop and `Connection`-named ones dropped (but `Connection` cannot
+    remove `Authorization` or `Content-Length`), client copies of identity headers, X-Forwarded-* and method or URL
+    overrides always removed (also `_` variants), `Authorization` kept only with `forward_token`, then the
+    sidecar's own headers set last so nothing a client sends can remove or replace them. `client_ip` is the
+    X-Forwarded-For value: the client's address, or behind trusted proxies the chain received plus the peer."""
+    dropped = _dropped(names, forward_token)
+    named: frozenset[bytes] = frozenset()
     host = b""
     for name, value in client:
         if name == b"connection":
-            dropped.update(_header_key(token.strip()) for token in value.split(b","))
+            named = named.union(_header_key(token.strip()) for token in value.split(b",")) - _NOT_NAMEABLE
         elif name == b"host":
             host = value
-    out: Headers = [(name, value) for name, value in client if _header_key(name) not in dropped]
-    out.append((b"x-forwarded-for", client_ip.encode("ascii")))
+    out: Headers = [(name, value) for name, value in client if _forwards(name, dropped, named)]
+    out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("ascii")))
     if host:
         out.append((b"x-forwarded-host", host))

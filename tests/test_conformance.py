@@ -181,4 +181,18 @@ def test_the_table_is_big_and_covers_every_reason_a_request_head_can_get() -> No
     assert len({row.id for row in ROWS}) == len(ROWS)
     # Upstream failures happen after the decision: tests/integration covers them against a real dead upstream.
     head_reasons = set(Reason) - {Reason.UPSTREAM_UNREACHABLE, Reason.UPSTREAM_TIMEOUT}
+    # Limits are checked around the decision, by the connection and the gate: tests/test_limits.py and
+    # tests/integration/test_limits.py cover them with raw requests.
+    head_reasons -= {
+        Reason.CONFLICTING_HEADERS,
+        Reason.BAD_REQUEST,
+        Reason.HEADERS_TOO_LARGE,
+        Reason.HEADER_TIMEOUT,
+        Reason.BODY_TOO_LARGE,
+        Reason.BODY_TIMEOUT,
+        Reason.OVERLOADED,
+    }
+    # Rate limits count after the decision, CORS preflights are answered before it: tests/test_ratelimit.py,
+    # tests/test_cors.py and tests/integration/test_rate_cors.py cover them.
+    head_reasons -= {Reason.RATE_LIMITED, Reason.CORS_REFUSED}
     assert head_reasons <= {Reason(row.reason) for row in ROWS if row.reason != "allow"}

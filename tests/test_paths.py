@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.decision import Reason, Rejection
-from sidecar.paths import normalise
+from sidecar.paths import MAX_PATH_BYTES, normalise
 
 NORMALISED = {
     "plain": (b"/flows/payroll", "/flows/payroll"),
@@ -21,6 +21,17 @@ NORMALISED = {
     "semicolon-literal": (b"/a;b", "/a;b"),
     "case-kept": (b"/A/B", "/A/B"),
     "dot-dot-at-end-keeps-directory": (b"/a/b/..", "/a/"),
+    "dot-at-end-keeps-directory": (b"/a/b/.", "/a/b/"),
+    "lone-dot-is-root": (b"/.", "/"),
+    "slashes-only-is-root": (b"///", "/"),
+    "mixed-case-encoded-dots-resolved": (b"/a/.%2E/b", "/b"),
+    "encoded-tilde-decoded": (b"/%7euser", "/~user"),
+    "double-encoding-kept-encoded": (b"/a/%252e%252e/b", "/a/%252e%252e/b"),
+    "encoded-query-mark-kept": (b"/a%3fsig=x", "/a%3Fsig=x"),
+    "encoded-hash-kept": (b"/a%23b", "/a%23b"),
+    "encoded-control-kept-encoded": (b"/a%09b", "/a%09b"),
+    "single-dots-in-a-name-kept": (b"/v1.2/file.txt", "/v1.2/file.txt"),
+    "longest-allowed": (b"/" + b"a" * (MAX_PATH_BYTES - 1), "/" + "a" * (MAX_PATH_BYTES - 1)),
 }
 
 
@@ -44,6 +55,24 @@ REFUSED = {
     "truncated-escape": b"/a%2",
     "raw-non-ascii": "/café".encode(),
     "relative": b"flows",
+    "asterisk-form": b"*",
+    "absolute-form": b"http://host/x",
+    "empty": b"",
+    "climbs-after-descending": b"/a/../../x",
+    "dot-dot-semicolon": b"/public/..;/admin",
+    "encoded-dot-dot-semicolon": b"/public/%2e%2e;/admin",
+    "dot-dot-inside-a-segment": b"/a..b",
+    "three-dots": b"/a/.../b",
+    "raw-tab": b"/a\tb",
+    "raw-space": b"/a b",
+    "raw-newline": b"/a\r\nX-Auth-User: x",
+    "raw-del": b"/a\x7f",
+    "raw-query-mark": b"/public/x?sig=forged",
+    "raw-hash": b"/public/x#/../admin",
+    "surrogate-utf8": b"/%ed%a0%80",
+    "overlong-dot": b"/%c0%ae%c0%ae/x",
+    "truncated-utf8": b"/%c3",
+    "too-long": b"/" + b"a" * MAX_PATH_BYTES,
 }
 
 

@@ -216,7 +216,8 @@ SINGLE_ERRORS = {
     "unknown-top-key": (
         route() + "rutes: []\n",
         11,
-        'rutes: unknown key "rutes" (allowed: identity_headers, providers, realm, routes, version)',
+        'rutes: unknown key "rutes" (allowed: identity_headers, limits, providers, realm, routes, trusted_proxies, '
+        "upstream_pool, version)",
     ),
     "routes-empty": ("version: 1\nroutes: []\n", 2, "routes: must not be empty"),
     "routes-not-list": ("version: 1\nroutes: {a: 1}\n", 2, "routes: must be a list"),
@@ -339,7 +340,8 @@ SINGLE_ERRORS = {
     "route-unknown-key": (
         route("    users: [x]\n"),
         11,
-        'routes[0].users: unknown key "users" (allowed: allow, forward_token, match, mode, name, timeout, upstream)',
+        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_token, match, max_body, max_concurrent, '
+        "mode, name, rate_limit, timeout, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -717,8 +719,8 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
-        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, forward_token, match, mode, name, "
-        "timeout, upstream)"
+        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_token, match, "
+        "max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
     ]
 
 

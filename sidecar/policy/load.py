@@ -7,7 +7,7 @@ route does not hide the unknown provider of the next one; the policy is built on
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path as FilePath
 from types import MappingProxyType
 from typing import TypeVar, get_args
@@ -16,9 +16,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from sidecar.policy.checks import check_headers, check_route_providers, check_routes, check_unused_providers
+from sidecar.policy.limits import ServerLimits, UpstreamPool
+from sidecar.policy.limits_spec import IPNetwork, LimitsSpec, UpstreamPoolSpec, header_room_warnings, parse_networks
 from sidecar.policy.model import ANYONE, AllowRule, Anyone, IdentityHeaders, Match, Mode, Policy, Provider, Route
 from sidecar.policy.provider_spec import ProviderSpec
 from sidecar.policy.providers import build_provider
+from sidecar.policy.route_options import build_cors, build_rate_limit
 from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
+Traffic = tuple[ServerLimits, UpstreamPool, tuple[IPNetwork, ...]]
 
 _MESSAGES = {
     "missing": "is required",
@@ -102,7 +106,8 @@ def _build(doc: Document) -> Policy | None:
     if isinstance(raw_routes, list) and len(routes) == len(raw_routes):  # else a broken route may use one
         check_unused_providers(doc, list(providers), list(routes.values()))
     headers = _headers(doc, data.get("identity_headers"))
-    if top is None or headers is None or doc.has_errors:
+    traffic = _traffic(doc, data, providers.values())
+    if top is None or headers is None or traffic is None or doc.has_errors:
         return None
     ordered = tuple(routes.values())
     return Policy(
@@ -113,6 +118,9 @@ def _build(doc: Document) -> Policy | None:
         identity_headers=headers,
         source=doc.source,
         warnings=tuple(doc.warnings()),
+        limits=traffic[0],
+        upstream_pool=traffic[1],
+        trusted_proxies=traffic[2],
     )
 
 
@@ -139,6 +147,27 @@ def _headers(doc: Document, raw: object) -> IdentityHeaders | None:
     headers = IdentityHeaders(**spec.model_dump())
     check_headers(doc, headers)
     return headers
+
+
+def _traffic(doc: Document, data: Mapping[str, object], providers: Iterable[Provider]) -> Traffic | None:
+    """`limits`, `upstream_pool` and `trusted_proxies`; None when one is invalid (a value that is not a mapping or
+    a list is reported by the top level)."""
+    raw_limits, raw_pool, raw_proxies = data.get("limits"), data.get("upstream_pool"), data.get("trusted_proxies")
+    limits = _validate(LimitsSpec, raw_limits or {}, ("limits",), doc) if _mapping(raw_limits) else None
+    pool = _validate(UpstreamPoolSpec, raw_pool or {}, ("upstream_pool",), doc) if _mapping(raw_pool) else None
+    networks, errors = parse_networks(raw_proxies if isinstance(raw_proxies, list) else ())
+    for index, message in errors:
+        doc.error(("trusted_proxies", index), message)
+    if limits is None or pool is None or errors or not (raw_proxies is None or isinstance(raw_proxies, list)):
+        return None
+    server = limits.build()
+    for name, message in header_room_warnings(server, providers):
+        doc.warn(("providers", name, "max_token_bytes"), message)
+    return server, pool.build(), tuple(networks)
+
+
+def _mapping(raw: object) -> bool:
+    return raw is None or isinstance(raw, dict)
 
 
 def _check_rule_providers(doc: Document, raw_routes: Sequence[object], known: Sequence[str]) -> None:
@@ -173,7 +202,20 @@ def _routes(
         methods = frozenset(spec.match.methods) if spec.match.methods is not None else None
         match = Match(spec.match.path, spec.match.path_prefix, methods)
         mode, line = Mode(spec.mode), doc.line(path)
-        routes[index] = Route(spec.name, match, spec.upstream, allow, mode, spec.forward_token, spec.timeout, line)
+        routes[index] = Route(
+            spec.name,
+            match,
+            spec.upstream,
+            allow,
+            mode,
+            spec.forward_token,
+            spec.timeout,
+            line,
+            max_body=spec.max_body,
+            max_concurrent=spec.max_concurrent,
+            rate_limit=build_rate_limit(doc, path, spec),
+            cors=build_cors(doc, path, spec),
+        )
     return routes
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Final
+
+from sidecar.policy.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, ServerLimits, UpstreamPool
 
 if TYPE_CHECKING:
     from sidecar.policy.routes import RouteTable
@@ -16,6 +19,7 @@ __all__ = [
     "Anyone",
     "CallerKind",
     "ClaimRequirement",
+    "Cors",
     "IdentityHeaders",
     "Identity",
     "Introspection",
@@ -23,6 +27,8 @@ __all__ = [
     "Mode",
     "Policy",
     "Provider",
+    "RateKey",
+    "RateLimit",
     "Route",
     "UserSet",
 ]
@@ -150,6 +156,36 @@ class Match:
     methods: frozenset[str] | None = None
 
 
+class RateKey(enum.Enum):
+    """`rate_limit.per`: whose requests share one budget."""
+
+    SUBJECT = "subject"  # the verified oid, else sub
+    APP = "app"  # the verified azp, appid or client_id
+    IP = "ip"  # the client's address
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit`: at most `requests` allowed requests per caller in any `window` seconds (a moving window)."""
+
+    per: RateKey
+    requests: int
+    window: int  # whole seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """`cors`: the web origins whose pages may call the route from a browser (sidecar.policy.cors decides)."""
+
+    origins: frozenset[str]  # `scheme://host[:port]`, lower-case, default port dropped; empty with any_origin
+    any_origin: bool  # `origins: ["*"]` (never with credentials)
+    methods: frozenset[str] | None  # None: every method the route takes
+    headers: frozenset[str]  # request headers a page may send, lower-case, the CORS-safelisted ones included
+    expose_headers: tuple[str, ...]
+    max_age: int  # seconds a browser may cache a preflight answer
+    credentials: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
@@ -160,6 +196,10 @@ class Route:
     forward_token: bool = False
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     line: int = 0  # where the route starts in the policy file
+    rate_limit: RateLimit | None = None
+    cors: Cors | None = None
+    max_body: int | None = DEFAULT_MAX_BODY  # bytes; None: unlimited (413 above it)
+    max_concurrent: int | None = DEFAULT_MAX_CONCURRENT  # requests in flight per worker; None: unlimited (503 above)
 
     @property
     def providers(self) -> frozenset[str]:
@@ -192,6 +232,9 @@ class Policy:
     table: RouteTable
     realm: str = DEFAULT_REALM
     identity_headers: IdentityHeaders = field(default_factory=IdentityHeaders)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    upstream_pool: UpstreamPool = field(default_factory=UpstreamPool)
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()  # peers whose X-Forwarded-For is believed
     source: str = ""  # the file it came from
     warnings: tuple[str, ...] = ()  # `FILE:LINE: path: message`, for `sidecar check`
 

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from sidecar.policy.cors import ANY_ORIGIN, normalise_origin
+from sidecar.policy.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, parse_count, parse_size
 from sidecar.policy.model import (
     DEFAULT_REALM,
     DEFAULT_TIMEOUT_SECONDS,
@@ -22,9 +24,11 @@ from sidecar.policy.model import (
 __all__ = [
     "ALGORITHMS",
     "NAME_PATTERN",
+    "CorsSpec",
     "IdentityHeadersSpec",
     "MatchSpec",
     "PolicySpec",
+    "RateLimitSpec",
     "RouteSpec",
     "RuleSpec",
     "parse_duration",
@@ -255,6 +259,60 @@ Allow = Annotated[
 ]
 
 
+# --- rate_limit and cors (built and checked against their route in policy.route_options) ------------------
+
+
+def _window(seconds: float) -> float:
+    if seconds != int(seconds) or not 1 <= seconds <= 86_400:
+        raise ValueError("must be whole seconds from 1s to 24h")
+    return seconds
+
+
+def _requests(value: int) -> int:
+    if not 1 <= value <= 100_000:  # the moving window keeps one entry per request it counts
+        raise ValueError("must be a whole number from 1 to 100000")
+    return value
+
+
+class RateLimitSpec(_Spec):
+    per: Literal["subject", "app", "ip"]
+    requests: Annotated[int, Field(strict=True), AfterValidator(_requests)]
+    window: Annotated[Duration, AfterValidator(_window)] = 60.0
+
+
+def _origins(values: list[str]) -> list[str]:
+    if ANY_ORIGIN in values and len(values) > 1:
+        raise ValueError('"*" (every origin) stands alone')
+    return values
+
+
+def _cors_header(value: str) -> str:
+    if value == "*":
+        raise ValueError('list the header names: "*" would never cover Authorization (Fetch standard)')
+    return _header_name(value)
+
+
+CorsHeaders = list[Annotated[str, AfterValidator(_cors_header)]]
+Origins = Annotated[
+    list[Annotated[str, AfterValidator(normalise_origin)]], Field(min_length=1), AfterValidator(_origins)
+]
+
+
+class CorsSpec(_Spec):
+    origins: Origins
+    methods: Annotated[Methods | None, BeforeValidator(_not_null)] = None  # None: the route's methods
+    headers: CorsHeaders = ["Authorization"]
+    expose_headers: CorsHeaders = []
+    max_age: Annotated[Duration, _between(0, 86_400)] = 600.0
+    credentials: bool = False
+
+    @model_validator(mode="after")
+    def _credentials(self) -> CorsSpec:
+        if self.credentials and ANY_ORIGIN in self.origins:
+            raise ValueError('credentials: true needs the origins listed: with "*" any site could read the answers')
+        return self
+
+
 class RouteSpec(_Spec):
     name: Annotated[Text, AfterValidator(_name)]
     match: MatchSpec
@@ -263,6 +321,10 @@ class RouteSpec(_Spec):
     mode: Literal["enforce", "audit"] = "enforce"
     forward_token: bool = False
     timeout: Annotated[Duration, _between(0, None, above=True)] = DEFAULT_TIMEOUT_SECONDS
+    rate_limit: Annotated[RateLimitSpec | None, BeforeValidator(_not_null)] = None
+    cors: Annotated[CorsSpec | None, BeforeValidator(_not_null)] = None
+    max_body: Annotated[int | None, BeforeValidator(parse_size)] = DEFAULT_MAX_BODY
+    max_concurrent: Annotated[int | None, BeforeValidator(parse_count)] = DEFAULT_MAX_CONCURRENT
 
 
 _DEFAULT_HEADERS: Final = IdentityHeaders()
@@ -286,3 +348,6 @@ class PolicySpec(_Spec):
     routes: Annotated[list[Any], Field(min_length=1)]
     realm: Annotated[str, AfterValidator(_realm)] = DEFAULT_REALM
     identity_headers: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None  # each of these three is validated on its own (see load)
+    upstream_pool: dict[str, Any] | None = None
+    trusted_proxies: list[Any] | None = None

@@ -1,0 +1,226 @@
+"""The proxy listener's HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
+bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees.
+
+uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
+headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
+memory for as long as it likes. The checks ride on parser callbacks uvicorn already receives: no task, no extra scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, ClassVar, Final
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from sidecar.decision import Reason, outcome
+from sidecar.exchange import Entry, finish
+from sidecar.metrics import NO_ROUTE_LABEL
+from sidecar.policy.limits import ServerLimits
+from sidecar.policy.model import Mode
+from sidecar.problem import problem_body, problem_headers
+from sidecar.runtime import Runtime
+
+__all__ = ["Guard", "GuardedProtocol", "protocol_for"]
+
+_CLOSE: Final = (b"connection", b"close")
+
+
+class Guard:
+    """What a connection needs from the running sidecar: the current limits, and a refusal counted and logged
+    like the gate's (route label `(none)`: no route is known before the head is read)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def limits(self) -> ServerLimits:
+        return self._runtime.current.policy.limits
+
+    def refusal(self, reason: Reason, client: str | None, method: str | None, started: float) -> bytes:
+        """The whole response, bytes ready for the transport; the connection is closed after it."""
+        rid = os.urandom(12).hex()
+        body = problem_body(reason, rid, None)
+        status = outcome(reason).status
+        headers = [*problem_headers(reason, self._runtime.current.policy.realm, rid, body), _CLOSE]
+        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
+        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
+        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=status)
+        finish(self._runtime.metrics, entry, started)
+        lines = [f"HTTP/1.1 {status} {outcome(reason).title}".encode("ascii")]
+        lines += [name + b": " + value for name, value in headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops and `feed_data` raises (a HttpParserCallbackError)."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """One connection. A head's deadline runs from its first byte (from the connection's start for the first
+    request: a connection that never sends one is closed then, silently); idle time between requests stays
+    uvicorn's keep-alive timeout.
+
+    Cheap on the hot path (measured: the per-header parser callback is not overridden): per request a few
+    assignments and one clock read. One timer per connection is re-armed lazily when it fires early."""
+
+    guard: ClassVar[Guard]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = self.guard.limits  # read once per connection: a reload applies to the next ones
+        self._timer: asyncio.TimerHandle | None = None  # fires at (or before) the current head's deadline
+        self._draining: asyncio.TimerHandle | None = None  # a refused request's unread body (see on_response_complete)
+        self._drained: object = None  # the request (uvicorn's cycle) whose unread body is being drained
+        self._in_head = True  # between a head's start (or the connection's) and its end
+        self._head_started = False  # a byte of the current head has arrived
+        self._began = self.loop.time()  # the current head's first byte (or the connection's start)
+        self._head_bytes = 0  # bytes of the current head seen in earlier chunks, delimiters included
+        self._chunk = 0  # the size of the chunk being parsed
+        self._begins = 0  # requests begun in the chunk being parsed
+        self._too_large = False
+
+    # --- the connection ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the refusals ours. While a head is incomplete, every chunk of it counts whole toward
+        max_header_bytes, so a head without end is cut off as it arrives (not only once complete)."""
+        self._unset_keepalive_if_required()
+        continuing = self._head_started  # a head under way: the chunk is that head's until it ends
+        at_start = not continuing and (self.cycle is None or not self.cycle.more_body)  # no request under way
+        self._chunk, self._begins = len(data), 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            self._refuse(Reason.HEADERS_TOO_LARGE if self._too_large else Reason.BAD_REQUEST)
+            return
+        if self._in_head and self._head_started:
+            # Whole chunks only: when a chunk also holds the end of an earlier request (pipelining), the head's
+            # share of it is unknown, and the next chunks bound the head.
+            if (continuing and self._begins == 0) or (at_start and self._begins == 1):
+                self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_header_bytes:
+                self._refuse(Reason.HEADERS_TOO_LARGE)
+
+    def shutdown(self) -> None:
+        self._cancel_timers()
+        super().shutdown()
+
+    # --- parser callbacks ----------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = self._head_started = True
+        self._begins += 1
+        self._too_large = False
+        self._head_bytes = 0
+        self._began = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = self._head_started = False
+        limits = self._limits
+        # The exact size is summed only when the chunks could hold more than the limit: big heads are rare.
+        maybe_large = self._head_bytes + self._chunk > limits.max_header_bytes
+        if len(self.headers) > limits.max_headers or (maybe_large and self._head_size() > limits.max_header_bytes):
+            self._too_large = True
+            raise _HeadTooLarge
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        """A response sent before its request's body ended (a refusal does not read the body): uvicorn reads the
+        rest and drops it, for as long as the client sends. It gets `body_timeout` in all; then the connection
+        closes (the client has its answer)."""
+        super().on_response_complete()
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            self._stop_draining()
+            self._drained = self.cycle
+            self._draining = self.loop.call_later(self._limits.body_timeout, self._drain_timed_out)
+
+    # --- limits --------------------------------------------------------------------------------------------------
+
+    def _head_size(self) -> int:
+        """The request target plus every header name and value."""
+        return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if not self._in_head or self.transport.is_closing():
+            return  # idle between requests (uvicorn's keep-alive timeout): the next head re-arms the timer
+        left = self._began + self._limits.header_timeout - self.loop.time()
+        if left > 0:  # armed for an earlier head
+            self._timer = self.loop.call_later(left, self._head_timed_out)
+        elif self._head_started:
+            self._refuse(Reason.HEADER_TIMEOUT)
+        else:
+            self.transport.close()  # connected and silent: not a request, nothing to answer or count
+
+    def _cancel_timers(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._stop_draining()
+
+    def _stop_draining(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
+
+    def _drain_timed_out(self) -> None:
+        """Closes unless the body has ended since (then the connection may have moved on to other requests)."""
+        self._draining = None
+        cycle = self.cycle
+        if cycle is self._drained and cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse(self, reason: Reason) -> None:
+        """Answer and close; while an earlier (pipelined) request's response is still being written, let it end
+        and close then, with no answer for this head (writing one would cut into that response)."""
+        self._cancel_timers()
+        self._in_head = False
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        method = self.parser.get_method().decode("ascii", "replace") if getattr(self, "url", b"") else None
+        client = self.client[0] if self.client else None
+        started = time.perf_counter() - (self.loop.time() - self._began)
+        self.transport.write(self.guard.refusal(reason, client, method, started))
+        self.transport.close()
+
+
+def protocol_for(guard: Guard) -> type[GuardedProtocol]:
+    """The protocol class uvicorn instantiates per connection (its `http` setting), bound to `guard`."""
+
+    class Bound(GuardedProtocol):
+        pass
+
+    Bound.guard = guard
+    return Bound

@@ -1,0 +1,94 @@
+"""Traffic limits as the hot path reads them: server-wide head and body limits, the upstream pool, and sizes.
+
+Pure: frozen values and the size parser; the policy schema validates them, the connection, gate and proxy apply them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONCURRENT",
+    "UNLIMITED",
+    "ServerLimits",
+    "UpstreamPool",
+    "parse_count",
+    "parse_size",
+]
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+UNLIMITED: Final = "unlimited"
+
+# Logic Apps' HTTP trigger refuses bodies over 100 MB itself: streaming more to it only costs the transfer.
+DEFAULT_MAX_BODY: Final = 100 * MIB
+# Per route and worker. Above it a request is shed with 503 at once, never queued.
+DEFAULT_MAX_CONCURRENT: Final = 256
+# The request target plus every header name and value: room for a default-sized token (16 KiB) several times over.
+# Envoy's default is 60 KiB, nginx's 32 KiB. `check` warns when a provider's max_token_bytes would not fit.
+DEFAULT_MAX_HEADER_BYTES: Final = 64 * KIB
+DEFAULT_MAX_HEADERS: Final = 100  # Envoy's default, and Python's http.client's
+DEFAULT_HEADER_TIMEOUT: Final = 10.0
+DEFAULT_BODY_TIMEOUT: Final = 30.0
+DEFAULT_POOL_CONNECTIONS: Final = 256
+
+_SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?")
+_UNITS: Final = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KiB": KIB,
+    "MiB": MIB,
+    "GiB": 1024**3,
+}
+_NOT_A_SIZE: Final = 'must be a size: bytes (1048576) or a number with a unit ("64KiB", "10MiB", "1GB"), or "unlimited"'
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes from `1048576`, `"64KiB"`, `"10MiB"`, `"1GB"` (KB/MB/GB are powers of 1000); None for "unlimited"."""
+    if value == UNLIMITED:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(_NOT_A_SIZE)
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(_NOT_A_SIZE)
+        size = int(match.group(1)) * _UNITS[match.group(2)]
+    if size < 0:
+        raise ValueError(_NOT_A_SIZE)
+    return size
+
+
+def parse_count(value: object) -> int | None:
+    """A whole number of at least 1; None for "unlimited"."""
+    if value == UNLIMITED:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError('must be a whole number of at least 1, or "unlimited"')
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What every connection to the proxy listener is held to, before any route is known."""
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # from the first byte of a request head to its end
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # the longest wait for the next piece of a request body
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPool:
+    """The upstream connection pool (one per worker, built at start: a reload does not resize it)."""
+
+    max_connections: int = DEFAULT_POOL_CONNECTIONS
+    max_per_host: int | None = None  # None: any host may use the whole pool

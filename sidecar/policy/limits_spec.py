@@ -1,0 +1,100 @@
+"""The shape of the traffic-limit keys: top-level `limits`, `upstream_pool` and `trusted_proxies`, and the per-route
+`max_body` and `max_concurrent` types. The loader validates each part on its own and builds the frozen values.
+
+Validator messages never echo the value they reject: a value may have come from a secret (`${VAR}`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator, Field
+
+from sidecar.policy.limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_POOL_CONNECTIONS,
+    KIB,
+    MIB,
+    ServerLimits,
+    UpstreamPool,
+    parse_size,
+)
+from sidecar.policy.model import Provider
+from sidecar.policy.schema import Duration, _between, _Spec
+
+__all__ = [
+    "IPNetwork",
+    "LimitsSpec",
+    "UpstreamPoolSpec",
+    "header_room_warnings",
+    "parse_networks",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Room besides the token for the request line and the other headers, when checking that a token fits.
+_HEADER_ROOM: Final = 4 * KIB
+
+
+def _header_bytes(value: object) -> int:
+    size = parse_size(value)
+    if size is None:
+        raise ValueError("must be a size: a request head is never unlimited")
+    if not 4 * KIB <= size <= 16 * MIB:
+        raise ValueError(f"must be at least {4 * KIB} bytes and at most {16 * MIB} bytes")
+    return size
+
+
+HeaderBytes = Annotated[int, BeforeValidator(_header_bytes)]
+
+
+class LimitsSpec(_Spec):
+    max_header_bytes: HeaderBytes = DEFAULT_MAX_HEADER_BYTES
+    max_headers: Annotated[int, Field(strict=True, ge=16, le=1000)] = DEFAULT_MAX_HEADERS
+    header_timeout: Annotated[Duration, _between(0, 300, above=True)] = DEFAULT_HEADER_TIMEOUT
+    body_timeout: Annotated[Duration, _between(0, 3600, above=True)] = DEFAULT_BODY_TIMEOUT
+
+    def build(self) -> ServerLimits:
+        return ServerLimits(self.max_header_bytes, self.max_headers, self.header_timeout, self.body_timeout)
+
+
+class UpstreamPoolSpec(_Spec):
+    max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = DEFAULT_POOL_CONNECTIONS
+    max_per_host: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
+
+    def build(self) -> UpstreamPool:
+        return UpstreamPool(self.max_connections, self.max_per_host)
+
+
+def parse_networks(values: Iterable[object]) -> tuple[list[IPNetwork], list[tuple[int, str]]]:
+    """`trusted_proxies` entries: CIDRs (`10.0.0.0/8`) or single addresses. Returns the networks and, per bad entry,
+    its index and a message. Host bits set (`10.0.0.1/8`) are an error: which network was meant?"""
+    networks: list[IPNetwork] = []
+    errors: list[tuple[int, str]] = []
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            errors.append((index, "must be a CIDR string such as 10.0.0.0/8 or 2001:db8::/32"))
+            continue
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError:
+            errors.append((index, "must be an IP network in CIDR form (10.0.0.0/8), without host bits set"))
+    return networks, errors
+
+
+def header_room_warnings(limits: ServerLimits, providers: Iterable[Provider]) -> list[tuple[str, str]]:
+    """(provider name, message) for each provider whose largest accepted token would not fit in the request head
+    `limits` allow: such a token is refused with 431 before it is ever verified."""
+    return [
+        (
+            provider.name,
+            f"tokens of up to {provider.max_token_bytes} bytes are accepted, but a request head over "
+            f"{limits.max_header_bytes} bytes is refused (431): raise limits.max_header_bytes",
+        )
+        for provider in providers
+        if provider.max_token_bytes + _HEADER_ROOM > limits.max_header_bytes
+    ]

@@ -1,0 +1,82 @@
+"""What the upstream never gets from a client, whatever the spelling: overrides of the method or URL, other
+spellings of the client's address, X-Forwarded-* it did not set, framing headers spelled with `_`; and what
+`Connection` cannot take away (pure: sidecar.upstream.request_headers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.policy.model import Identity, IdentityHeaders
+from sidecar.upstream import request_headers
+
+LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
+
+
+def _sent(pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA) -> dict:
+    client = [(name.lower().encode(), value.encode()) for name, value in pairs]
+    out = request_headers(
+        client,
+        forward_token=forward_token,
+        names=IdentityHeaders(),
+        identity=identity,
+        client_ip="1.2.3.4, 10.0.0.1",
+        scheme="http",
+        request_id="rid-1",
+    )
+    return {name.decode(): value.decode() for name, value in out}
+
+
+NEVER_FORWARDED = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "x_http_method_override",
+    "X-Original-Method",
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Rewrite-URL",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Server",
+    "X_Forwarded_For",
+    "Content_Length",
+    "Transfer_Encoding",
+]
+
+
+@pytest.mark.parametrize("name", NEVER_FORWARDED)
+def test_override_and_provenance_headers_are_never_forwarded(name: str) -> None:
+    sent = _sent([(name, "spoofed"), ("X-Custom", "kept")])
+    assert "spoofed" not in sent.values()
+    assert sent["x-custom"] == "kept"
+
+
+def test_underscored_names_of_ordinary_headers_pass() -> None:
+    assert _sent([("X_Custom_Thing", "1")])["x_custom_thing"] == "1"
+
+
+def test_x_forwarded_for_is_the_value_given() -> None:
+    assert _sent([("X-Forwarded-For", "6.6.6.6")])["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
+
+
+@pytest.mark.parametrize("forward_token", [False, True], ids=["stripped", "forwarded"])
+def test_connection_cannot_name_the_token_away(forward_token: bool) -> None:
+    sent = _sent([("Authorization", "Bearer t"), ("Connection", "Authorization")], forward_token=forward_token)
+    assert ("authorization" in sent) is forward_token
+
+
+def test_connection_cannot_name_the_body_length_away() -> None:
+    sent = _sent([("Content-Length", "5"), ("Connection", "content-length, X-Hop"), ("X-Hop", "1")])
+    assert sent["content-length"] == "5" and "x-hop" not in sent
+
+
+def test_connection_cannot_remove_identity_forwarding_or_request_id() -> None:
+    named = "X-Auth-Subject, x-auth_user, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id"
+    sent = _sent([("Connection", named), ("Host", "gw")])
+    assert sent["x-auth-subject"] == "o-1" and sent["x-auth-user"] == "lisa@contoso.com"
+    assert sent["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
+    assert (sent["x-forwarded-proto"], sent["x-forwarded-host"], sent["x-request-id"]) == ("http", "gw", "rid-1")

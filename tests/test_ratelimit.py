@@ -1,0 +1,200 @@
+"""Rate limits per caller: the moving window, whose budget a request spends, what is never counted, and the bound on
+memory. The limiter runs on limits' real MemoryStorage (our sweep); its clock (limits reads `time.time()`) is a
+FakeClock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import limits.aio.storage.memory as limits_memory
+import pytest
+
+from sidecar.decide import Decision
+from sidecar.decision import Reason
+from sidecar.policy.model import AllowRule, Identity, Match, Mode, RateKey, RateLimit, Route
+from sidecar.ratelimit import SWEEP_INTERVAL, ProcessStorage, RateLimiter, caller_key
+from tests.support.jwtkit import FakeClock
+
+THREE_A_MINUTE = RateLimit(RateKey.SUBJECT, requests=3, window=60)
+
+
+def route(limit: RateLimit = THREE_A_MINUTE, name: str = "flow", mode: Mode = Mode.ENFORCE) -> Route:
+    return Route(name, Match(path=f"/{name}"), "https://up.test/", (AllowRule("p"),), mode=mode, rate_limit=limit)
+
+
+def identity(**claims: object) -> Identity:
+    return Identity(provider="p", claims=claims, expires_at=0.0)
+
+
+def allowed(on: Route, who: Identity | None = None) -> Decision:
+    return Decision(path="/flow", route=on, identity=who or identity(sub="lisa"), mode=on.mode)
+
+
+@pytest.fixture()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock(1_700_000_000.0)
+    monkeypatch.setattr(limits_memory, "time", SimpleNamespace(time=clock))
+    return clock
+
+
+@pytest.fixture()
+def storage(clock: FakeClock) -> Iterator[ProcessStorage]:
+    storage = ProcessStorage(clock)
+    yield storage
+    if storage.timer is not None:
+        storage.timer.cancel()
+
+
+@pytest.fixture()
+def limiter(storage: ProcessStorage, clock: FakeClock) -> RateLimiter:
+    return RateLimiter(storage, clock=clock)
+
+
+async def forgotten(storage: ProcessStorage) -> None:
+    """Wait for limits' expiry sweep (a task a hit starts) to finish: then expired callers are gone."""
+    for _ in range(3):  # bounded: a sweep started before the clock moved, then the one the last hit started
+        if storage.timer is not None:
+            await storage.timer
+
+
+async def test_a_caller_gets_its_requests_then_waits_until_the_oldest_leaves_the_window(
+    limiter: RateLimiter, clock: FakeClock
+) -> None:
+    flow = route()
+    waits = []
+    for _ in range(4):
+        waits.append(await limiter.hit(flow, "subject:lisa"))
+        clock.now += 10
+    assert waits[:3] == [None, None, None]
+    assert waits[3] == pytest.approx(30.0)  # the first request (t=0) leaves the 60 s window at t=60; now t=30
+    clock.now += 21  # t=61
+    assert await limiter.hit(flow, "subject:lisa") is None
+
+
+async def test_budgets_are_per_caller_and_per_route(limiter: RateLimiter) -> None:
+    flow, other = route(), route(name="other")
+    for _ in range(3):
+        assert await limiter.hit(flow, "subject:lisa") is None
+    assert await limiter.hit(flow, "subject:lisa") is not None
+    assert await limiter.hit(flow, "subject:tom") is None
+    assert await limiter.hit(other, "subject:lisa") is None
+
+
+async def test_a_changed_limit_counts_afresh(limiter: RateLimiter) -> None:
+    """A reload that changes a route's rate_limit starts its counts again; the old counts simply expire."""
+    for _ in range(3):
+        assert await limiter.hit(route(), "subject:lisa") is None
+    assert await limiter.hit(route(), "subject:lisa") is not None
+    assert await limiter.hit(route(RateLimit(RateKey.SUBJECT, 5, 60)), "subject:lisa") is None
+
+
+KEYS = {
+    "subject-is-oid": (RateKey.SUBJECT, identity(oid="o-1", sub="s-1"), None, "subject:o-1"),
+    "subject-is-sub-without-oid": (RateKey.SUBJECT, identity(sub="s-1"), None, "subject:s-1"),
+    "app-is-azp": (RateKey.APP, identity(sub="s", azp="client-v2"), None, "app:client-v2"),
+    "app-is-appid": (RateKey.APP, identity(sub="s", appid="client-v1"), None, "app:client-v1"),
+    "app-is-client_id": (RateKey.APP, identity(sub="s", client_id="client-9068"), None, "app:client-9068"),
+    "no-app-claim-shares-one-budget": (RateKey.APP, identity(sub="s"), None, "app:-"),
+    "ip-is-the-client-address": (RateKey.IP, identity(sub="s"), "203.0.113.7", "ip:203.0.113.7"),
+    "ip-without-identity": (RateKey.IP, None, "2001:db8::1", "ip:2001:db8::1"),
+    "no-address-shares-one-budget": (RateKey.IP, None, None, "ip:-"),
+}
+
+
+@pytest.mark.parametrize(("per", "who", "ip", "key"), KEYS.values(), ids=KEYS.keys())
+def test_whose_budget_a_request_spends(per: RateKey, who: Identity | None, ip: str | None, key: str) -> None:
+    decision = Decision(path="/x", route=route(RateLimit(per, 1, 1)), identity=who)
+    assert caller_key(per, decision, ip) == key
+
+
+REFUSED = [Reason.MISSING_TOKEN, Reason.BAD_SIGNATURE, Reason.NOT_ALLOWED, Reason.EXPIRED]
+
+
+@pytest.mark.parametrize("reason", REFUSED, ids=[reason.value for reason in REFUSED])
+async def test_refused_requests_never_spend_a_budget(limiter: RateLimiter, reason: Reason) -> None:
+    flow = route(RateLimit(RateKey.IP, 3, 60))
+    for _ in range(50):  # a flood of bad requests from one address
+        refused = Decision(path="/flow", route=flow, reason=reason)
+        await limiter.admit(refused, {"client_ip": "203.0.113.7"})
+        assert refused.reason is reason and refused.retry_after is None
+    for _ in range(3):  # the good caller behind the same address still has its whole budget
+        decision = allowed(flow)
+        await limiter.admit(decision, {"client_ip": "203.0.113.7"})
+        assert decision.reason is None
+    assert limiter.callers == 1
+
+
+MODES = {"enforce-refuses": (Mode.ENFORCE, False), "audit-counts-and-forwards": (Mode.AUDIT, True)}
+
+
+@pytest.mark.parametrize(("mode", "forwarded"), MODES.values(), ids=MODES.keys())
+async def test_over_the_budget_is_rate_limited_with_whole_seconds_to_wait(
+    limiter: RateLimiter, clock: FakeClock, mode: Mode, forwarded: bool
+) -> None:
+    flow = route(mode=mode)
+    for _ in range(3):
+        await limiter.admit(allowed(flow), {})
+    clock.now += 29.2
+    decision, entry = allowed(flow), dict[str, Any]()
+    await limiter.admit(decision, entry)
+    assert decision.reason is Reason.RATE_LIMITED
+    assert decision.retry_after == 31  # 30.8 s until the first request leaves the window, rounded up
+    assert decision.forwarded is forwarded
+    assert entry == {"reason": "rate_limited", "retry_after": 31}
+
+
+async def test_retry_after_is_never_zero(limiter: RateLimiter, clock: FakeClock) -> None:
+    flow = route()
+    for _ in range(3):
+        await limiter.admit(allowed(flow), {})
+    clock.now += 60  # the oldest request is exactly one window old: it still counts
+    decision = allowed(flow)
+    await limiter.admit(decision, {})
+    assert (decision.reason, decision.retry_after) == (Reason.RATE_LIMITED, 1)
+
+
+async def test_many_callers_are_forgotten_one_window_after_their_last_request(
+    limiter: RateLimiter, storage: ProcessStorage, clock: FakeClock
+) -> None:
+    flow = route(RateLimit(RateKey.IP, 3, 60))
+    for n in range(5_000):
+        assert await limiter.hit(flow, f"ip:10.0.{n // 250}.{n % 250}") is None
+    assert limiter.callers == 5_000
+    await forgotten(storage)
+    clock.now += 61
+    assert await limiter.hit(flow, "ip:192.0.2.1") is None  # this hit starts the sweep
+    await forgotten(storage)
+    assert limiter.callers == 1  # only the caller that just came
+
+
+async def test_the_expiry_sweep_starts_at_most_once_per_interval(
+    limiter: RateLimiter, storage: ProcessStorage, clock: FakeClock
+) -> None:
+    """limits' own schedule starts a sweep after every hit; ours (its private hook, overridden) does not."""
+    flow = route()
+    await limiter.hit(flow, "subject:a")
+    first = storage.timer
+    assert first is not None
+    await first
+    await limiter.hit(flow, "subject:b")
+    assert storage.timer is first
+    clock.now += SWEEP_INTERVAL
+    await limiter.hit(flow, "subject:c")
+    assert storage.timer is not first
+
+
+async def test_beyond_max_keys_new_callers_wait_and_known_ones_go_on(storage: ProcessStorage, clock: FakeClock) -> None:
+    limiter = RateLimiter(storage, max_keys=100, clock=clock)
+    flow = route(RateLimit(RateKey.IP, 3, 60))
+    for n in range(100):
+        assert await limiter.hit(flow, f"ip:10.0.0.{n}") is None
+    assert await limiter.hit(flow, "ip:192.0.2.1") == 60.0  # full: the newcomer waits a window
+    assert await limiter.hit(flow, "ip:10.0.0.7") is None  # a known caller still spends its own budget
+    assert limiter.callers == 100
+    await forgotten(storage)
+    clock.now += 61
+    await limiter.hit(flow, "ip:10.0.0.7")  # starts the sweep that forgets the others
+    await forgotten(storage)
+    assert await limiter.hit(flow, "ip:192.0.2.1") is None
