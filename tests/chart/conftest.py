@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
-from sidecar.demo.echo import EchoUpstream
-from sidecar.demo.issuer import DemoIssuer
 from tests.chart.podrun import read_only_root_available
-from tests.support.servers import ThreadServer, serve_demo_issuer
-
-
-@pytest.fixture(scope="session")
-def echo() -> Iterator[ThreadServer]:
-    server = ThreadServer(lambda _url: EchoUpstream())
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuer, server = serve_demo_issuer()
-    yield issuer, server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

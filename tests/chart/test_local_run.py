@@ -88,13 +88,13 @@ def pod(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     issuer_server: tuple[DemoIssuer, ThreadServer],
-    echo: ThreadServer,
+    upstream: ThreadServer,
     read_only_root: bool,
 ) -> Iterator[PodRun]:
     setup: Setup = request.param
-    rendered = render(setup.values(issuer_server[1].url, echo.url))
-    secrets = {"trigger-urls": trigger_urls(echo.url)}
-    run = PodRun(rendered, tmp_path, secrets, setup.configmaps(echo.url), read_only_root)
+    rendered = render(setup.values(issuer_server[1].url, upstream.url))
+    secrets = {"trigger-urls": trigger_urls(upstream.url)}
+    run = PodRun(rendered, tmp_path, secrets, setup.configmaps(upstream.url), read_only_root)
     with run.running():  # the pod's end: SIGTERM, drain, exit 0 within the grace period
         yield run
     leaked = [line for line in run.lines if "eyJ" in line or SIG in line]
@@ -134,7 +134,7 @@ EXTRA_ROUTE = """\
 
 
 def test_a_changed_configmap_reaches_the_running_pod_without_a_restart(
-    tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], echo: ThreadServer, read_only_root: bool
+    tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], upstream: ThreadServer, read_only_root: bool
 ) -> None:
     server = {**FAST_DRAIN, "extraArgs": ["--reload-interval=0.2"]}  # polls the file 10 times a second
     values = values_with(
@@ -142,7 +142,7 @@ def test_a_changed_configmap_reaches_the_running_pod_without_a_restart(
     )
     rendered = render(values)
     configmap = rendered.one("ConfigMap")["metadata"]["name"]
-    pod = PodRun(rendered, tmp_path, {"trigger-urls": trigger_urls(echo.url)}, read_only_root=read_only_root)
+    pod = PodRun(rendered, tmp_path, {"trigger-urls": trigger_urls(upstream.url)}, read_only_root=read_only_root)
     with pod.running(), httpx.Client(base_url=pod.url("http"), timeout=10, trust_env=False) as client:
         pod.wait_ready()
         assert client.get("/extra/a").status_code == 404

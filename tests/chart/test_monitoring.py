@@ -35,7 +35,7 @@ def exposition(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     issuer_server: tuple[DemoIssuer, ThreadServer],
-    echo: ThreadServer,
+    upstream: ThreadServer,
     read_only_root: bool,
 ) -> Iterator[str]:
     """/metrics of the chart's rendered pod after traffic of every kind: with several workers (prometheus
@@ -45,7 +45,7 @@ def exposition(
         env=[
             {"name": "ISSUER", "value": issuer_http.url},
             {"name": "PAYROLL_TRIGGER_URL", "value": f"http://127.0.0.1:{free_closed_port()}/gone"},
-            {"name": "STATUS_URL", "value": f"{echo.url}/static"},
+            {"name": "STATUS_URL", "value": f"{upstream.url}/static"},
         ],
         server={"workers": request.param, "drainDelaySeconds": 0.2, "graceSeconds": 5},
     )

@@ -8,27 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import DemoIssuer
-from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port, serve_demo_issuer
+from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
 POLICY = Path(__file__).with_name("policy.yaml")
 LOOKUP_SIG = "lookup-secret-signature-5d41402abc4b2a76"
 PAYROLL_SIG = "payroll-secret-signature-7d793037a0760186"
-
-
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[ThreadServer]:
-    server = ThreadServer(lambda _url: EchoUpstream())
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
-    issuer, server = serve_demo_issuer()
-    yield issuer, server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
