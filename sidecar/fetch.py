@@ -6,7 +6,6 @@ Error messages hold URLs without their query or credentials and never a response
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -16,11 +15,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sidecar.policy.fields import is_loopback
+
 __all__ = ["FETCH_TIMEOUT_SECONDS", "MAX_DOCUMENT_BYTES", "Document", "FetchError", "get_json", "post_json", "safe_url"]
 
 MAX_DOCUMENT_BYTES: Final = 1 << 20  # discovery documents and JWKS are a few KiB; anything bigger is not an issuer
 FETCH_TIMEOUT_SECONDS: Final = 10.0
-_LOOPBACK_NAMES: Final = frozenset({"localhost"})
 _MAX_AGE: Final = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE: Final = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|=|$)", re.IGNORECASE)
 
@@ -110,20 +110,9 @@ def _require_secure(url: str, what: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and is_loopback(parts.hostname or ""):
         return
     raise FetchError(f"{what} {safe_url(url)}: refused, https only (or http to loopback)", "bad_response")
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def safe_url(url: str) -> str:

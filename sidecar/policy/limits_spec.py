@@ -12,6 +12,7 @@ from typing import Annotated, Final
 
 from pydantic import BeforeValidator, Field
 
+from sidecar.policy.fields import Duration, Spec, between
 from sidecar.policy.limits import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -25,7 +26,6 @@ from sidecar.policy.limits import (
     parse_size,
 )
 from sidecar.policy.model import Provider
-from sidecar.policy.schema import Duration, _between, _Spec
 
 __all__ = [
     "IPNetwork",
@@ -52,17 +52,17 @@ def _header_bytes(value: object) -> int:
 HeaderBytes = Annotated[int, BeforeValidator(_header_bytes)]
 
 
-class LimitsSpec(_Spec):
+class LimitsSpec(Spec):
     max_header_bytes: HeaderBytes = DEFAULT_MAX_HEADER_BYTES
     max_headers: Annotated[int, Field(strict=True, ge=16, le=1000)] = DEFAULT_MAX_HEADERS
-    header_timeout: Annotated[Duration, _between(0, 300, above=True)] = DEFAULT_HEADER_TIMEOUT
-    body_timeout: Annotated[Duration, _between(0, 3600, above=True)] = DEFAULT_BODY_TIMEOUT
+    header_timeout: Annotated[Duration, between(0, 300, above=True)] = DEFAULT_HEADER_TIMEOUT
+    body_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_BODY_TIMEOUT
 
     def build(self) -> ServerLimits:
         return ServerLimits(self.max_header_bytes, self.max_headers, self.header_timeout, self.body_timeout)
 
 
-class UpstreamPoolSpec(_Spec):
+class UpstreamPoolSpec(Spec):
     max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = DEFAULT_POOL_CONNECTIONS
     max_per_host: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
 

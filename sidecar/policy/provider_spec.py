@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, model_validator
 
 from sidecar.policy.entra import is_tenant_id
+from sidecar.policy.fields import Algorithms, Duration, Spec, Text, TextList, between, check_url, https_url, is_loopback
 from sidecar.policy.model import (
     DEFAULT_ALGORITHMS,
     DEFAULT_INACTIVE_CACHE_SECONDS,
@@ -24,7 +25,6 @@ from sidecar.policy.model import (
     DEFAULT_MAX_STALE_SECONDS,
     DEFAULT_MAX_TOKEN_BYTES,
 )
-from sidecar.policy.schema import Algorithms, Duration, Text, TextList, _between, _https_url, _is_loopback, _Spec, _url
 
 __all__ = ["EntraSpec", "IntrospectionSpec", "JWT_ONLY_KEYS", "JwksRefreshSpec", "ProviderSpec"]
 
@@ -53,8 +53,8 @@ def _tenant(value: str) -> str:
 def _loopback_url(value: str) -> str:
     """The authority override serves tests and local proxies only: pointing a real tenant's trust at another
     public host is what the preset exists to prevent."""
-    _url(value, allow_query=False)
-    if not _is_loopback(urlsplit(value).hostname or ""):
+    check_url(value, allow_query=False)
+    if not is_loopback(urlsplit(value).hostname or ""):
         raise ValueError(
             "must be a loopback URL (localhost, 127.0.0.0/8, ::1): it is meant for tests and local proxies"
         )
@@ -69,15 +69,15 @@ def _typ(value: str) -> str:
     return lowered.removeprefix("application/") if "/" in lowered else lowered
 
 
-class EntraSpec(_Spec):
+class EntraSpec(Spec):
     tenant: Annotated[Text, AfterValidator(_tenant)]
     cloud: Literal["public", "usgov", "china"] = "public"
     authority: Annotated[Text, AfterValidator(_loopback_url)] | None = None
 
 
-class JwksRefreshSpec(_Spec):
-    min: Annotated[Duration, _between(1, 86_400)] = DEFAULT_JWKS_REFRESH_MIN_SECONDS
-    max: Annotated[Duration, _between(1, 86_400)] = DEFAULT_JWKS_REFRESH_MAX_SECONDS
+class JwksRefreshSpec(Spec):
+    min: Annotated[Duration, between(1, 86_400)] = DEFAULT_JWKS_REFRESH_MIN_SECONDS
+    max: Annotated[Duration, between(1, 86_400)] = DEFAULT_JWKS_REFRESH_MAX_SECONDS
 
     @model_validator(mode="after")
     def _ordered(self) -> JwksRefreshSpec:
@@ -86,25 +86,25 @@ class JwksRefreshSpec(_Spec):
         return self
 
 
-class IntrospectionSpec(_Spec):
-    endpoint: Annotated[Text, AfterValidator(_https_url)]
+class IntrospectionSpec(Spec):
+    endpoint: Annotated[Text, AfterValidator(https_url)]
     client_id: Text
     client_secret: Text
-    cache: Annotated[Duration, _between(0, 3600)] = DEFAULT_INTROSPECTION_CACHE_SECONDS
-    inactive_cache: Annotated[Duration, _between(0, 300)] = DEFAULT_INACTIVE_CACHE_SECONDS
+    cache: Annotated[Duration, between(0, 3600)] = DEFAULT_INTROSPECTION_CACHE_SECONDS
+    inactive_cache: Annotated[Duration, between(0, 300)] = DEFAULT_INACTIVE_CACHE_SECONDS
 
 
-class ProviderSpec(_Spec):
-    issuer: Annotated[Text, AfterValidator(_https_url)] | None = None
+class ProviderSpec(Spec):
+    issuer: Annotated[Text, AfterValidator(https_url)] | None = None
     entra: EntraSpec | None = None
     introspection: IntrospectionSpec | None = None
     audiences: TextList | None = None
-    jwks_uri: Annotated[Text, AfterValidator(_https_url)] | None = None
+    jwks_uri: Annotated[Text, AfterValidator(https_url)] | None = None
     algorithms: Algorithms = list(DEFAULT_ALGORITHMS)
-    leeway: Annotated[Duration, _between(0, 600)] = DEFAULT_LEEWAY_SECONDS
-    jwks_min_refresh: Annotated[Duration, _between(1, None)] = DEFAULT_JWKS_MIN_REFRESH_SECONDS
+    leeway: Annotated[Duration, between(0, 600)] = DEFAULT_LEEWAY_SECONDS
+    jwks_min_refresh: Annotated[Duration, between(1, None)] = DEFAULT_JWKS_MIN_REFRESH_SECONDS
     jwks_refresh: JwksRefreshSpec = JwksRefreshSpec()
-    max_stale: Annotated[Duration, _between(1, 30 * 86_400)] = DEFAULT_MAX_STALE_SECONDS
+    max_stale: Annotated[Duration, between(1, 30 * 86_400)] = DEFAULT_MAX_STALE_SECONDS
     require_typ: Annotated[Text, AfterValidator(_typ)] | None = None
     max_token_bytes: Annotated[int, Field(strict=True, ge=1024, le=65_536)] = DEFAULT_MAX_TOKEN_BYTES
 
