@@ -111,8 +111,11 @@ def headers(data: bytes) -> None:
     for name, value in expected.items():
         if [v for n, v in out if _key(n) == name] != [value]:
             raise AssertionError(f"{name!r} is not the sidecar's one value")
-    if any(_key(n) in HOP_BY_HOP for n, _ in out) or any(_key(n) in HOP_BY_HOP for n, _ in response_headers(client)):
-        raise AssertionError("a hop-by-hop header was passed on")
+    named = {_key(token.strip()) for name, value in client if name == b"connection" for token in value.split(b",")}
+    if any(_key(n) in HOP_BY_HOP for n, _ in out):
+        raise AssertionError("a hop-by-hop header was passed upstream")
+    if any(_key(n) in HOP_BY_HOP or _key(n) in named for n, _ in response_headers(client)):
+        raise AssertionError("a hop-by-hop or Connection-named header was passed to the client")
     if not forward_token and any(_key(n) == b"authorization" for n, _ in out):
         raise AssertionError("Authorization forwarded on a route that does not forward the token")
 

@@ -11,7 +11,7 @@ from typing import Any, Final
 from sidecar import log
 from sidecar.decide import Decision
 from sidecar.decision import Reason, outcome
-from sidecar.metrics import NO_ROUTE_LABEL, Metrics, method_label
+from sidecar.metrics import NO_ROUTE_LABEL, Metrics
 from sidecar.policy.cors import request_origin, response_headers
 from sidecar.policy.model import Mode
 from sidecar.problem import problem_body, problem_headers
@@ -100,7 +100,6 @@ def finish(metrics: Metrics, entry: Entry, started: float) -> None:
     elapsed = time.perf_counter() - started
     route = entry.get("route") or NO_ROUTE_LABEL
     status = entry.setdefault("status", 500)
-    metrics.requests.labels(route, method_label(entry["method"]), str(status)).inc()
-    metrics.request_duration.labels(route).observe(elapsed)
+    metrics.answered(route, entry["method"], status, elapsed)
     entry["duration_ms"] = round(elapsed * 1000, 3)
     log.access(entry)

@@ -37,7 +37,10 @@ def original_request(
     original_method = next((found[h] for h in _METHOD_HEADERS if h in found), method.encode("ascii"))
     for header in _URI_HEADERS:
         if header in found:
-            path = urlsplit(found[header].decode("latin-1")).path
+            value = found[header]
+            if any(byte < 0x21 or byte > 0x7E for byte in value):
+                return None  # urlsplit would silently drop tabs and newlines: refuse rather than guess
+            path = urlsplit(value.decode("ascii")).path
             return original_method.decode("latin-1").upper(), path.encode("latin-1")
     if raw_path.startswith(prefix + b"/"):  # Envoy ext_authz: path_prefix + the original path
         return original_method.decode("latin-1").upper(), raw_path[len(prefix) :]

@@ -171,7 +171,7 @@ class Gate:
             raise  # the response has started: only closing the connection tells the client
         entry.update(status=forwarded.status, bytes_in=forwarded.bytes_in, bytes_out=forwarded.bytes_out)
         entry["upstream_ms"] = round(forwarded.upstream_seconds * 1000, 3)
-        runtime.metrics.upstream_duration.labels(route.name).observe(forwarded.upstream_seconds)
+        runtime.metrics.upstream_answered(route.name, forwarded.upstream_seconds)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -85,9 +85,34 @@ class Metrics:
         )
 
         self._key_metrics(registry)
+        # The labelled children per label values, looked up once: `labels()` costs several µs per call. Bounded:
+        # route names come from the policy, methods from `method_label`, codes are three digits, reasons an enum.
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: counted by route, method and code; its duration observed by route."""
+        key = (route, method_label(method), status)  # never the raw method: a client would mint keys
+        children = self._answered.get(key)
+        if children is None:
+            count = self.requests.labels(route, key[1], str(status))
+            children = self._answered[key] = (count, self.request_duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def upstream_answered(self, route: str, seconds: float) -> None:
+        key = ("upstream", route)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream_duration.labels(route)
+        child.observe(seconds)
 
     def rejected(self, route: str, reason: Reason, mode: Mode) -> None:
-        self.rejections.labels(route, reason.value, mode.value).inc()
+        key = ("rejected", route, reason, mode)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.rejections.labels(route, reason.value, mode.value)
+        child.inc()
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
 

@@ -25,7 +25,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 # aiohttp adds these unless told not to; a proxy forwards only what the client sent.
 _SKIP_AUTO_HEADERS: Final = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-_READ_CHUNK: Final = 64 * 1024
+# The upstream response is buffered up to twice this per exchange (aiohttp pauses reading beyond), and handed on
+# in the pieces it arrived in, up to that much at once: bigger writes, fewer passes through the loop (measured in
+# BENCHMARKS.md: download through the sidecar).
+_READ_BUFFER: Final = 256 * 1024
+_LONG_BODY: Final = 256 * 1024  # a response longer than this (or of unknown length) is watched for disconnects
 
 
 class ClientGone(Exception):
@@ -75,6 +79,7 @@ class Forwarder:
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             cookie_jar=aiohttp.DummyCookieJar(),  # never keep one caller's cookies for another
             timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=_READ_BUFFER,
         )
         return cls(session)
 
@@ -173,11 +178,11 @@ async def _relay(response: aiohttp.ClientResponse, send: Send, receive: Receive 
     )
     length = response.content_length
     watcher = None
-    if receive is not None and (length is None or length > 4 * _READ_CHUNK):
+    if receive is not None and (length is None or length > _LONG_BODY):
         watcher = asyncio.ensure_future(_disconnected(receive))
     sent = 0
     try:
-        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        async for chunk in response.content.iter_any():
             if watcher is not None and watcher.done():
                 raise ClientGone
             sent += len(chunk)

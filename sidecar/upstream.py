@@ -184,11 +184,12 @@ def _header_value(value: str) -> bytes:
 
 def response_headers(upstream: Iterable[tuple[bytes, bytes]]) -> Headers:
     """Upstream response headers for the client: hop-by-hop and `Connection`-named ones dropped, and the
-    upstream's X-Request-Id (the sidecar sends its own)."""
+    upstream's X-Request-Id (the sidecar sends its own). Compared as lenient parsers read names (`_` as `-`): a
+    `Transfer_Encoding` passed on could frame the response differently for a proxy between us and the client."""
     pairs = list(upstream)
     dropped = set(HOP_BY_HOP)
     dropped.add(b"x-request-id")
     for name, value in pairs:
         if name.lower() == b"connection":
-            dropped.update(token.strip().lower() for token in value.split(b","))
-    return [(name, value) for name, value in pairs if name.lower() not in dropped]
+            dropped.update(_header_key(token.strip()) for token in value.split(b","))
+    return [(name, value) for name, value in pairs if _header_key(name) not in dropped]

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import jwt
-from cachetools import TLRUCache
+from cachetools import TLRUCache, TTLCache
 
 from sidecar.decision import Reason, Rejection
 from sidecar.introspect import Introspector
@@ -31,6 +31,10 @@ from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity, Provider
 from sidecar.timeclaims import check_times
 
 __all__ = ["MAX_TOKEN_CHARS", "Verifier"]
+
+_REFUSED_SIZE: Final = 4096
+_REFUSED_SECONDS: Final = 60.0
+_Refused = tuple[frozenset[str], Provider, str | None, str, jwt.PyJWK]
 
 # The default cap (a provider's max_token_bytes): Entra tokens with many groups stay under ~8 KiB; bigger is an
 # attack on parsing. Checked on the length before anything else, so an oversized token costs nothing.
@@ -87,6 +91,7 @@ class Verifier:
         "_introspector",
         "_keys",
         "_providers",
+        "_refused",
         "_size_caps",
     )
 
@@ -114,6 +119,11 @@ class Verifier:
         self._size_caps: dict[frozenset[str], int] = {}
         # Keyed by sha256 digest: the cache never holds the token itself.
         self._cache: TLRUCache[bytes, Identity] = TLRUCache(maxsize=cache_size, ttu=self._deadline, timer=clock)
+        # Tokens whose signature failed, by digest, with what decided it (routes' providers, provider, kid, alg, the
+        # key object): the same token against the same key fails again, so a flood of one bad token costs a
+        # lookup, not a signature check each. Bounded in size and age; a key fetched since (another object) or
+        # another route's providers take the full path again.
+        self._refused: TTLCache[bytes, _Refused] = TTLCache(maxsize=_REFUSED_SIZE, ttl=_REFUSED_SECONDS)
 
     async def verify(self, token: str, allowed_providers: frozenset[str]) -> Identity:
         """The verified identity behind `token`, accepted only from `allowed_providers`; raises Rejection."""
@@ -125,6 +135,11 @@ class Verifier:
         identity = self._cache.get(digest)
         if identity is not None and identity.provider in allowed_providers:
             return identity
+        refused = self._refused.get(digest)
+        if refused is not None and refused[0] == allowed_providers:
+            _, provider, kid, alg, key = refused
+            if await self._keys.key(provider, kid, alg) is key:  # raises as the full path would, keys gone
+                raise Rejection(Reason.BAD_SIGNATURE)
         # A miss, or a hit for a provider this route does not allow: the full path names the precise reason
         # (wrong_issuer when issuers are distinct) or accepts it for another provider sharing the issuer.
         opaque = self._introspection_provider(allowed_providers)
@@ -134,24 +149,35 @@ class Verifier:
             if opaque is not None:
                 return await self._introspect(opaque, token)
             raise Rejection(Reason.MALFORMED_TOKEN)
-        alg, kid, typ = _read_header(header)
+        parsed = _read_header(header)
         payload = _json_segment(segments[2])
         if opaque is not None and not self._jwt_provider_exists(payload.get("iss"), allowed_providers):
             return await self._introspect(opaque, token)
-        identity = await self._verify_jwt(token, alg, kid, typ, payload, allowed_providers)
+        identity = await self._verify_jwt(token, digest, parsed, payload, allowed_providers)
         self._cache[digest] = identity
         return identity
 
     async def _verify_jwt(
-        self, token: str, alg: str, kid: str | None, typ: object, payload: dict[str, Any], allowed: frozenset[str]
+        self,
+        token: str,
+        digest: bytes,
+        header: tuple[str, str | None, object],
+        payload: dict[str, Any],
+        allowed: frozenset[str],
     ) -> Identity:
+        alg, kid, typ = header
         provider, issuer = self._provider_for(payload, allowed)
         if alg not in self._algorithms[provider.name]:
             raise Rejection(Reason.FORBIDDEN_ALGORITHM)
         if provider.require_typ is not None and _media_type(typ) != provider.require_typ:
             raise Rejection(Reason.WRONG_TOKEN_TYPE)
         key = await self._keys.key(provider, kid, alg)
-        claims = _decode(token, key, alg, issuer, self._audiences[provider.name])
+        try:
+            claims = _decode(token, key, alg, issuer, self._audiences[provider.name])
+        except Rejection as rejection:
+            if rejection.reason is Reason.BAD_SIGNATURE:
+                self._refused[digest] = (allowed, provider, kid, alg, key)
+            raise
         if provider.tenant is not None and _lower(claims.get("tid")) != provider.tenant:
             raise Rejection(Reason.WRONG_ISSUER)  # Entra: a token of another tenant, whatever its iss says
         expires_at = check_times(claims, self._clock(), provider.leeway)

@@ -14,7 +14,20 @@ from fuzz.__main__ import TARGETS
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
 
 # target -> {id: input}: what `make fuzz` found (build/fuzz/findings/), kept here once fixed.
-FOUND: dict[str, dict[str, bytes]] = {}
+FOUND: dict[str, dict[str, bytes]] = {
+    "headers": {
+        # An upstream's `Transfer_Encoding` reached the client: response_headers compared names only lower-cased,
+        # so a proxy that reads `_` as `-` between us and the client would have framed the response by it.
+        "response-transfer-underscore-encoding-as-found": (
+            b"Fconn-ost5\ntransfer-enboding: chul+ 9\n\ntransfer-enc.1\nx-forwarded-for: 10.oding:s\n"
+            b"transfer-encoding: 5\ntransfer-encoding: \x0e\x00\x00encoding: chu-encodin 8\n\n"
+            b"transfer-encoding: ctraile\x00\x00\x00\x00\x00chu >\n\ntransfer_encoding: \n"
+            b"transfer-encoding: c9\n\ntransfer-encoding: chu-encodin 8\n\ntransfer-encoding: ctrailer/\no0n\n"
+        ),
+        "response-transfer-underscore-encoding": b"Ftransfer_encoding: chunked",
+        "response-connection-names-underscore-spelling": b"Fconnection: x_custom\nx-custom: 1",
+    },
+}
 
 SEEDS = {
     f"{target}-{path.name[:12]}": (target, path.read_bytes())

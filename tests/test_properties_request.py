@@ -18,7 +18,7 @@ from sidecar.decision import Rejection
 from sidecar.paths import normalise
 from sidecar.policy.model import ANYONE, Identity, IdentityHeaders, Match, Route
 from sidecar.policy.routes import NoRoute, RouteHit, RouteTable, WrongMethod, conflicts
-from sidecar.upstream import HOP_BY_HOP, request_headers, target, target_url
+from sidecar.upstream import HOP_BY_HOP, request_headers, response_headers, target, target_url
 
 SETTINGS = settings(max_examples=1000, deadline=None, derandomize=True, database=None)
 HEADER_SETTINGS = settings(SETTINGS, max_examples=400)  # each example draws a dozen headers: slower
@@ -211,6 +211,16 @@ def test_no_hop_by_hop_header_and_nothing_named_by_connection_goes_upstream(
 def test_authorization_goes_upstream_only_when_the_route_forwards_the_token(client: list[tuple[bytes, bytes]]) -> None:
     out = _forward(client, forward_token=False)
     assert all(_key(name) != b"authorization" for name, _ in out)
+
+
+@HEADER_SETTINGS
+@given(upstream=client_headers)
+def test_no_hop_by_hop_or_connection_named_header_reaches_the_client(upstream: list[tuple[bytes, bytes]]) -> None:
+    """In any spelling a lenient parser reads as the same name: `Transfer_Encoding` from an upstream could frame
+    the response differently for a proxy between the sidecar and the client (found by `make fuzz`)."""
+    named = {_key(token.strip()) for name, value in upstream if name == b"connection" for token in value.split(b",")}
+    for name, _ in response_headers(upstream):
+        assert _key(name) not in HOP_BY_HOP and _key(name) not in named
 
 
 # --------------------------------------------------------------------------------------------------- routes

@@ -27,6 +27,7 @@ from tests.support.jwtkit import (
     ec_key,
     forge_hs256_with_public_pem,
     forge_unsigned,
+    jwks,
     mint,
     rsa_key,
     serve,
@@ -413,3 +414,23 @@ async def test_token_size_cap_is_the_largest_of_the_route_providers(
     assert (await rejected(verifier, token, frozenset({"main"}))).reason is Reason.MALFORMED_TOKEN
     assert keys.lookups == 0  # refused before parsing
     assert (await verifier.verify(token, frozenset({"main", "solo"}))).provider == "main"
+
+
+async def test_refused_signature_is_refused_again_for_its_route_only(verifier: Verifier) -> None:
+    """A flood of one bad token is answered from the refusal cache; another route's providers get their own answer."""
+    token = tamper_payload(good(), sub="admin")
+    for _ in range(3):
+        assert (await rejected(verifier, token)).reason is Reason.BAD_SIGNATURE
+    assert (await rejected(verifier, token, frozenset({"solo"}))).reason is Reason.WRONG_ISSUER
+
+
+async def test_refused_signature_is_checked_again_with_a_new_key_under_the_same_kid(
+    verifier: Verifier, keys: CountingKeyStore, providers: dict[str, Provider], issuers: dict[str, FakeIssuer]
+) -> None:
+    """A token refused against the old key of a kid is accepted once the issuer publishes its new key there."""
+    renewed = rsa_key("rsa-1", bits=3072)  # new key material, same kid
+    token = good(renewed)
+    assert (await rejected(verifier, token)).reason is Reason.BAD_SIGNATURE
+    issuers["main"].jwks = jwks(renewed, EC)
+    await keys.prime([providers["main"]])
+    assert (await verifier.verify(token, ROUTE)).provider == "main"

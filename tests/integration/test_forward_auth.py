@@ -108,3 +108,9 @@ def test_every_identity_header_is_answered_even_empty(client: httpx.Client) -> N
     assert response.status_code == 200
     for name in ("x-auth-subject", "x-auth-user", "x-auth-tenant", "x-auth-roles", "x-auth-provider"):
         assert response.headers[name] == ""
+
+
+def test_an_original_uri_with_control_characters_is_refused(client: httpx.Client) -> None:
+    response = client.get("/_auth", headers={"X-Original-URI": "/pub\tlic/x", "X-Original-Method": "GET"})
+    assert response.status_code == 403
+    assert response.json()["reason"] == "invalid_path"
