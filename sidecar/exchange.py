@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Sequence
+from random import getrandbits
 from typing import Any, Final
 
 from sidecar import log
@@ -30,7 +30,7 @@ def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
             return value.decode("ascii")
-    return os.urandom(12).hex()
+    return f"{getrandbits(96):024x}"  # 24 hex digits as before; os.urandom's getrandom(2) was 3% of a request
 
 
 def start_entry(scope: Scope, rid: str, method: str, decision: Decision) -> Entry:

@@ -76,6 +76,10 @@ class _Lines:
         self.direct = False
 
     def add(self, line: str) -> None:
+        armed = self.loop
+        if self.pending and armed is not None and armed.is_running():  # the write is armed: the common case
+            self.pending.append(line)  # (asyncio.get_running_loop makes a getpid(2) call on Python 3.11)
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a command, a test): write at once
