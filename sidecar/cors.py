@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.asgi import Message, Scope, Send
 from sidecar.decide import Decision
 from sidecar.decision import Reason, Rejection
 from sidecar.exchange import count_refusal, finish, refuse, start_entry
@@ -24,7 +25,6 @@ from sidecar.policy.cors import (
     response_headers,
 )
 from sidecar.policy.model import Cors, Mode
-from sidecar.proxy import Message, Send
 from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import Headers
 
@@ -54,7 +54,7 @@ def preflight(
 async def answer_preflight(
     runtime: Runtime,
     snapshot: Snapshot,
-    scope: dict[str, Any],
+    scope: Scope,
     send: Send,
     asked: tuple[str, bytes],
     rid: str,

@@ -9,18 +9,17 @@ from random import getrandbits
 from typing import Any, Final
 
 from sidecar import log
+from sidecar.asgi import Scope, Send
 from sidecar.decide import Decision
 from sidecar.decision import Reason, outcome
 from sidecar.metrics import NO_ROUTE_LABEL, Metrics
 from sidecar.policy.cors import request_origin, response_headers
 from sidecar.policy.model import Mode
 from sidecar.problem import problem_body, problem_headers
-from sidecar.proxy import Send
 from sidecar.upstream import Headers
 
 __all__ = ["Entry", "finish", "refuse", "refusal_headers", "request_id"]
 
-Scope = dict[str, Any]
 Entry = dict[str, Any]
 _REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 

@@ -7,9 +7,10 @@ called. The original method and URI come from the ingress's headers, or (Envoy's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
+from sidecar.asgi import Scope, Send
 from sidecar.cors import answer_preflight
 from sidecar.decide import decide
 from sidecar.decision import Reason, outcome
@@ -17,7 +18,6 @@ from sidecar.exchange import count_refusal, finish, refusal_headers, refuse, sta
 from sidecar.forwarded import origin
 from sidecar.head import read_head
 from sidecar.policy.model import Identity
-from sidecar.proxy import Send
 from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import identity_header_values
 
@@ -55,7 +55,7 @@ class ForwardAuth:
     def owns(self, raw_path: bytes) -> bool:
         return raw_path == self._prefix or raw_path.startswith(self._prefix + b"/")
 
-    async def answer(self, scope: dict[str, Any], send: Send, snapshot: Snapshot, rid: str, started: float) -> None:
+    async def answer(self, scope: Scope, send: Send, snapshot: Snapshot, rid: str, started: float) -> None:
         runtime = self._runtime
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         asked = original_request(headers, scope["method"], scope.get("raw_path") or b"", self._prefix)

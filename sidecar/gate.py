@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from sidecar.admission import Admission, conflict, limit_headers
+from sidecar.asgi import Receive, Scope, Send, lifespan
 from sidecar.cors import answer_preflight, with_cors
 from sidecar.decide import Decision, decide
 from sidecar.decision import Reason, Rejection
@@ -13,14 +14,12 @@ from sidecar.exchange import Entry, count_refusal, finish, refusal_headers, refu
 from sidecar.forward_auth import ForwardAuth
 from sidecar.forwarded import Origin, origin
 from sidecar.head import Head, read_head
-from sidecar.policy.model import Mode
-from sidecar.proxy import ClientGone, Receive, Send, UpstreamBroken
+from sidecar.policy.model import Mode, Route
+from sidecar.proxy import ClientGone, UpstreamBroken
 from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import request_headers, target, target_url
 
 __all__ = ["Gate"]
-
-Scope = dict[str, Any]
 
 
 class Gate:
@@ -35,7 +34,7 @@ class Gate:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -71,96 +70,69 @@ class Gate:
                     )
                     return
                 entry["decision"] = "audit_forward"
-            await self._forward(scope, receive, send, snapshot, decision, rid, entry, head, source)
+            await self._forward(_Call(scope, receive, send, snapshot, decision, rid, entry, head, source))
         finally:
             finish(runtime.metrics, entry, started)
 
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        snapshot: Snapshot,
-        decision: Decision,
-        rid: str,
-        entry: Entry,
-        head: Head,
-        source: Origin,
-    ) -> None:
+    async def _forward(self, call: _Call) -> None:
         """Admit (a declared body within max_body, a free max_concurrent slot), then stream; the slot is given
         back however the exchange ends."""
-        route = decision.route
-        assert route is not None
-        refused = self._admission.admit(route, head)
+        route = call.route
+        refused = self._admission.admit(route, call.head)
         if refused is not None:
-            await self._refuse_limit(scope, send, snapshot, decision, rid, entry, refused)
+            await self._refuse_limit(call, refused)
             return
         try:
-            await self._stream(scope, receive, send, snapshot, decision, rid, entry, head, source)
+            await self._stream(call)
         finally:
             self._admission.release(route)
 
-    async def _refuse_limit(
-        self, scope: Scope, send: Send, snapshot: Snapshot, decision: Decision, rid: str, entry: Entry, reason: Reason
-    ) -> None:
+    async def _refuse_limit(self, call: _Call, reason: Reason) -> None:
         """A limit's refusal of a request the policy allowed: counted, logged and answered like every refusal."""
-        assert decision.route is not None
-        route = decision.route.name
+        route = call.route.name
         self._runtime.metrics.rejected(route, reason, Mode.ENFORCE)
-        entry["decision"] = "reject"
+        call.entry["decision"] = "reject"
         # CORS headers as for any refusal; an audit-mode rate limit's Retry-After is not this refusal's.
-        added = refusal_headers(decision, scope["headers"], scope["method"])
+        added = refusal_headers(call.decision, call.scope["headers"], call.scope["method"])
         extra = [*limit_headers(reason), *(pair for pair in added if pair[0] != b"retry-after")]
-        await refuse(send, reason, snapshot.policy.realm, rid, route, entry, extra=extra)
+        await refuse(call.send, reason, call.snapshot.policy.realm, call.rid, route, call.entry, extra=extra)
 
-    async def _stream(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        snapshot: Snapshot,
-        decision: Decision,
-        rid: str,
-        entry: Entry,
-        head: Head,
-        source: Origin,
-    ) -> None:
-        runtime = self._runtime
-        route = decision.route
-        assert route is not None
+    async def _stream(self, call: _Call) -> None:
+        runtime, route, scope, entry = self._runtime, call.route, call.scope, call.entry
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         upstream_headers = request_headers(
             headers,
             forward_token=route.forward_token,
-            names=snapshot.policy.identity_headers,
-            identity=decision.identity,
-            client_ip=source.forwarded_for,
+            names=call.snapshot.policy.identity_headers,
+            identity=call.decision.identity,
+            client_ip=call.source.forwarded_for,
             scheme=scope.get("scheme", "http"),
-            request_id=rid,
+            request_id=call.rid,
         )
-        url = target_url(target(route.upstream), decision.rest, scope.get("query_string", b""))
+        url = target_url(target(route.upstream), call.decision.rest, scope.get("query_string", b""))
         entry.setdefault("decision", "allow")
         try:
             forwarded = await runtime.forwarder.forward(
                 scope["method"],
                 url,
                 upstream_headers,
-                receive,
-                send if route.cors is None else with_cors(send, route.cors, headers, scope["method"]),
+                call.receive,
+                call.send if route.cors is None else with_cors(call.send, route.cors, headers, scope["method"]),
                 route.timeout,
-                head.has_body,
-                [(b"x-request-id", rid.encode("ascii"))],
+                call.head.has_body,
+                [(b"x-request-id", call.rid.encode("ascii"))],
                 max_body=route.max_body,
-                body_timeout=snapshot.policy.limits.body_timeout,
+                body_timeout=call.snapshot.policy.limits.body_timeout,
             )
         except Rejection as rejection:  # the upstream failed before answering: 502 / 504
             if rejection.reason in (Reason.BODY_TOO_LARGE, Reason.BODY_TIMEOUT):  # or the client's body did
-                await self._refuse_limit(scope, send, snapshot, decision, rid, entry, rejection.reason)
+                await self._refuse_limit(call, rejection.reason)
                 return
             runtime.metrics.upstream_errors.labels(route.name, rejection.reason.value).inc()
             entry["decision"] = "upstream_error"
-            extra = refusal_headers(decision, headers, scope["method"])
-            await refuse(send, rejection.reason, snapshot.policy.realm, rid, route.name, entry, extra=extra)
+            extra = refusal_headers(call.decision, headers, scope["method"])
+            realm = call.snapshot.policy.realm
+            await refuse(call.send, rejection.reason, realm, call.rid, route.name, entry, extra=extra)
             return
         except ClientGone:
             entry.update(status=499, decision="client_gone")
@@ -174,11 +146,21 @@ class Gate:
         runtime.metrics.upstream_answered(route.name, forwarded.upstream_seconds)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+@dataclass(slots=True)
+class _Call:
+    """One request being forwarded: what the gate has decided and learnt about it so far."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    snapshot: Snapshot
+    decision: Decision
+    rid: str
+    entry: Entry
+    head: Head
+    source: Origin
+
+    @property
+    def route(self) -> Route:
+        assert self.decision.route is not None  # only requests with a route are forwarded
+        return self.decision.route

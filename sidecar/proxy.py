@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from yarl import URL
 
+from sidecar.asgi import Receive, Send
 from sidecar.decision import Reason, Rejection
 from sidecar.upstream import Headers, response_headers
 
 __all__ = ["ClientGone", "Forwarded", "Forwarder", "UpstreamBroken"]
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # aiohttp adds these unless told not to; a proxy forwards only what the client sent.
 _SKIP_AUTO_HEADERS: Final = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})

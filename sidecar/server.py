@@ -18,12 +18,11 @@ from typing import Any
 
 import uvicorn
 
+from sidecar.asgi import ASGIApp
 from sidecar.log import logger
 from sidecar.options import Address
 
 __all__ = ["Hooks", "Listener", "bind", "run_listeners"]
-
-ASGIApp = Callable[..., Awaitable[None]]
 
 
 class _Server(uvicorn.Server):

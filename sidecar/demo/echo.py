@@ -16,15 +16,13 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
+
+from sidecar.asgi import Receive, Scope, Send, lifespan
 
 __all__ = ["CHUNK_SIZE", "MAX_SLOW_SECONDS", "MAX_STREAM_BYTES", "EchoUpstream", "stream_pattern"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 CHUNK_SIZE: Final = 64 * 1024
 MAX_STREAM_BYTES: Final = 2 * 1024**3
@@ -56,21 +54,11 @@ class EchoUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
         elif scope["type"] == "http":
             await _http(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1003})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _http(scope: Scope, receive: Receive, send: Send) -> None:
