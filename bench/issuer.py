@@ -12,7 +12,8 @@ from typing import Any, Final
 
 import uvicorn
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer, demo_clients
+from sidecar.demo.cast import demo_clients
+from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 
 __all__ = ["AUDIENCE", "BenchIssuer"]
 

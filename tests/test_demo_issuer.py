@@ -11,7 +11,8 @@ import httpx
 import jwt
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoClient, DemoIssuer, demo_clients
+from sidecar.demo.cast import demo_clients
+from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoClient, DemoIssuer
 
 BASE_URL = "http://issuer.test"
 AUDIENCE = "api://trigger-gateway"

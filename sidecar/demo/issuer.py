@@ -35,7 +35,6 @@ __all__ = [
     "FABRIKAM_TENANT",
     "DemoClient",
     "DemoIssuer",
-    "demo_clients",
 ]
 
 CONTOSO_TENANT: Final = "11111111-2222-3333-4444-555555555555"
@@ -274,36 +273,3 @@ def _audience(scope: str | None) -> str:
     if not scope or not scope.endswith(_DEFAULT_SCOPE_SUFFIX) or len(scope) == len(_DEFAULT_SCOPE_SUFFIX):
         raise _TokenError(400, "invalid_scope", "The scope must be '<resource>/.default'.")
     return scope.removesuffix(_DEFAULT_SCOPE_SUFFIX)
-
-
-def _oid(letter: str) -> str:
-    return f"aaaaaaaa-0000-0000-0000-00000000000{letter}"
-
-
-def demo_clients() -> list[DemoClient]:
-    """The demo's cast: two contoso users, two contoso apps (one holding a role) and a user of another tenant."""
-    return [
-        DemoClient(
-            "lisa",
-            "lisa-secret",
-            CONTOSO_TENANT,
-            {
-                "oid": _oid("a"),
-                "upn": "lisa@contoso.com",
-                "preferred_username": "lisa@contoso.com",
-                "idtyp": "user",
-                "name": "Lisa",
-            },
-        ),
-        DemoClient("tom", "tom-secret", CONTOSO_TENANT, {"oid": _oid("b"), "upn": "tom@contoso.com", "idtyp": "user"}),
-        DemoClient(
-            "payroll-app",
-            "payroll-app-secret",
-            CONTOSO_TENANT,
-            {"oid": _oid("c"), "roles": ["Payroll.Invoke"], "idtyp": "app"},
-        ),
-        DemoClient("reporting-app", "reporting-app-secret", CONTOSO_TENANT, {"oid": _oid("d"), "idtyp": "app"}),
-        DemoClient(
-            "eve", "eve-secret", FABRIKAM_TENANT, {"oid": _oid("e"), "upn": "eve@fabrikam.com", "idtyp": "user"}
-        ),
-    ]

@@ -11,10 +11,11 @@ import uvloop
 
 from sidecar import log
 from sidecar.commands import run_sidecar
+from sidecar.demo.cast import demo_clients
 from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import CONTOSO_TENANT as CONTOSO
 from sidecar.demo.issuer import FABRIKAM_TENANT as FABRIKAM
-from sidecar.demo.issuer import DemoIssuer, demo_clients
+from sidecar.demo.issuer import DemoIssuer
 from sidecar.options import Address, ServeOptions, parse_address
 from sidecar.policy.load import PolicyError, parse_policy
 from sidecar.runtime import policy_hash

@@ -18,7 +18,8 @@ from typing import IO, Any
 
 import uvicorn
 
-from sidecar.demo.issuer import DemoIssuer, demo_clients
+from sidecar.demo.cast import demo_clients
+from sidecar.demo.issuer import DemoIssuer
 from sidecar.options import Address
 from sidecar.server import bind
 
