@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Outcome", "Reason", "Rejection", "auditable", "outcome"]
+__all__ = ["LIMIT_REASONS", "Outcome", "Reason", "Rejection", "auditable", "outcome"]
 
 
 class Reason(enum.Enum):
@@ -128,6 +128,19 @@ def outcome(reason: Reason) -> Outcome:
     return _TABLE[reason]
 
 
+# Refusals of the request's form and size, made around the decision by the connection and the gate.
+LIMIT_REASONS: Final = frozenset(
+    {
+        Reason.CONFLICTING_HEADERS,
+        Reason.BAD_REQUEST,
+        Reason.HEADERS_TOO_LARGE,
+        Reason.HEADER_TIMEOUT,
+        Reason.BODY_TOO_LARGE,
+        Reason.BODY_TIMEOUT,
+        Reason.OVERLOADED,
+    }
+)
+
 # Refusals about where the request goes rather than who sends it: audit mode cannot forward these (there is no
 # route, or no upstream answer). Every other reason is about the caller's credentials, and audit mode forwards it.
 _NOT_ABOUT_THE_CALLER: Final = frozenset(
@@ -138,15 +151,9 @@ _NOT_ABOUT_THE_CALLER: Final = frozenset(
         Reason.UPSTREAM_UNREACHABLE,
         Reason.UPSTREAM_TIMEOUT,
         Reason.CORS_REFUSED,  # a preflight is answered by the sidecar: there is nothing to forward
-        # Limits protect the sidecar and the upstream whoever calls: audit mode never lifts them.
-        Reason.CONFLICTING_HEADERS,
-        Reason.BAD_REQUEST,
-        Reason.HEADERS_TOO_LARGE,
-        Reason.HEADER_TIMEOUT,
-        Reason.BODY_TOO_LARGE,
-        Reason.BODY_TIMEOUT,
-        Reason.OVERLOADED,
     }
+    # Limits protect the sidecar and the upstream whoever calls: audit mode never lifts them.
+    | LIMIT_REASONS
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sidecar.decision import Reason, outcome
+from sidecar.decision import LIMIT_REASONS, Reason, outcome
 from tests.support.conformance import APP_ID, NOW, World, entra, partner, signed
 from tests.support.jwtkit import (
     b64url,
@@ -183,15 +183,7 @@ def test_the_table_is_big_and_covers_every_reason_a_request_head_can_get() -> No
     head_reasons = set(Reason) - {Reason.UPSTREAM_UNREACHABLE, Reason.UPSTREAM_TIMEOUT}
     # Limits are checked around the decision, by the connection and the gate: tests/test_limits.py and
     # tests/integration/test_limits.py cover them with raw requests.
-    head_reasons -= {
-        Reason.CONFLICTING_HEADERS,
-        Reason.BAD_REQUEST,
-        Reason.HEADERS_TOO_LARGE,
-        Reason.HEADER_TIMEOUT,
-        Reason.BODY_TOO_LARGE,
-        Reason.BODY_TIMEOUT,
-        Reason.OVERLOADED,
-    }
+    head_reasons -= LIMIT_REASONS
     # Rate limits count after the decision, CORS preflights are answered before it: tests/test_ratelimit.py,
     # tests/test_cors.py and tests/integration/test_rate_cors.py cover them.
     head_reasons -= {Reason.RATE_LIMITED, Reason.CORS_REFUSED}

@@ -182,25 +182,23 @@ def forge_hs256_with_public_pem(claims: Mapping[str, Any], key: KeyPair, kid: st
 def tamper_payload(token: str, **changes: Any) -> str:
     """The same header and signature around a payload with `changes` applied (None removes a claim)."""
     header, payload, signature = token.split(".")
-    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    for name, value in changes.items():
-        if value is None:
-            data.pop(name, None)
-        else:
-            data[name] = value
-    return f"{header}.{_segment(data)}.{signature}"
+    return f"{header}.{_changed(payload, changes)}.{signature}"
 
 
 def with_header(token: str, **changes: Any) -> str:
     """The same payload and signature under a header with `changes` applied (None removes a member)."""
     header, payload, signature = token.split(".")
-    data = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    return f"{_changed(header, changes)}.{payload}.{signature}"
+
+
+def _changed(segment: str, changes: Mapping[str, Any]) -> str:
+    data = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     for name, value in changes.items():
         if value is None:
             data.pop(name, None)
         else:
             data[name] = value
-    return f"{_segment(data)}.{payload}.{signature}"
+    return _segment(data)
 
 
 def strip_signature(token: str, keep_dot: bool = True) -> str:
