@@ -193,7 +193,8 @@ def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, upstream: Thr
     policy.write_text(OPEN.format(upstream=upstream.url))
     sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--workers", "2")).start()
     try:
-        sidecar.wait_for_log("listening")  # the second worker
+        workers = {line["pid"] for line in sidecar.wait_for_logs("ready", 2)}
+        assert len(workers) == 2
         pids: set[object] = set()
         sent = 0
         while len(pids) < 2 and sent < 2_000:  # until both workers have answered (bounded)

@@ -116,6 +116,23 @@ class LineReader:
                 return line
         raise AssertionError(f"no such line within {timeout}s; output so far:\n" + "\n".join(self.lines))
 
+    def wait_for_count(self, wanted: Callable[[str], bool], count: int, timeout: float) -> list[str]:
+        """All lines so far that match, once there are `count` of them: unlike `wait_for`, lines read earlier by
+        another wait count too (two workers' start-up lines arrive in any order)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = [line for line in list(self.lines) if wanted(line)]
+            if len(matching) >= count:
+                return matching
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"fewer than {count} such lines within {timeout}s:\n" + "\n".join(self.lines))
+            try:
+                if self._queue.get(timeout=left) is None:
+                    self._queue.put(None)  # the stream ended: let the last check above fail
+            except queue.Empty:
+                pass
+
     def join(self, timeout: float = 10) -> None:
         self._thread.join(timeout)
 
@@ -157,6 +174,12 @@ class SidecarProcess:
         record = _json(self._output.wait_for(wanted, timeout))
         assert record is not None
         return record
+
+    def wait_for_logs(self, message: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Every JSON log line with this message so far, once there are `count` of them."""
+        assert self._output is not None
+        lines = self._output.wait_for_count(lambda line: _message(line) == message, count, timeout)
+        return [_fields(line) for line in lines]
 
     def wait_for_line(self, wanted: Callable[[str], bool], timeout: float = 30.0) -> str:
         assert self._output is not None
