@@ -13,7 +13,7 @@ from bench.targets import envoy_binary
 
 __all__ = ["describe"]
 
-_PACKAGES: Final = ("uvicorn", "uvloop", "httptools", "aiohttp", "pyjwt", "cryptography", "prometheus-client")
+_PACKAGES: Final = ("uvicorn", "uvloop", "httptools", "pyjwt", "cryptography", "prometheus-client")
 
 
 def _output(argv: list[str]) -> str:

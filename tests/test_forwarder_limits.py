@@ -103,7 +103,7 @@ async def test_the_pool_is_sized_by_the_policy() -> None:
     )
     runtime = Runtime.create(parse_policy(text, "p.yaml", {}), "hash", Metrics(CollectorRegistry()))
     try:
-        connector = runtime.forwarder._session.connector  # the pool itself: nothing else shows its size
-        assert connector is not None and (connector.limit, connector.limit_per_host) == (7, 3)
+        pool = runtime.forwarder.pool
+        assert (pool.limit, pool.per_host) == (7, 3)
     finally:
         await runtime.close()

@@ -12,9 +12,9 @@ from urllib.parse import unquote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from yarl import URL
 
 from sidecar.decision import Rejection
+from sidecar.h1 import split_url
 from sidecar.paths import normalise
 from sidecar.policy.model import ANYONE, Identity, IdentityHeaders, Match, Route
 from sidecar.policy.routes import NoRoute, RouteHit, RouteTable, WrongMethod, conflicts
@@ -107,15 +107,14 @@ _PREFIX_UPSTREAMS = ["http://127.0.0.1:9/api", "http://127.0.0.1:9/api/", "http:
 @SETTINGS
 @given(raw=rooted_paths, upstream=st.sampled_from(_PREFIX_UPSTREAMS))
 def test_the_http_client_sends_exactly_the_path_that_was_authorised(raw: bytes, upstream: str) -> None:
-    """The URL built for a prefix route, parsed the way the proxy hands it to aiohttp (`encoded=True`), keeps the
-    authorised path byte for byte: no re-quoting, no %2F rewriting, no dot-segment resolution of its own."""
+    """The URL built for a prefix route, split the way the upstream client sends it, keeps the authorised path byte
+    for byte in the request target: no re-quoting, no %2F rewriting, no dot-segment resolution of its own."""
     rest = _normalised_or_none(raw)
     if rest is None:
         return
     upstream_path = target(upstream).path.rstrip("/")
-    url = URL(target_url(target(upstream), rest, b"x=1"), encoded=True)
-    assert url.raw_path == upstream_path + rest
-    assert url.raw_query_string == "x=1"
+    _origin, request_target = split_url(target_url(target(upstream), rest, b"x=1"))
+    assert request_target == upstream_path + rest + "?x=1"
 
 
 # -------------------------------------------------------------------------------------------------- headers

@@ -1,0 +1,501 @@
+"""A lean HTTP/1.1 client for the data plane: a bounded pool of keep-alive connections on asyncio protocols,
+responses parsed by httptools (llhttp, the parser uvicorn serves with), bodies streamed with flow control both ways.
+
+It knows nothing of ASGI or the policy (`proxy.py` drives it). It replaced aiohttp on the request path because that
+was ~60% of an allowed request's CPU (BENCHMARKS.md, change 9): here a request is one pre-built buffer written in
+one call, and the response body is handed on in the pieces it arrived in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import ssl
+from dataclasses import dataclass
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+__all__ = [
+    "KEEPALIVE",
+    "Broken",
+    "ConnectFailed",
+    "Connection",
+    "Origin",
+    "Pool",
+    "Response",
+    "Timeout",
+    "UpstreamError",
+    "split_url",
+]
+
+KEEPALIVE: Final = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default too)
+_MAX_HEAD: Final = 64 * 1024  # status line and headers of a response: more is a broken upstream, not a response
+_MAX_HEADERS: Final = 256
+_HIGH_WATER: Final = 512 * 1024  # response bytes waiting for the client before reading the upstream pauses
+
+
+class UpstreamError(Exception):
+    """The exchange with the upstream failed; the connection is not reused."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection: refused, unreachable, name not resolved, TLS handshake or certificate refused."""
+
+
+class Timeout(UpstreamError):
+    """The upstream was silent for the whole timeout (connecting, a free pool slot, the response, a write)."""
+
+
+class Broken(UpstreamError):
+    """The connection dropped, or the upstream sent something HTTP/1.1 does not allow."""
+
+
+class _Overflow(Exception):
+    """Raised from a parser callback to stop httptools: the head is too large or a second response began."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    key: str  # scheme://host:port, the pool's key
+    host: str  # for connecting and TLS server name: no brackets around IPv6
+    port: int
+    tls: bool
+    host_header: bytes  # as aiohttp and browsers send it: IPv6 in brackets, the port only when not the default
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(origin: str) -> Origin:
+    parts = urlsplit(origin)
+    tls = parts.scheme == "https"
+    default = 443 if tls else 80
+    host = parts.hostname or ""
+    port = parts.port or default
+    shown = f"[{host}]" if ":" in host else host
+    header = shown if port == default else f"{shown}:{port}"
+    return Origin(f"{parts.scheme}://{shown}:{port}", host, port, tls, header.encode("idna"))
+
+
+def split_url(url: str) -> tuple[Origin, str]:
+    """`scheme://host[:port]/path?query` into the origin and the request target, sent as written (no re-encoding:
+    `%2F` stays `%2F`)."""
+    start = url.index("//") + 2
+    end = min((i for i in (url.find("/", start), url.find("?", start)) if i != -1), default=len(url))
+    target = url[end:]
+    if not target.startswith("/"):
+        target = "/" + target
+    return _origin(url[:end]), target
+
+
+class Response:
+    """One response as it arrives: the head, then the body pieces, reading paused while too much waits."""
+
+    def __init__(self, connection: Connection, no_body: bool) -> None:
+        self._connection = connection
+        self._parser = httptools.HttpResponseParser(self)
+        self._no_body = no_body  # the answer to HEAD: headers only, whatever its Content-Length says
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.content_length: int | None = None
+        self._chunked = False
+        self._head_size = 0
+        self._interim = False  # in a 1xx response: skipped, the final one follows
+        self.started = False  # a byte of the response has arrived
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.error: UpstreamError | None = None
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response nobody asked for: the connection cannot be trusted further
+            raise _Overflow
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        if len(self.headers) >= _MAX_HEADERS:
+            raise _Overflow
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: not passed on (a proxy may drop them, RFC 9110 §15.2)
+            self._interim = True
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"content-length" and value.isdigit():
+                self.content_length = int(value)
+            elif lowered == b"transfer-encoding":  # chunked only as the last coding (RFC 9112 §6.3)
+                self._chunked = value.rstrip().lower().endswith(b"chunked")
+        self.head_done = True
+        if self._no_body:
+            self.complete = True
+        self.wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:  # bytes after the answer to HEAD
+            self.keep_alive = False
+            return
+        self._pieces.append(body)
+        self._buffered += len(body)
+        if self._buffered >= _HIGH_WATER and not self._paused:
+            self._paused = True
+            self._connection.pause_reading()
+        self.wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self.complete = True
+        self.wake()
+
+    # from the connection
+    def feed(self, data: bytes) -> None:
+        self.started = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.complete:  # more than the one response
+                self.keep_alive = False
+            else:
+                self.fail(Broken(f"invalid response: {type(exc).__name__}"))
+        except httptools.HttpParserUpgrade:
+            self.fail(Broken("the upstream switched protocols unasked"))
+
+    def ended(self) -> None:
+        """The upstream closed its side: the end of a body without framing, else a response cut short."""
+        if self.complete:
+            return
+        if self.head_done and self.content_length is None and not self._chunked:
+            self.complete = True
+            self.keep_alive = False
+            self.wake()
+        else:
+            self.fail(Broken("the upstream closed the connection mid-response"))
+
+    def fail(self, error: UpstreamError) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self.keep_alive = False
+        self._connection.abort()
+        self.wake()
+
+    # for the proxy
+    async def head(self, timeout: float | None) -> None:
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            await self.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """The whole body has been read by `read()`."""
+        return self.complete and not self._pieces and self.error is None
+
+    async def read(self, timeout: float) -> bytes:
+        """The body that has arrived since the last read, at least one byte; b"" once the body is complete."""
+        while True:
+            if self._pieces:
+                data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+                self._pieces.clear()
+                self._buffered = 0
+                if self._paused:
+                    self._paused = False
+                    self._connection.resume_reading()
+                return data
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return b""
+            await self.wait(timeout)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until something happens to this response (or `wake()`), or Timeout."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _count(self, size: int) -> None:
+        self._head_size += size + 4
+        if self._head_size > _MAX_HEAD:
+            raise _Overflow
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(Timeout())
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection; at most one response at a time (no pipelining)."""
+
+    def __init__(self, pool: Pool, origin: Origin) -> None:
+        self.origin = origin
+        self._pool = pool
+        self._transport: asyncio.Transport | None = None
+        self.response: Response | None = None
+        self.lost = False
+        self.reused = False
+        self.idle_since = -1.0  # when it was last put back in the pool; -1 while in use
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done at connection_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # bytes nobody asked for: the next request must not read them as its answer
+            self.abort()
+            return
+        self.response.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.response is not None:
+            self.response.ended()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.response is not None:
+            self.response.ended()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._pool._lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def start(self, no_body: bool) -> Response:
+        self.response = Response(self, no_body)
+        return self.response
+
+    def write(self, data: bytes) -> None:
+        if self.lost or self._transport is None:
+            raise Broken("the upstream closed the connection")
+        self._transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait while the upstream is not reading what was written (at most `timeout`)."""
+        if self._write_paused and not self.lost:
+            loop = asyncio.get_running_loop()
+            drained = self._drained = loop.create_future()
+            timer = loop.call_later(timeout, _expire, drained)
+            try:
+                await drained
+            finally:
+                timer.cancel()
+                self._drained = None
+        if self.lost:
+            raise Broken("the upstream closed the connection")
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self.lost:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self.lost:
+            self._transport.resume_reading()
+
+    @property
+    def closing(self) -> bool:
+        return self.lost or self._transport is None or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Reset, not a graceful close: an upstream reading a request body sees it cut short."""
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class Pool:
+    """Connections by origin: idle ones reused newest first; at most `limit` open in all and `per_host` to one
+    origin (0: no bound). A request waits for a free slot within its timeout, then Timeout."""
+
+    def __init__(self, limit: int = 256, per_host: int = 0, keepalive: float = KEEPALIVE) -> None:
+        self.limit = limit
+        self.per_host = per_host
+        self._keepalive = keepalive
+        self._idle: dict[str, list[Connection]] = {}
+        self._open = 0
+        self._open_by: collections.Counter[str] = collections.Counter()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._connections: set[Connection] = set()  # every one open, idle or in use
+        self._tls: ssl.SSLContext | None = None
+        self._closed = False
+
+    async def acquire(self, origin: Origin, timeout: float, fresh: bool = False) -> Connection:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            idle = None if fresh else self._take_idle(origin.key, loop.time())
+            if idle is not None:
+                return idle
+            if self._room(origin.key):
+                break
+            await self._wait_for_slot(deadline - loop.time())
+        self._open += 1
+        self._open_by[origin.key] += 1
+        try:
+            return await self._connect(origin, deadline - loop.time())
+        except BaseException:
+            self._forget(origin.key)
+            raise
+
+    def release(self, connection: Connection, reusable: bool) -> None:
+        """After an exchange: back to the pool, or closed (reset if the exchange did not finish)."""
+        response = connection.response
+        connection.response = None
+        if reusable and not connection.lost and not self._closed:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.setdefault(connection.origin.key, []).append(connection)
+            self._wake_waiters()
+        elif response is not None and response.complete and response.error is None:
+            connection.close()
+        else:
+            connection.abort()
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Close idle connections and wait (at most `grace`) until every connection is closed: at shutdown the
+        exchanges still running have ended or been cancelled."""
+        self._closed = True
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+        closing = [connection.closed for connection in self._connections]
+        if closing:
+            await asyncio.wait(closing, timeout=grace)
+
+    def _take_idle(self, key: str, now: float) -> Connection | None:
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()
+            if connection.closing or now - connection.idle_since > self._keepalive:
+                connection.idle_since = -1.0
+                connection.close()
+                continue
+            connection.idle_since = -1.0
+            connection.reused = True
+            return connection
+        return None
+
+    def _room(self, key: str) -> bool:
+        if self.per_host and self._open_by[key] >= self.per_host:
+            return False
+        if not self.limit or self._open < self.limit:
+            return True
+        for idle in self._idle.values():  # full: an idle connection to another origin gives way
+            if idle:
+                connection = idle.pop(0)
+                connection.idle_since = -1.0
+                connection.close()
+                self._forget(connection.origin.key)
+                connection.origin = _GONE  # its connection_lost must not free the slot a second time
+                return True
+        return False
+
+    async def _wait_for_slot(self, remaining: float) -> None:
+        if remaining <= 0:
+            raise Timeout()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(remaining, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    async def _connect(self, origin: Origin, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        connection = Connection(self, origin)
+        tls = self._tls_context() if origin.tls else None
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls is not None else None,
+                )
+        except TimeoutError:
+            raise Timeout() from None
+        except OSError as exc:  # ssl.SSLError and certificate errors are OSErrors too
+            raise ConnectFailed(type(exc).__name__) from exc
+        self._connections.add(connection)
+        return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured), hostname checked
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    def _lost(self, connection: Connection) -> None:
+        self._connections.discard(connection)
+        if connection.origin is _GONE:
+            return
+        if connection.idle_since >= 0:  # lost while idle: the upstream closed it
+            idle = self._idle.get(connection.origin.key)
+            if idle is not None and connection in idle:
+                idle.remove(connection)
+        self._forget(connection.origin.key)
+
+    def _forget(self, key: str) -> None:
+        self._open -= 1
+        self._open_by[key] -= 1
+        if not self._open_by[key]:
+            del self._open_by[key]
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Every waiter looks again: a slot or an idle connection may be for any origin."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+
+_GONE: Final = Origin("", "", 0, False, b"")  # an evicted connection's origin, once its slot is freed
