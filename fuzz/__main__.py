@@ -21,9 +21,10 @@ from typing import Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 FUZZ: Final = ROOT / "fuzz"
 BUILD: Final = ROOT / "build" / "fuzz"
-TARGETS: Final = ("paths", "bearer", "headers", "tokens")  # fuzz.targets.TARGETS, without importing the code
-# libFuzzer flags per target: longer inputs where the code has a length limit to cross.
-_EXTRA: Final = {"paths": ["-max_len=9000"], "tokens": ["-max_len=12000"]}
+# fuzz.targets.TARGETS, without importing the code
+TARGETS: Final = ("paths", "bearer", "headers", "tokens", "upstream_response")
+# libFuzzer flags per target: longer inputs where the code has a length limit to cross (a response head: 64 KiB).
+_EXTRA: Final = {"paths": ["-max_len=9000"], "tokens": ["-max_len=12000"], "upstream_response": ["-max_len=70000"]}
 _STATS: Final = re.compile(r"^Done (\d+) runs in (\d+) second", re.MULTILINE)
 _COVERAGE: Final = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)")
 

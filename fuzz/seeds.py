@@ -2,7 +2,8 @@
 they were made (and how to add one: a row here, then run it).
 
 Seeds start libFuzzer near the interesting code: the confusing paths of the integration table, header blocks with
-every trick of issue 4, and token forms the verifier must refuse or accept (see fuzz.targets.tokens for the modes).
+every trick of issue 4, token forms the verifier must refuse or accept (see fuzz.targets.tokens for the modes), and
+upstream responses of every framing (see fuzz.targets.split_response_input for the flags byte and the pieces).
 """
 
 from __future__ import annotations
@@ -80,7 +81,39 @@ TOKENS: Final = [
     _parts({"alg": "RS256", "jku": "https://evil.test/jwks"}, _ENTRA_USER),
     _parts({"alg": "ES256", "kid": "partner-1", "typ": "at+jwt"}, _PARTNER, b""),
 ]
-SEEDS: Final = {"paths": PATHS, "bearer": BEARER, "headers": HEADERS, "tokens": TOKENS}
+
+
+def _upstream(stream: bytes, head: bool = False, close: bool = False, cuts: tuple[int, ...] = ()) -> bytes:
+    """An upstream_response input: the flags byte, the response, then the lengths of the pieces it is fed in."""
+    return bytes([head | close << 1 | len(cuts) << 2]) + stream + bytes(cuts)
+
+
+_OK: Final = b"HTTP/1.1 200 OK\r\n"
+_CHUNKED: Final = (
+    _OK + b"transfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n"
+    b'5;name=value\r\nhello\r\n6;q="a \\"b";x\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n'
+)
+_NEAR_THE_LIMITS: Final = _OK + b"".join(b"x-%03d: %b\r\n" % (i, b"v" * 240) for i in range(255)) + b"\r\n"
+RESPONSES: Final = [
+    _upstream(_OK + b"content-type: text/plain\r\ncontent-length: 5\r\n\r\nhello", cuts=(3, 14, 30)),
+    _upstream(_OK + b"Content-Length: 0\r\nConnection: close\r\n\r\n"),
+    _upstream(_CHUNKED, cuts=(20, 40, 1, 1, 7)),
+    _upstream(_OK + b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n"),
+    _upstream(_OK + b"content-type: text/plain\r\n\r\nuntil the close", close=True, cuts=(25, 2)),
+    _upstream(b"HTTP/1.0 200 OK\r\nserver: old\r\n\r\nuntil the close", close=True),
+    _upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok", cuts=(12,)),
+    _upstream(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n" + _CHUNKED),
+    _upstream(b"HTTP/1.1 204 No Content\r\nx-a: b\r\n\r\n"),
+    _upstream(b'HTTP/1.1 304 Not Modified\r\netag: "x"\r\ncontent-length: 10\r\n\r\n'),
+    _upstream(_OK + b"content-length: 1000\r\n\r\n", head=True),
+    _upstream(_OK + b"transfer-encoding: chunked\r\n\r\n", head=True, close=True),
+    _upstream(_OK + b"content-length: 2\r\n\r\nok" + _OK + b"content-length: 3\r\n\r\nbad"),
+    _upstream(_OK + b"content-length: 9\r\n\r\ncut", close=True),
+    _upstream(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"),
+    _upstream(_OK + b"".join(b"a%d: b\r\n" % i for i in range(255)) + b"content-length: 0\r\n\r\n"),
+    _upstream(_NEAR_THE_LIMITS, close=True),
+]
+SEEDS: Final = {"paths": PATHS, "bearer": BEARER, "headers": HEADERS, "tokens": TOKENS, "upstream_response": RESPONSES}
 
 
 def main() -> None:

@@ -99,7 +99,7 @@ class Forwarder:
             connection.write(request)
             if not received.complete:
                 uploader = asyncio.ensure_future(_upload(connection, receive, received, timeout))
-                uploader.add_done_callback(lambda _: response.wake())
+                uploader.add_done_callback(lambda task: _upload_ended(task, connection, response))
             try:
                 await _response_head(response, uploader, timeout)
             except Broken:
@@ -135,15 +135,23 @@ def _succeeded(task: asyncio.Future[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 
+def _upload_ended(task: asyncio.Future[None], connection: Connection, response: Response) -> None:
+    """A body that failed while its response streams (client gone, max_body, body_timeout) ends the exchange."""
+    response.wake()
+    if response.head_done and not task.cancelled() and task.exception() is not None:
+        connection.abort()
+
+
 def _failure(exc: UpstreamError, answered: bool, uploader: asyncio.Future[None] | None) -> Exception:
-    """What a failed exchange means to the gate: the client's body's own failure first, then 502/504 before
-    the response started, and a broken stream after."""
-    if uploader is not None and uploader.done() and not uploader.cancelled():
-        failed = uploader.exception()
-        if isinstance(failed, (ClientGone, Rejection)):
-            return failed
+    """What a failed exchange means to the gate: a client gone first; after the response started, a broken
+    stream (no second answer can be sent); before, the client's body's own refusal, then 504 or 502."""
+    failed = uploader.exception() if uploader is not None and uploader.done() and not uploader.cancelled() else None
+    if isinstance(failed, ClientGone):
+        return failed
     if answered:
         return UpstreamBroken()
+    if isinstance(failed, Rejection):
+        return failed
     if isinstance(exc, Timeout):
         return Rejection(Reason.UPSTREAM_TIMEOUT)
     return Rejection(Reason.UPSTREAM_UNREACHABLE)

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from sidecar.decision import Reason, Rejection
-from sidecar.proxy import Forwarded, Forwarder, UpstreamBroken
+from sidecar.proxy import ClientGone, Forwarded, Forwarder, UpstreamBroken
 from tests.support.tls import LocalCA
 
 Reader, Writer = asyncio.StreamReader, asyncio.StreamWriter
@@ -282,20 +282,49 @@ async def test_an_early_answer_to_a_streamed_upload_is_relayed(forwarder: Forwar
 
 async def test_a_full_duplex_upstream_streams_both_ways_at_once(forwarder: Forwarder) -> None:
     """An upstream that answers each piece as it reads it: 16 MiB each way, far over every buffer, no deadlock."""
-
-    async def echoes_as_it_reads(reader: Reader, writer: Writer, upstream: Upstream) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        async for piece in read_chunks(reader):
-            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-            await writer.drain()
-        writer.write(b"0\r\n\r\n")
-
     pieces = [bytes([n]) * 262_144 for n in range(64)]
     async with serving(echoes_as_it_reads) as upstream:
         forwarded, body = await call(forwarder, upstream.url + "/echo", "POST", pieces)
     assert forwarded.status == 200
     assert hashlib.sha256(body).digest() == hashlib.sha256(b"".join(pieces)).digest()
+
+
+async def echoes_as_it_reads(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    async for piece in read_chunks(reader):
+        writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+
+
+LATE_FAILURES = {
+    # past max_body once the answer streams: no 413 can be sent any more, the client connection is broken
+    "over-max-body": ({"type": "http.request", "body": b"c" * 65536, "more_body": True}, UpstreamBroken),
+    "client-gone": ({"type": "http.disconnect"}, ClientGone),
+}
+
+
+@pytest.mark.parametrize(("late", "raised"), LATE_FAILURES.values(), ids=LATE_FAILURES.keys())
+async def test_a_body_failing_while_its_answer_streams_ends_both_sides(
+    late: dict[str, Any], raised: type[Exception], forwarder: Forwarder
+) -> None:
+    answering = asyncio.Event()
+    messages = [{"type": "http.request", "body": bytes([n]) * 65536, "more_body": True} for n in range(2)] + [late]
+
+    async def receive() -> dict[str, Any]:
+        if len(messages) == 1:
+            await answering.wait()  # the last message only once the response has started
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            answering.set()
+
+    async with serving(echoes_as_it_reads) as upstream:
+        with pytest.raises(raised):
+            # A timeout longer than serving()'s bound: the exchange must end at once, not when the upstream times out.
+            await forwarder.forward("POST", upstream.url + "/late", [], receive, send, 60.0, True, [], max_body=150_000)
 
 
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream() -> None:
