@@ -101,6 +101,8 @@ class Response:
         self.content_length: int | None = None
         self._chunked = False
         self._head_size = 0
+        self._quiet = 0  # bytes in a row with no head done, no body and no end: a head, or trailers
+        self._moved = False  # in this feed: the final head done, a body byte or the end
         self._interim = False  # in a 1xx response: skipped, the final one follows
         self.started = False  # a byte of the response has arrived
         self.head_done = False
@@ -121,6 +123,8 @@ class Response:
         self._count(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer field (RFC 9110 §6.5): not merged into the head already passed on
+            return
         self._count(len(name) + len(value))
         if len(self.headers) >= _MAX_HEADERS:
             raise _Overflow
@@ -128,6 +132,8 @@ class Response:
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if not 100 <= status <= 599:  # llhttp takes any three digits
+            raise _Overflow
         if status < 200:  # 100 Continue, 103 Early Hints: not passed on (a proxy may drop them, RFC 9110 §15.2)
             self._interim = True
             self.headers = []
@@ -136,16 +142,20 @@ class Response:
         self.keep_alive = self._parser.should_keep_alive()
         for name, value in self.headers:
             lowered = name.lower()
-            if lowered == b"content-length" and value.isdigit():
+            if lowered == b"content-length" and value.strip().isdigit():  # llhttp allows whitespace after it
                 self.content_length = int(value)
             elif lowered == b"transfer-encoding":  # chunked only as the last coding (RFC 9112 §6.3)
-                self._chunked = value.rstrip().lower().endswith(b"chunked")
+                self._chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
         self.head_done = True
+        self._moved = True
         if self._no_body:
             self.complete = True
         self.wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._interim:  # a 1xx has no content (RFC 9110 §15.2), though llhttp reads one for 104-199 if framed
+            raise _Overflow
+        self._moved = True
         if self.complete:  # bytes after the answer to HEAD
             self.keep_alive = False
             return
@@ -160,12 +170,14 @@ class Response:
         if self._interim:
             self._interim = False
             return
+        self._moved = True
         self.complete = True
         self.wake()
 
     # from the connection
     def feed(self, data: bytes) -> None:
         self.started = True
+        self._moved = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -175,6 +187,11 @@ class Response:
                 self.fail(Broken(f"invalid response: {type(exc).__name__}"))
         except httptools.HttpParserUpgrade:
             self.fail(Broken("the upstream switched protocols unasked"))
+        # httptools buffers a header name or value whole before on_header: bound the bytes of an unfinished head
+        # (1xx ones included) or of trailers as they arrive, not only as the callbacks report them.
+        self._quiet = 0 if self._moved else self._quiet + len(data)
+        if self._quiet > _MAX_HEAD and not self.complete:
+            self.fail(Broken("the response head or trailers are too large"))
 
     def ended(self) -> None:
         """The upstream closed its side: the end of a body without framing, else a response cut short."""
