@@ -11,7 +11,7 @@ from bench.targets import Target
 
 __all__ = ["VARIANTS", "run_experiments"]
 
-VARIANTS: Final = ("baseline", "gcfreeze", "gcfreeze+gcthreshold", "nolog")
+VARIANTS: Final = ("baseline", "gcthreshold", "coalesce", "nolog")
 
 
 def run_experiments(lab: Lab, rounds: int, seconds: float) -> dict[str, Any]:
