@@ -112,9 +112,8 @@ def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
 def _settle_gc() -> None:
     """Start-up's objects (modules, the policy) leave the collector's view: collections scan only what requests
     make. Before a fork, so workers share these pages rather than copy them; no collection first (measured: no
-    less memory). The collector's thresholds stay CPython's: raised to 50,000 they helped while aiohttp made much
-    garbage per request; with the own upstream client they cost 9 MiB of RSS and 10x the p99 at one connection
-    (BENCHMARKS.md, change 11)."""
+    less memory). The collector's thresholds stay CPython's: a request leaves no reference cycles, and raising
+    them (50,000 once helped while aiohttp left garbage) measured no better (BENCHMARKS.md, changes 11 and 15)."""
     gc.freeze()
 
 
