@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import httpx
 
@@ -16,8 +16,10 @@ from sidecar.log import logger
 from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.proxy import Forwarder
-from sidecar.ratelimit import RateLimiter
 from sidecar.verify import Verifier
+
+if TYPE_CHECKING:  # imported when first used: see Runtime.limiter
+    from sidecar.ratelimit import RateLimiter
 
 __all__ = ["Runtime", "Snapshot", "policy_hash"]
 
@@ -60,7 +62,7 @@ class Runtime:
         self.current = self._snapshot(policy, policy_digest)
         self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
         self.audit_all = False  # `--audit`: every route in audit mode
-        self.limiter = RateLimiter()  # per-caller counts of this process; they outlive reloads
+        self._limiter: RateLimiter | None = None  # per-caller counts of this process; they outlive reloads
         self._control_client: httpx.AsyncClient | None = None
         self._fetching: asyncio.Future[None] | None = None
         metrics.config_info.labels(policy_digest).set(1)
@@ -76,6 +78,16 @@ class Runtime:
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
         return runtime
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """Made at the first request a `rate_limit` counts: only a policy with rate limits imports the `limits`
+        library (2.3 MiB of RSS per worker)."""
+        if self._limiter is None:
+            from sidecar.ratelimit import RateLimiter  # deferred on purpose (see above)
+
+            self._limiter = RateLimiter()
+        return self._limiter
 
     def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
         return Snapshot(policy, Verifier(policy.providers, self.keys, introspector=self.introspector), digest)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -73,12 +71,3 @@ def test_lifespan_is_answered() -> None:
     app = admin_app(_Runtime(False, True), lambda: (b"", "text/plain"))
     asyncio.run(app({"type": "lifespan"}, receive, send))
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-
-
-def test_serving_does_not_import_starlette() -> None:
-    """Every worker would pay for it (~0.9 MiB RSS and its import time); the demo may still use it."""
-    probe = (
-        "import sys, sidecar.commands, sidecar.workers; print([m for m in sys.modules if m.startswith('starlette')])"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.strip() == "[]"

@@ -1,0 +1,30 @@
+"""What `sidecar serve` imports: every worker pays each import in memory (RSS) and start-up time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_PROBE = (
+    "import sys, sidecar.cli, sidecar.commands, sidecar.workers, sidecar.runtime, sidecar.gate, sidecar.admin;"
+    "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+)
+NOT_IMPORTED = {
+    "starlette": "the admin app is plain ASGI (Starlette: ~0.9 MiB); the demo may still use it",
+    "limits": "the rate-limit library is imported at the first request a rate_limit counts (~2.3 MiB)",
+    "aiohttp": "the upstream client is sidecar/h1.py",
+}
+
+
+@pytest.fixture(scope="module")
+def imported() -> set[str]:
+    result = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=True)
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize("package", list(NOT_IMPORTED), ids=list(NOT_IMPORTED))
+def test_serving_does_not_import(package: str, imported: set[str]) -> None:
+    assert "sidecar" in imported  # the probe did import the serving path
+    assert package not in imported, NOT_IMPORTED[package]
