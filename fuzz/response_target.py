@@ -1,11 +1,11 @@
-"""Fuzz target `upstream_response`: the upstream client's response parsing (`sidecar/h1.py`) fed an upstream's
+"""Fuzz target `upstream_response`: the upstream client's response parsing (`sidecar/h1_response.py`) fed an upstream's
 bytes in fuzzer-chosen pieces. Registered in fuzz/targets.py; the same rules as its targets."""
 
 from __future__ import annotations
 
 from typing import cast
 
-from sidecar import h1
+from sidecar import h1_response
 
 __all__ = ["split_response_input", "upstream_response"]
 
@@ -45,7 +45,7 @@ def split_response_input(data: bytes) -> tuple[bool, bool, list[bytes]]:
     return bool(flags & 1), bool(flags & 2), [*pieces, stream]
 
 
-def _read_now(response: h1.Response) -> bytes:
+def _read_now(response: h1_response.Response) -> bytes:
     """`Response.read` up to its first wait: it returns the pieces that have arrived without one."""
     reading = response.read(1.0)
     try:
@@ -62,9 +62,9 @@ def _content_length(headers: Headers) -> int | None:
     return int(values[0]) if values and values[0].isdigit() else None
 
 
-class _Response(h1.Response):
-    """An h1.Response that also notes what it held when its final head was done: the proxy sends that head on, and
-    a response arriving in one piece is already whole by the time the fuzzer looks."""
+class _Response(h1_response.Response):
+    """A Response that also notes what it held when its final head was done: the proxy sends that head on, and a
+    response arriving in one piece is already whole by the time the fuzzer looks."""
 
     final_head: tuple[int, Headers] | None = None
     early_body = 0  # body bytes held when the final head was done
@@ -89,9 +89,9 @@ class _Watch:
         if not done:
             self.before_head += len(piece)
         self.response.feed(piece)  # whatever escapes feed() is a finding
-        if self.response.error is None and not self.response.head_done and self.before_head > h1._MAX_HEAD:
+        if self.response.error is None and not self.response.head_done and self.before_head > h1_response._MAX_HEAD:
             raise AssertionError("a response head grew past the limit without failing")
-        if self.response.head_done and not done and counted > h1._MAX_HEAD:
+        if self.response.head_done and not done and counted > h1_response._MAX_HEAD:
             raise AssertionError("a response head past the limit was accepted")
         self.look()
 
@@ -112,7 +112,7 @@ class _Watch:
         status, headers = head
         if not 200 <= status <= 599:
             raise AssertionError(f"final status {status} outside 200-599")
-        if len(headers) > h1._MAX_HEADERS:
+        if len(headers) > h1_response._MAX_HEADERS:
             raise AssertionError("more headers than the limit")
         if early_body:
             raise AssertionError("body bytes arrived before the final head (an interim response's body)")
@@ -130,14 +130,14 @@ class _Watch:
 
 
 def upstream_response(data: bytes) -> None:
-    """`h1.Response` fed an upstream's bytes in fuzzer-chosen pieces (see `split_response_input`), then maybe the
-    upstream's close: nothing escapes `feed()`/`ended()`; a final head has a 2xx-5xx status, at most 256 headers
-    and 64 KiB, and never changes; HEAD gets no body; a complete response keeps its Content-Length and is never
+    """`h1_response.Response` fed an upstream's bytes in fuzzer-chosen pieces (see `split_response_input`), then
+    maybe the upstream's close: nothing escapes `feed()`/`ended()`; a final head has a 2xx-5xx status, at most 256
+    headers and 64 KiB, and never changes; HEAD gets no body; a complete response keeps its Content-Length and is never
     changed by later bytes; a failure is never kept alive; a close never ends a body framed by length or chunks.
     As over a real transport, nothing arrives after an abort but the close."""
     no_body, close, pieces = split_response_input(data)
     link = _Link()
-    response = _Response(cast(h1.Connection, link), no_body)
+    response = _Response(cast(h1_response.Link, link), no_body)
     watch = _Watch(response, link, no_body)
     for piece in pieces:
         if link.aborted:  # a transport delivers nothing after abort(), then reports the connection lost

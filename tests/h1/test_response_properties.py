@@ -1,4 +1,4 @@
-"""Property tests of the upstream response parser (`h1.Response`): a valid response of any framing (a length,
+"""Property tests of the upstream response parser (`h1_response.Response`): a valid response of any framing (a length,
 chunks with extensions and trailers, the close), after any interim 1xx responses, cut into any pieces, parses to
 exactly the status, headers and body it was made of (no body for HEAD); bytes after a complete response, a second
 response included, never change it and leave the connection unfit for reuse.
@@ -14,7 +14,8 @@ from typing import cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.h1 import Connection, Response
+from sidecar import h1_response
+from sidecar.h1_response import Response
 
 SETTINGS = settings(max_examples=250, deadline=None, derandomize=True, database=None)
 Headers = list[tuple[bytes, bytes]]
@@ -121,7 +122,7 @@ def read_all(response: Response) -> bytes:
 
 def fed(made: Made, cuts: list[int]) -> tuple[Response, Link]:
     link = Link()
-    response = Response(cast(Connection, link), no_body=made.head)
+    response = Response(cast(h1_response.Link, link), no_body=made.head)
     for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(made.wire)], strict=True):
         response.feed(made.wire[start:end])
     if made.until_close and not made.head:
