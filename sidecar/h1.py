@@ -17,6 +17,7 @@ from typing import Final, cast
 from urllib.parse import urlsplit
 
 from sidecar.h1_response import Broken, Response, Timeout, UpstreamError, expire
+from sidecar.names import Resolver
 
 __all__ = [
     "KEEPALIVE",
@@ -177,6 +178,7 @@ class Pool:
         self._waiters: list[asyncio.Future[None]] = []
         self._connections: set[Connection] = set()  # every one open, idle or in use
         self._tls: ssl.SSLContext | None = None
+        self._names = Resolver()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -279,16 +281,21 @@ class Pool:
         tls = self._tls_context() if origin.tls else None
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: connection,
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls is not None else None,
-                )
+                failure = OSError(f"no address for {origin.host}")
+                for address, port in await self._names.addresses(origin.host, origin.port, loop):
+                    try:  # each address in turn (uvloop has no happy eyeballs); the TLS name is the host's
+                        await loop.create_connection(
+                            lambda: connection, address, port, ssl=tls, server_hostname=origin.host if tls else None
+                        )
+                        break
+                    except OSError as exc:  # ssl.SSLError and certificate errors are OSErrors too
+                        failure = exc
+                else:
+                    self._names.forget(origin.host, origin.port)  # look the name up again next time
+                    raise failure
         except TimeoutError:
             raise Timeout() from None
-        except OSError as exc:  # ssl.SSLError and certificate errors are OSErrors too
+        except OSError as exc:
             raise ConnectFailed(type(exc).__name__) from exc
         self._connections.add(connection)
         return connection
@@ -325,6 +332,11 @@ class Pool:
     @property
     def open_connections(self) -> int:
         return self._open
+
+    @property
+    def name_lookups(self) -> int:
+        """Host names asked of the system resolver so far (cached for a minute, see `names.py`)."""
+        return self._names.lookups
 
 
 _GONE: Final = Origin("", "", 0, False, b"")  # an evicted connection's origin, once its slot is freed

@@ -327,6 +327,23 @@ async def test_a_body_failing_while_its_answer_streams_ends_both_sides(
             await forwarder.forward("POST", upstream.url + "/late", [], receive, send, 60.0, True, [], max_body=150_000)
 
 
+async def test_a_host_name_is_looked_up_once_for_many_new_connections(forwarder: Forwarder) -> None:
+    """An upstream that closes after each answer, called five times in turn and five at once: ten connections to
+    `localhost`, one name lookup (in Kubernetes, CoreDNS is spared a query burst per connection)."""
+
+    async def answers_and_closes(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await read_request(reader, upstream)
+        writer.write(answer(b"ok", b"connection: close"))
+
+    async with serving(answers_and_closes) as upstream:
+        url = upstream.url.replace("127.0.0.1", "localhost")
+        in_turn = [await call(forwarder, f"{url}/turn{n}") for n in range(5)]
+        at_once = await asyncio.gather(*(call(forwarder, f"{url}/once{n}") for n in range(5)))
+    assert [forwarded.status for forwarded, _ in in_turn + at_once] == [200] * 10
+    assert upstream.connections == 10
+    assert forwarder.pool.name_lookups == 1
+
+
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream() -> None:
     forwarder = Forwarder.create(pool_limit=1)
     try:
