@@ -20,7 +20,6 @@ from sidecar.h1_response import Broken, Response, Timeout, UpstreamError, expire
 from sidecar.names import Resolver
 
 __all__ = [
-    "KEEPALIVE",
     "Broken",
     "ConnectFailed",
     "Connection",
@@ -31,8 +30,6 @@ __all__ = [
     "UpstreamError",
     "split_url",
 ]
-
-KEEPALIVE: Final = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default too)
 
 
 class ConnectFailed(UpstreamError):
@@ -168,10 +165,10 @@ class Pool:
     """Connections by origin: idle ones reused newest first; at most `limit` open in all and `per_host` to one
     origin (0: no bound). A request waits for a free slot within its timeout, then Timeout."""
 
-    def __init__(self, limit: int = 256, per_host: int = 0, keepalive: float = KEEPALIVE) -> None:
+    def __init__(self, limit: int, per_host: int, idle_timeout: float) -> None:
         self.limit = limit
         self.per_host = per_host
-        self._keepalive = keepalive
+        self.idle_timeout = idle_timeout  # an idle connection older than this is closed, not reused
         self._idle: dict[str, list[Connection]] = {}
         self._open = 0
         self._open_by: collections.Counter[str] = collections.Counter()
@@ -237,7 +234,7 @@ class Pool:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
-            if connection.closing or now - connection.idle_since > self._keepalive:
+            if connection.closing or now - connection.idle_since > self.idle_timeout:
                 connection.idle_since = -1.0
                 connection.close()
                 continue

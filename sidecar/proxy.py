@@ -14,6 +14,7 @@ from typing import Final
 from sidecar.asgi import Receive, Send
 from sidecar.decision import Reason, Rejection
 from sidecar.h1 import Broken, ConnectFailed, Connection, Origin, Pool, Response, Timeout, UpstreamError, split_url
+from sidecar.policy.limits import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_IDLE_TIMEOUT
 from sidecar.upstream import Headers, response_headers
 
 __all__ = ["ClientGone", "Forwarded", "Forwarder", "UpstreamBroken"]
@@ -61,8 +62,13 @@ class Forwarder:
         self.pool = pool
 
     @classmethod
-    def create(cls, pool_limit: int = 256, pool_limit_per_host: int = 0) -> Forwarder:
-        return cls(Pool(pool_limit, pool_limit_per_host))
+    def create(
+        cls,
+        pool_limit: int = DEFAULT_POOL_CONNECTIONS,
+        pool_limit_per_host: int = 0,
+        idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT,
+    ) -> Forwarder:
+        return cls(Pool(pool_limit, pool_limit_per_host, idle_timeout))
 
     async def close(self) -> None:
         await self.pool.close()

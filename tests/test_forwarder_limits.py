@@ -98,12 +98,12 @@ async def test_the_pool_bounds_upstream_connections(upstream: tuple[Recorder, st
 
 async def test_the_pool_is_sized_by_the_policy() -> None:
     text = (
-        "version: 1\nupstream_pool: {max_connections: 7, max_per_host: 3}\n"
+        "version: 1\nupstream_pool: {max_connections: 7, max_per_host: 3, idle_timeout: 4s}\n"
         "routes: [{name: a, match: {path: /a}, upstream: 'http://127.0.0.1:1/a', allow: anyone}]\n"
     )
     runtime = Runtime.create(parse_policy(text, "p.yaml", {}), "hash", Metrics(CollectorRegistry()))
     try:
         pool = runtime.forwarder.pool
-        assert (pool.limit, pool.per_host) == (7, 3)
+        assert (pool.limit, pool.per_host, pool.idle_timeout) == (7, 3, 4.0)
     finally:
         await runtime.close()

@@ -80,12 +80,12 @@ def test_route_limits_are_read() -> None:
 def test_top_level_limits_are_read() -> None:
     text = HEAD + (
         "limits: {max_header_bytes: 32KiB, max_headers: 50, header_timeout: 5s, body_timeout: 2m}\n"
-        "upstream_pool: {max_connections: 64, max_per_host: 16}\n"
+        "upstream_pool: {max_connections: 64, max_per_host: 16, idle_timeout: 4s}\n"
         "trusted_proxies: [10.0.0.0/8, 192.168.1.7, '2001:db8::/32']\n"
     )
     policy = parse(text)
     assert policy.limits == ServerLimits(32 * 1024, 50, 5.0, 120.0)
-    assert policy.upstream_pool == UpstreamPool(64, 16)
+    assert policy.upstream_pool == UpstreamPool(64, 16, 4.0)
     assert policy.trusted_proxies == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.168.1.7/32"),
@@ -129,6 +129,11 @@ MISTAKES = {
         "upstream_pool: {max_connections: 0}\n",
         11,
         "upstream_pool.max_connections: Input should be greater than or equal to 1",
+    ),
+    "pool-idle-timeout-zero": (
+        "upstream_pool: {idle_timeout: 0s}\n",
+        11,
+        "upstream_pool.idle_timeout: must be more than 0s and at most 3600s",
     ),
     "proxy-host-bits": (
         "trusted_proxies: [10.0.0.1/8]\n",

@@ -34,6 +34,9 @@ DEFAULT_MAX_HEADERS: Final = 100  # Envoy's default, and Python's http.client's
 DEFAULT_HEADER_TIMEOUT: Final = 10.0
 DEFAULT_BODY_TIMEOUT: Final = 30.0
 DEFAULT_POOL_CONNECTIONS: Final = 256
+# An idle upstream connection is closed after this (aiohttp's default): set it below the upstream's own idle timeout
+# (Node.js and uvicorn: 5 s) so that a request never races the upstream closing the connection it is sent on.
+DEFAULT_POOL_IDLE_TIMEOUT: Final = 15.0
 
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?")
 _UNITS: Final = {
@@ -92,3 +95,4 @@ class UpstreamPool:
 
     max_connections: int = DEFAULT_POOL_CONNECTIONS
     max_per_host: int | None = None  # None: any host may use the whole pool
+    idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT  # an idle connection older than this is closed, not reused

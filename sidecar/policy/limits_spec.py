@@ -19,6 +19,7 @@ from sidecar.policy.limits import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
     DEFAULT_POOL_CONNECTIONS,
+    DEFAULT_POOL_IDLE_TIMEOUT,
     KIB,
     MIB,
     ServerLimits,
@@ -65,9 +66,10 @@ class LimitsSpec(Spec):
 class UpstreamPoolSpec(Spec):
     max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = DEFAULT_POOL_CONNECTIONS
     max_per_host: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
+    idle_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_POOL_IDLE_TIMEOUT
 
     def build(self) -> UpstreamPool:
-        return UpstreamPool(self.max_connections, self.max_per_host)
+        return UpstreamPool(self.max_connections, self.max_per_host, self.idle_timeout)
 
 
 def parse_networks(values: Iterable[object]) -> tuple[list[IPNetwork], list[tuple[int, str]]]:

@@ -344,6 +344,20 @@ async def test_a_host_name_is_looked_up_once_for_many_new_connections(forwarder:
     assert forwarder.pool.name_lookups == 1
 
 
+async def test_a_connection_idle_past_idle_timeout_is_closed_not_reused() -> None:
+    forwarder = Forwarder.create(idle_timeout=4.0)
+    try:
+        async with serving(keep_answering) as upstream:
+            await call(forwarder, upstream.url + "/a")
+            for idle in forwarder.pool._idle.values():  # aged by 5 s rather than waited for
+                for connection in idle:
+                    connection.idle_since -= 5.0
+            await call(forwarder, upstream.url + "/b")
+        assert upstream.connections == 2
+    finally:
+        await forwarder.close()
+
+
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream() -> None:
     forwarder = Forwarder.create(pool_limit=1)
     try:
