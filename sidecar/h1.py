@@ -12,6 +12,7 @@ import asyncio
 import collections
 import functools
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
 from urllib.parse import urlsplit
@@ -165,10 +166,13 @@ class Pool:
     """Connections by origin: idle ones reused newest first; at most `limit` open in all and `per_host` to one
     origin (0: no bound). A request waits for a free slot within its timeout, then Timeout."""
 
-    def __init__(self, limit: int, per_host: int, idle_timeout: float) -> None:
+    def __init__(
+        self, limit: int, per_host: int, idle_timeout: float, on_count: Callable[[int], None] | None = None
+    ) -> None:
         self.limit = limit
         self.per_host = per_host
         self.idle_timeout = idle_timeout  # an idle connection older than this is closed, not reused
+        self._on_count = on_count  # told the number of open connections when it changes (a gauge)
         self._idle: dict[str, list[Connection]] = {}
         self._open = 0
         self._open_by: collections.Counter[str] = collections.Counter()
@@ -197,6 +201,7 @@ class Pool:
             await self._wait_for_slot(deadline - loop.time())
         self._open += 1
         self._open_by[origin.key] += 1
+        self._counted()
         try:
             return await self._connect(origin, deadline - loop.time())
         except BaseException:
@@ -314,10 +319,15 @@ class Pool:
 
     def _forget(self, key: str) -> None:
         self._open -= 1
+        self._counted()
         self._open_by[key] -= 1
         if not self._open_by[key]:
             del self._open_by[key]
         self._wake_waiters()
+
+    def _counted(self) -> None:
+        if self._on_count is not None:
+            self._on_count(self._open)
 
     def _wake_waiters(self) -> None:
         """Every waiter looks again: a slot or an idle connection may be for any origin."""

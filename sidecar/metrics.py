@@ -63,6 +63,13 @@ class Metrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+        self.upstream_connections = Gauge(
+            "sidecar_upstream_connections",
+            "Upstream connections open (idle or in use), in all workers; each worker's pool holds at most "
+            "upstream_pool.max_connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.ready = Gauge(
             "sidecar_ready",
             "1 when the policy is loaded and every provider's keys were fetched at least once (every worker).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,8 +68,10 @@ class Forwarder:
         pool_limit: int = DEFAULT_POOL_CONNECTIONS,
         pool_limit_per_host: int = 0,
         idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT,
+        on_count: Callable[[int], None] | None = None,
     ) -> Forwarder:
-        return cls(Pool(pool_limit, pool_limit_per_host, idle_timeout))
+        """`on_count` is told the number of open upstream connections whenever it changes."""
+        return cls(Pool(pool_limit, pool_limit_per_host, idle_timeout, on_count))
 
     async def close(self) -> None:
         await self.pool.close()

@@ -74,7 +74,9 @@ class Runtime:
         keys = KeyStore(client, observer=metrics)
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
         pool = policy.upstream_pool  # read at start: a reload does not resize the pool
-        forwarder = Forwarder.create(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
+        forwarder = Forwarder.create(
+            pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, metrics.upstream_connections.set
+        )
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
         return runtime

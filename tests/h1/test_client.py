@@ -358,6 +358,19 @@ async def test_a_connection_idle_past_idle_timeout_is_closed_not_reused() -> Non
         await forwarder.close()
 
 
+async def test_the_number_of_open_connections_is_reported_as_it_changes() -> None:
+    counts: list[int] = []
+    forwarder = Forwarder.create(on_count=counts.append)
+    try:
+        async with serving(keep_answering) as upstream:
+            await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
+            await call(forwarder, upstream.url + "/again")  # a kept-alive connection: no change
+            assert counts == [1, 2, 3]
+    finally:
+        await forwarder.close()
+    assert counts[-1] == 0  # closed by the upstream's end or by close(): counted down to nothing
+
+
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream() -> None:
     forwarder = Forwarder.create(pool_limit=1)
     try:

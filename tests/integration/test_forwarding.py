@@ -130,3 +130,8 @@ def test_requests_are_counted_by_route_method_and_code(client: httpx.Client, adm
     client.get("/public/counted")
     assert sample(admin, "sidecar_requests_total", route="status", method="GET", code="200") == before + 1
     assert sample(admin, "sidecar_request_duration_seconds_count", route="status") >= 1
+
+
+def test_open_upstream_connections_are_a_gauge(client: httpx.Client, admin: httpx.Client) -> None:
+    client.get("/public/counted")  # the answer leaves its connection open in the pool (kept alive)
+    assert sample(admin, "sidecar_upstream_connections") >= 1
