@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client for the data plane: a bounded pool of keep-alive connections on asyncio protocols,
+"""A lean HTTP/1.1 client for the data plane: a bounded pool of keep-alive connections (`h1_connection.py`),
 responses parsed by httptools (`h1_response.py`), bodies streamed with flow control both ways.
 
 It knows nothing of ASGI or the policy (`proxy.py` drives it). It replaced aiohttp on the request path because that
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, cast
-from urllib.parse import urlsplit
+from typing import Final
 
+from sidecar.h1_connection import Connection, Origin, split_url
 from sidecar.h1_response import Broken, Response, Timeout, UpstreamError, expire
 from sidecar.names import Resolver
 
@@ -35,131 +33,6 @@ __all__ = [
 
 class ConnectFailed(UpstreamError):
     """No connection: refused, unreachable, name not resolved, TLS handshake or certificate refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    key: str  # scheme://host:port, the pool's key
-    host: str  # for connecting and TLS server name: no brackets around IPv6
-    port: int
-    tls: bool
-    host_header: bytes  # as aiohttp and browsers send it: IPv6 in brackets, the port only when not the default
-
-
-@functools.lru_cache(maxsize=1024)
-def _origin(origin: str) -> Origin:
-    parts = urlsplit(origin)
-    tls = parts.scheme == "https"
-    default = 443 if tls else 80
-    host = parts.hostname or ""
-    port = parts.port or default
-    shown = f"[{host}]" if ":" in host else host
-    header = shown if port == default else f"{shown}:{port}"
-    return Origin(f"{parts.scheme}://{shown}:{port}", host, port, tls, header.encode("idna"))
-
-
-def split_url(url: str) -> tuple[Origin, str]:
-    """`scheme://host[:port]/path?query` into the origin and the request target, sent as written (no re-encoding:
-    `%2F` stays `%2F`)."""
-    start = url.index("//") + 2
-    end = min((i for i in (url.find("/", start), url.find("?", start)) if i != -1), default=len(url))
-    target = url[end:]
-    if not target.startswith("/"):
-        target = "/" + target
-    return _origin(url[:end]), target
-
-
-class Connection(asyncio.Protocol):
-    """One upstream connection; at most one response at a time (no pipelining)."""
-
-    def __init__(self, pool: Pool, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
-        self.origin = origin
-        self._pool = pool
-        self.loop = loop
-        self._transport: asyncio.Transport | None = None
-        self.response: Response | None = None
-        self.lost = False
-        self.reused = False
-        self.idle_since = -1.0  # when it was last put back in the pool; -1 while in use
-        self._write_paused = False
-        self._drained: asyncio.Future[None] | None = None
-        self.closed: asyncio.Future[None] = loop.create_future()  # done at connection_lost
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.response is None:  # bytes nobody asked for: the next request must not read them as its answer
-            self.abort()
-            return
-        self.response.feed(data)
-
-    def eof_received(self) -> bool:
-        if self.response is not None:
-            self.response.ended()
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self.response is not None:
-            self.response.ended()
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-        self._pool._lost(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def start(self, no_body: bool) -> Response:
-        self.response = Response(self, no_body)
-        return self.response
-
-    def write(self, data: bytes) -> None:
-        if self.lost or self._transport is None:
-            raise Broken("the upstream closed the connection")
-        self._transport.write(data)
-
-    async def drain(self, timeout: float) -> None:
-        """Wait while the upstream is not reading what was written (at most `timeout`)."""
-        if self._write_paused and not self.lost:
-            loop = self.loop
-            drained = self._drained = loop.create_future()
-            timer = loop.call_later(timeout, expire, drained)
-            try:
-                await drained
-            finally:
-                timer.cancel()
-                self._drained = None
-        if self.lost:
-            raise Broken("the upstream closed the connection")
-
-    def pause_reading(self) -> None:
-        if self._transport is not None and not self.lost:
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._transport is not None and not self.lost:
-            self._transport.resume_reading()
-
-    @property
-    def closing(self) -> bool:
-        return self.lost or self._transport is None or self._transport.is_closing()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        """Reset, not a graceful close: an upstream reading a request body sees it cut short."""
-        if self._transport is not None:
-            self._transport.abort()
 
 
 class Pool:
@@ -214,7 +87,7 @@ class Pool:
         connection.response = None
         if response is not None:
             response.detach()
-        if reusable and not connection.lost and not self._closed:
+        if reusable and not connection.lost and not self._closed and not self._over_limit(connection.origin.key):
             connection.idle_since = connection.loop.time()
             self._idle.setdefault(connection.origin.key, []).append(connection)
             self._wake_waiters()
@@ -222,6 +95,18 @@ class Pool:
             connection.close()
         else:
             connection.abort()
+
+    def resize(self, limit: int, per_host: int, idle_timeout: float) -> None:
+        """New bounds (a policy reload). Connections over a lowered bound are not cut: each closes when its exchange
+        ends, and idle ones now; a raised bound lets waiting requests open connections at once."""
+        self.limit, self.per_host, self.idle_timeout = limit, per_host, idle_timeout
+        for key, idle in self._idle.items():
+            while idle and self._over_limit(key):
+                self._evict_oldest(idle)
+        self._wake_waiters()
+
+    def _over_limit(self, key: str) -> bool:
+        return bool(self.limit and self._open > self.limit or self.per_host and self._open_by[key] > self.per_host)
 
     async def close(self, grace: float = 1.0) -> None:
         """Close idle connections and wait (at most `grace`) until every connection is closed: at shutdown the
@@ -255,13 +140,17 @@ class Pool:
             return True
         for idle in self._idle.values():  # full: an idle connection to another origin gives way
             if idle:
-                connection = idle.pop(0)
-                connection.idle_since = -1.0
-                connection.close()
-                self._forget(connection.origin.key)
-                connection.origin = _GONE  # its connection_lost must not free the slot a second time
+                self._evict_oldest(idle)
                 return True
         return False
+
+    def _evict_oldest(self, idle: list[Connection]) -> None:
+        """Close the oldest of these idle connections and free its slot now."""
+        connection = idle.pop(0)
+        connection.idle_since = -1.0
+        connection.close()
+        self._forget(connection.origin.key)
+        connection.origin = _GONE  # its connection_lost must not free the slot a second time
 
     async def _wait_for_slot(self, remaining: float) -> None:
         if remaining <= 0:
@@ -279,7 +168,7 @@ class Pool:
 
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         loop = self._loop or self._bind()
-        connection = Connection(self, origin, loop)
+        connection = Connection(origin, loop, self._lost)
         tls = self._tls_context() if origin.tls else None
         try:
             async with asyncio.timeout(timeout):

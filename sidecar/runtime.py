@@ -132,6 +132,8 @@ class Runtime:
             await self.keys.prime(added)
         previous = self.current.hash
         self.current = self._snapshot(policy, digest)
+        pool = policy.upstream_pool
+        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
         if previous != digest:
             # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
             self.metrics.config_info.labels(previous).set(0)

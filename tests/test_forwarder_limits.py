@@ -107,3 +107,15 @@ async def test_the_pool_is_sized_by_the_policy() -> None:
         assert (pool.limit, pool.per_host, pool.idle_timeout) == (7, 3, 4.0)
     finally:
         await runtime.close()
+
+
+async def test_a_reload_resizes_the_pool() -> None:
+    head = "version: 1\nroutes: [{name: a, match: {path: /a}, upstream: 'http://127.0.0.1:1/a', allow: anyone}]\n"
+    runtime = Runtime.create(parse_policy(head, "p.yaml", {}), "one", Metrics(CollectorRegistry()))
+    try:
+        bigger = "upstream_pool: {max_connections: 9, max_per_host: 4, idle_timeout: 2s}\n"
+        await runtime.swap(parse_policy(head + bigger, "p.yaml", {}), "two")
+        pool = runtime.forwarder.pool
+        assert (pool.limit, pool.per_host, pool.idle_timeout) == (9, 4, 2.0)
+    finally:
+        await runtime.close()

@@ -91,7 +91,7 @@ class ServerLimits:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamPool:
-    """The upstream connection pool (one per worker, built at start: a reload does not resize it)."""
+    """The upstream connection pool (one per worker; a reload resizes it)."""
 
     max_connections: int = DEFAULT_POOL_CONNECTIONS
     max_per_host: int | None = None  # None: any host may use the whole pool

@@ -371,6 +371,20 @@ async def test_the_number_of_open_connections_is_reported_as_it_changes() -> Non
     assert counts[-1] == 0  # closed by the upstream's end or by close(): counted down to nothing
 
 
+async def test_a_pool_made_smaller_closes_idle_connections_over_its_new_bound() -> None:
+    counts: list[int] = []
+    forwarder = Forwarder.create(pool_limit=3, on_count=counts.append)
+    try:
+        async with serving(keep_answering) as upstream:
+            await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
+            forwarder.pool.resize(1, 0, 15.0)  # what a policy reload does
+            assert counts[-1] == 1
+            assert (await call(forwarder, upstream.url + "/after"))[0].status == 200
+        assert upstream.connections == 3  # the one kept was reused
+    finally:
+        await forwarder.close()
+
+
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream() -> None:
     forwarder = Forwarder.create(pool_limit=1)
     try:
