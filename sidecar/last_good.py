@@ -46,6 +46,13 @@ class LastGood:
         if signature != self._settling:
             self._settling = signature
             return
+        self._read(signature)
+
+    def reread(self) -> None:
+        """SIGHUP: the operator says the file is complete, and the secrets it names may have changed."""
+        self._read(_signature(self.path))
+
+    def _read(self, signature: _Signature) -> None:
         try:
             policy, data = read_policy(self.path)
         except PolicyError:
@@ -55,6 +62,7 @@ class LastGood:
             return
         self._kept = signature
         digest = policy_hash(data)
-        if digest != self.loaded[1]:
-            self.loaded = (policy, digest)
+        changed = digest != self.loaded[1]
+        self.loaded = (policy, digest)  # also unchanged bytes: a SIGHUP may have brought new secrets
+        if changed:
             logger.info("policy kept for worker restarts", extra={"fields": {"policy": self.path, "hash": digest}})

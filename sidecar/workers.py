@@ -43,10 +43,13 @@ def supervise(options: ServeOptions, sockets: list[socket.socket], loaded: Loade
     children: set[int] = set()
     stopping: list[int] = []
     restarts: list[float] = []  # when each pending restart is due (monotonic seconds)
+    hangups: list[int] = []  # SIGHUPs the loop has not yet acted on
 
     def forward(sig: int, _frame: FrameType | None) -> None:
         if sig != signal.SIGHUP:
             stopping.append(sig)
+        else:
+            hangups.append(sig)
         for pid in children:
             os.kill(pid, sig)
 
@@ -82,6 +85,9 @@ def supervise(options: ServeOptions, sockets: list[socket.socket], loaded: Loade
             while restarts and restarts[0] <= time.monotonic() and not stopping:
                 restarts.pop(0)
                 logger.info("worker started", extra={"fields": {"pid": start(), "hash": last_good.loaded[1]}})
+            if hangups:
+                hangups.clear()
+                last_good.reread()
             last_good.poll()
             interval = max(options.reload_interval, _MIN_POLL)
             _wait(wake_read, min(interval, restarts[0] - time.monotonic()) if restarts else interval)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sidecar.last_good import LastGood
 from sidecar.policy.load import read_policy
 from sidecar.runtime import policy_hash
@@ -60,3 +62,17 @@ def test_a_broken_or_missing_file_changes_nothing(tmp_path: Path) -> None:
     last_good.poll()
     last_good.poll()
     assert kept_routes(last_good) == ["first"]
+
+
+def test_sighup_keeps_the_file_at_once_with_the_secrets_it_names_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOW_SIG", "old-signature")
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text("first").replace("/first\n", "/first?sig=${FLOW_SIG}\n"))
+    last_good = started(path)
+    monkeypatch.setenv("FLOW_SIG", "new-signature")  # a rotated secret: the file's bytes are the same
+    last_good.poll()
+    assert last_good.loaded[0].routes[0].upstream.endswith("sig=old-signature")
+    last_good.reread()
+    assert last_good.loaded[0].routes[0].upstream.endswith("sig=new-signature")
