@@ -240,7 +240,7 @@ def test_the_last_good_policy_is_the_newest_that_loaded_and_a_given_metrics_dire
         sidecar.wait_for_logs("ready", 2)
         write_atomically(policy, WITH_SECOND.format(upstream=upstream.url))
         sidecar.wait_for_logs("policy reloaded", 2)
-        sidecar.wait_for_log("policy kept for worker restarts")
+        sidecar.wait_for_logs("policy kept for worker restarts", 1)
         replacement = kill_one_worker_while_the_file_is_invalid(sidecar, policy)
         line = answered_by(sidecar, replacement, "/second")  # a route only the second version has
         assert (line["status"], line["route"], line["decision"]) == (200, "second", "allow")
