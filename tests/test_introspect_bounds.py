@@ -100,7 +100,8 @@ async def test_a_reload_that_keeps_the_provider_keeps_the_cached_answers(
 ) -> None:
     server.answers[TOKEN] = active()
     await verify(runtime)
-    text = policy_text() + "  - name: other\n    match: { path: /o }\n    upstream: http://127.0.0.1:1/o\n    allow: anyone\n"
+    other = "  - name: other\n    match: { path: /o }\n    upstream: http://127.0.0.1:1/o\n    allow: anyone\n"
+    text = policy_text() + other
     await runtime.swap(parse_policy(text, "policy.yaml", {}), "second")
     await verify(runtime)
     assert len(server.calls) == 1
