@@ -116,6 +116,19 @@ async def test_a_reload_whose_rules_read_another_claim_asks_again(runtime: Runti
     assert len(server.calls) == 2
 
 
+async def test_two_providers_on_one_endpoint_do_not_share_verdicts(server: FakeIntrospection) -> None:
+    """Same endpoint and client id, other audiences: an answer judged for one is no answer for the other."""
+    flows = parse_policy(policy_text(), "p.yaml", {}).providers["opaque"]
+    payroll = parse_policy(policy_text(audience="api://payroll"), "p.yaml", {}).providers["opaque"]
+    server.answers[TOKEN] = active()
+    async with server.client() as client:
+        introspector = Introspector(client, FakeClock(NOW))
+        assert (await introspector.introspect(flows, TOKEN)).subject == "svc-1"
+        with pytest.raises(Rejection) as caught:
+            await introspector.introspect(payroll, TOKEN)
+    assert caught.value.reason is Reason.WRONG_AUDIENCE
+
+
 # --- only what the rules can read is kept --------------------------------------------------------------------------
 
 

@@ -1,39 +1,27 @@
 """Property tests over JWKS and discovery documents: no document makes the parsers raise anything but their typed
-refusal (JwksError, FetchError), and a good key verifies whatever junk stands beside it.
-
-Examples are derandomised (the same every run) and no database is written, so a run is reproducible in CI.
-"""
+refusal (JwksError, FetchError), and a good key verifies whatever junk stands beside it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jwt
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.fetch import FetchError
 from sidecar.jwks import ASYMMETRIC_ALGORITHMS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
 from sidecar.keyset import jwks_uri_of
 from tests.support.jwtkit import ec_key, ed_key, rsa_key
+from tests.test_properties import SETTINGS as TOKEN_SETTINGS
+from tests.test_properties import json_values
 
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+SETTINGS = settings(TOKEN_SETTINGS, max_examples=300)  # derandomised, no database: reproducible
 GOOD = rsa_key("good")
 OTHER = [rsa_key("rsa-2"), ec_key("ec-1"), ec_key("ec-384", "P-384"), ed_key("ed-1")]
 MESSAGE = b"header.payload"
 SIGNATURE = jwt.get_algorithm_by_name("RS256").sign(MESSAGE, GOOD.private)  # type: ignore[arg-type]
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
-    max_leaves=8,
-)
 # Members drawn from real keys (so that a junk entry is often almost a key) or from any JSON value.
 _REAL = [key.jwk() for key in [GOOD, *OTHER]]
 

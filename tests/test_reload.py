@@ -78,7 +78,8 @@ async def test_a_file_written_in_place_in_two_writes_three_seconds_apart_is_load
     with path.open("w") as file:  # one file, written in place (same inode): truncate, first write
         file.write(HEAD)
         file.flush()
-        for clock.now in (1.0, 2.5):  # polls between the first write (at 0) and the second (at 3)
+        for now in (1.0, 2.5):  # polls between the first write (at 0) and the second (at 3)
+            clock.now = now
             assert not await reloader.poll()
             assert runtime.current.hash == policy_hash(OPEN.encode())
         clock.now = 3.0
