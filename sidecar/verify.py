@@ -2,9 +2,11 @@
 
 Checks run cheapest and most specific first: size (before any parsing) and shape, the header (read here, not by
 pyjwt: ~78 µs saved; keys named by the token and `crit` refused), the issuer (which picks the one provider whose
-keys may sign), the algorithm, the `typ` when required, the key, then pyjwt's signature, audience and issuer checks,
+keys may sign), the algorithm, the `typ` when required, the keys (several when they share the kid, at most 4), then
+the signature with pyjwt's algorithm objects, audience and issuer checks,
 Entra's `tid`, then the time claims against the injected clock. pyjwt's exceptions become a `Reason` at one boundary
-(`_decode`). Verified identities are cached by token digest until `exp` + leeway; authorization is not this
+(`_decode`). Verified identities are cached by token digest until `exp` + leeway, and only until an issuer takes a key
+away (the whole cache goes then: see KeyStore.generation); authorization is not this
 module's job and nothing about it is cached here. Opaque tokens go to the route's introspection provider.
 """
 
@@ -112,7 +114,7 @@ class Verifier:
         # the whole cache goes (rotations are rare; a cached token must never outlive the key that signed it).
         self._generation = keys.generation
         # Tokens whose signature failed, by digest, with what decided it (routes' providers, provider, kid, alg, the
-        # key object): the same token against the same key fails again, so a flood of one bad token costs a
+        # key objects): the same token against the same key fails again, so a flood of one bad token costs a
         # lookup, not a signature check each. Bounded in size and age; a key fetched since (another object) or
         # another route's providers take the full path again.
         self._refused: TTLCache[bytes, _Refused] = TTLCache(maxsize=_REFUSED_SIZE, ttl=_REFUSED_SECONDS)
