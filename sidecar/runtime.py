@@ -75,7 +75,11 @@ class Runtime:
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
         pool = policy.upstream_pool  # read at start: a reload does not resize the pool
         forwarder = Forwarder.create(
-            pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, metrics.upstream_connections.set
+            pool.max_connections,
+            pool.max_per_host or 0,
+            pool.idle_timeout,
+            metrics.upstream_connections.set,
+            pool.route_share,
         )
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
@@ -138,7 +142,7 @@ class Runtime:
             # other claims are dropped; an unchanged provider keeps its cache.
             self.introspector.retain(self.current.verifier.profiles)
         pool = policy.upstream_pool
-        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
+        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
         if previous != digest:
             # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
             self.metrics.config_info.labels(previous).set(0)
