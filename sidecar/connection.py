@@ -105,6 +105,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._begins = 0  # requests begun in the chunk being parsed
         self._too_large = False
         self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
+        self._unsent = 0  # bytes waiting for the client when that timer was armed
         self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
 
     # --- the connection ------------------------------------------------------------------------------------------
@@ -149,10 +150,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         """The transport holds more than it can send: the client is not taking the response as fast as it comes.
-        Fine for a while (a slow network); for send_timeout without room, it has stopped reading."""
+        Fine (a slow network) as long as it takes some; a client that takes nothing for send_timeout has stopped
+        reading."""
         super().pause_writing()
         if self._stalled is None:
-            self._stalled = self.loop.call_later(self._limits.send_timeout, self._send_timed_out)
+            self._arm_stall_timer()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -221,10 +223,18 @@ class GuardedProtocol(HttpToolsProtocol):
             self._stalled.cancel()
             self._stalled = None
 
+    def _arm_stall_timer(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._stalled = self.loop.call_later(self._limits.send_timeout, self._send_timed_out)
+
     def _send_timed_out(self) -> None:
-        """Reset, not closed: a close waits for the client to take what is buffered, which it never does. uvicorn
-        then tells the app the client is gone, and its exchange ends (the upstream connection dropped, not reused)."""
+        """Still paused: if the client took some bytes meanwhile, it gets another send_timeout. Otherwise reset, not
+        closed: a close waits for the client to take what is buffered, which it never does. uvicorn then tells the
+        app the client is gone, and its exchange ends (the upstream connection dropped, not reused)."""
         self._stalled = None
+        if self.transport.get_write_buffer_size() < self._unsent:  # a slow client, not a stopped one
+            self._arm_stall_timer()
+            return
         client = self.client[0] if self.client else None
         self.guard.cut_off(self._sending, client, self._limits.send_timeout)
         self.transport.abort()
