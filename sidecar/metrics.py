@@ -129,7 +129,7 @@ class Metrics:
         child.inc()
 
     def cut_off(self, route: str) -> None:
-        """A client connection reset after send_timeout without room to write (rare: no cached child)."""
+        """A client connection reset after send_timeout in which it took none of its response (rare: uncached)."""
         self.client_write_timeouts.labels(route).inc()
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------

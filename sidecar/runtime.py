@@ -73,7 +73,7 @@ class Runtime:
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
         keys = KeyStore(client, observer=metrics)
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
-        pool = policy.upstream_pool  # read at start: a reload does not resize the pool
+        pool = policy.upstream_pool  # sized at start; a reload resizes it (swap)
         forwarder = Forwarder.create(
             pool.max_connections,
             pool.max_per_host or 0,
