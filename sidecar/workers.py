@@ -39,7 +39,7 @@ _FORWARDED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def supervise(options: ServeOptions, sockets: list[socket.socket], loaded: Loaded) -> int:
     directory, ours = _metrics_directory()
-    last_good = LastGood(options.config, loaded)
+    last_good = LastGood(options.config, loaded, max(options.reload_settle, options.reload_interval, _MIN_POLL))
     children: set[int] = set()
     stopping: list[int] = []
     restarts: list[float] = []  # when each pending restart is due (monotonic seconds)

@@ -72,12 +72,18 @@ def read_policy(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     source = os.fspath(path)
     try:
         data = FilePath(source).read_bytes()
-        text = data.decode("utf-8-sig")
     except OSError as exc:
         raise PolicyError([f"{source}:1: (file): cannot read the policy: {exc.strerror or exc}"]) from exc
+    return parse_policy_bytes(data, source, os.environ if environ is None else environ), data
+
+
+def parse_policy_bytes(data: bytes, source: str, environ: Mapping[str, str]) -> Policy:
+    """Parse the bytes of a policy file (UTF-8, a BOM allowed); `source` names the file in messages."""
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PolicyError([f"{source}:1: (file): the policy is not UTF-8 text"]) from exc
-    return parse_policy(text, source, os.environ if environ is None else environ), data
+    return parse_policy(text, source, environ)
 
 
 def parse_policy(text: str, source: str, environ: Mapping[str, str]) -> Policy:
