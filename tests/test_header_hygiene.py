@@ -45,6 +45,8 @@ NEVER_FORWARDED = [
     "X_Forwarded_For",
     "Content_Length",
     "Transfer_Encoding",
+    "Expect",
+    "expect",
 ]
 
 
@@ -80,3 +82,23 @@ def test_connection_cannot_remove_identity_forwarding_or_request_id() -> None:
     assert sent["x-auth-subject"] == "o-1" and sent["x-auth-user"] == "lisa@contoso.com"
     assert sent["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
     assert (sent["x-forwarded-proto"], sent["x-forwarded-host"], sent["x-request-id"]) == ("http", "gw", "rid-1")
+
+
+def test_expect_is_answered_by_the_sidecar_not_forwarded() -> None:
+    client = [(b"expect", b"100-continue"), (b"content-length", b"5"), (b"x-custom", b"kept")]
+    out = request_headers(
+        client,
+        forward_token=False,
+        names=IdentityHeaders(),
+        identity=None,
+        client_ip="1.2.3.4",
+        scheme="http",
+        request_id="rid-1",
+    )
+    assert [name for name, _ in out] == [
+        b"content-length",
+        b"x-custom",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+    ]

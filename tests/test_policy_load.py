@@ -340,8 +340,8 @@ SINGLE_ERRORS = {
     "route-unknown-key": (
         route("    users: [x]\n"),
         11,
-        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_token, match, max_body, max_concurrent, '
-        "mode, name, rate_limit, timeout, upstream)",
+        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_query, forward_token, match, max_body, '
+        "max_concurrent, mode, name, rate_limit, timeout, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -719,8 +719,8 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
-        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_token, match, "
-        "max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
+        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_query, forward_token, "
+        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
     ]
 
 
