@@ -42,33 +42,36 @@ class ResponseUrls:
     scheme: str
     host: str  # lower-case, no brackets around IPv6
     port: int
-    base: str  # the upstream URL without its query: what a relative reference resolves against
+    base: str  # the upstream URL without its query (for a prefix route, the URL of the root)
     upstream_path: str  # normalised as request paths are
     public: str  # the route's exact path, or its prefix as written
     prefix: bool
     query_names: frozenset[str]  # the upstream's parameter names, as `param_key` reads them
     secrets: tuple[bytes, ...]  # the upstream's query values, decoded and lower-cased, with their `+`-as-space forms
 
-    def shown(self, key: bytes, value: bytes) -> bytes | None:
-        """The value the client gets for a header named `key` (lower-case, `_` as `-`), or None: not passed on."""
-        if key in _LOCATIONS:
-            rewritten = self._reference(value.decode("latin-1").strip())
-            if rewritten is None:
+    def shown(self, key: bytes, value: bytes, url: str = "") -> bytes | None:
+        """The value the client gets for a header named `key` (lower-case, `_` as `-`), or None: not passed on.
+        `url` is the URL the request was sent to: what the upstream's relative references are relative to."""
+        if key in _LOCATIONS or key == _REFRESH or key == _LINK:
+            text = value.decode("latin-1")
+            base = url or self.base
+            if key == _REFRESH:
+                shown = self._refresh(text, base)
+            elif key == _LINK:
+                shown = self._links(text, base)
+            else:
+                shown = self._reference(text.strip(), base)
+            if shown is None:
                 return None
-            value = rewritten.encode("latin-1")
-        elif key == _REFRESH or key == _LINK:
-            text = self._refresh(value.decode("latin-1")) if key == _REFRESH else self._links(value.decode("latin-1"))
-            if text is None:
-                return None
-            value = text.encode("latin-1")
+            value = shown.encode("latin-1")
         return None if self.secrets and holds_secret(value, self.secrets) else value
 
-    def _reference(self, reference: str) -> str | None:
+    def _reference(self, reference: str, base: str) -> str | None:
         """A URI reference as the client may see it: unchanged when it names another host; the public path (its
         query without the upstream's parameters, its fragment) when it names the upstream within the route; None
         when it names the upstream's host anywhere else (another path, port or scheme)."""
         try:
-            parts = urlsplit(urljoin(self.base, reference))
+            parts = urlsplit(urljoin(base, reference))
             port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
         except ValueError:  # an invalid port or IPv6 literal: nothing a client could follow
             return None
@@ -99,14 +102,14 @@ class ResponseUrls:
     def _upstream_param(self, pair: str) -> bool:
         return any(param_key(part.partition("=")[0]) in self.query_names for part in pair.split(";"))
 
-    def _refresh(self, value: str) -> str | None:
+    def _refresh(self, value: str, base: str) -> str | None:
         match = _REFRESH_VALUE.fullmatch(value)
         if match is None or not match.group(3):
             return value  # no URL: a refresh of the same page (or not a Refresh a browser would follow)
-        rewritten = self._reference(match.group(3))
+        rewritten = self._reference(match.group(3), base)
         return None if rewritten is None else match.group(1) + match.group(2) + rewritten + match.group(2)
 
-    def _links(self, value: str) -> str | None:
+    def _links(self, value: str, base: str) -> str | None:
         """Each link-value's target rewritten; one naming the upstream outside the route is left out; a value
         that is not a list of link-values is dropped whole (it cannot be rewritten, so it may not pass)."""
         kept, position = [], 0
@@ -115,7 +118,7 @@ class ResponseUrls:
             if match is None or match.end() == position:
                 return None
             position = match.end()
-            rewritten = self._reference(match.group(1).strip())
+            rewritten = self._reference(match.group(1).strip(), base)
             if rewritten is not None:
                 kept.append(f"<{rewritten}>{match.group(2).rstrip()}")
         return ", ".join(kept) or None

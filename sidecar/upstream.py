@@ -216,13 +216,14 @@ def _header_value(value: str) -> bytes:
 
 
 def response_headers(
-    upstream: Iterable[tuple[bytes, bytes]], status: int = 200, urls: ResponseUrls | None = None
+    upstream: Iterable[tuple[bytes, bytes]], status: int = 200, urls: ResponseUrls | None = None, url: str = ""
 ) -> Headers:
     """Upstream response headers for the client: hop-by-hop and `Connection`-named ones dropped, and the
     upstream's X-Request-Id (the sidecar sends its own). Compared as lenient parsers read names (`_` as `-`): a
     `Transfer_Encoding` or `Content_Length` passed on could frame the response differently for a proxy between us
     and the client. No Content-Length on a 204 or 304 (`_NO_LENGTH`). With `urls`, headers naming the upstream's URL
-    are rewritten to the route's public path, and none that holds the upstream's secret query passes."""
+    are rewritten to the route's public path (`url`: the one the request went to), and none that holds the
+    upstream's secret query passes."""
     pairs = list(upstream)
     dropped = set(HOP_BY_HOP)
     dropped.add(b"x-request-id")
@@ -237,7 +238,7 @@ def response_headers(
         if not _passes(name, key, dropped):
             continue
         if urls is not None:
-            shown = urls.shown(key, value)
+            shown = urls.shown(key, value, url)
             if shown is None:
                 continue
             value = shown
