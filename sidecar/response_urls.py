@@ -16,15 +16,15 @@ from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 
 from sidecar.decision import Rejection
 from sidecar.paths import normalise
-from sidecar.upstream import Target, param_key, target
+from sidecar.upstream import Headers, Target, param_key, target
 
 __all__ = ["ResponseUrls", "response_urls"]
 
 # Response headers whose value is, or holds, a URL a client follows or records (RFC 9110 §10.2.2 and §8.8; Link:
 # RFC 8288; Refresh: the HTML standard). Read by their `_`-as-`-` name, as every header rule here.
-_LOCATIONS: Final = frozenset({b"location", b"content-location"})
 _REFRESH: Final = b"refresh"
 _LINK: Final = b"link"
+_URL_HEADERS: Final = frozenset({b"location", b"content-location", _REFRESH, _LINK})
 # A query value this short is a version or a flag (`api-version=2016-10-01` is longer: it counts), not a secret; it
 # would match harmless header text.
 _MIN_SECRET: Final = 8
@@ -47,24 +47,31 @@ class ResponseUrls:
     public: str  # the route's exact path, or its prefix as written
     prefix: bool
     query_names: frozenset[str]  # the upstream's parameter names, as `param_key` reads them
-    secrets: tuple[bytes, ...]  # the upstream's query values, decoded and lower-cased, with their `+`-as-space forms
+    secrets: re.Pattern[bytes] | None  # the upstream's query values, decoded, with their `+`-as-space forms; any case
 
-    def shown(self, key: bytes, value: bytes, url: str = "") -> bytes | None:
+    def rewritten(self, key: bytes, value: bytes, url: str) -> bytes | None:
         """The value the client gets for a header named `key` (lower-case, `_` as `-`), or None: not passed on.
-        `url` is the URL the request was sent to: what the upstream's relative references are relative to."""
-        if key in _LOCATIONS or key == _REFRESH or key == _LINK:
-            text = value.decode("latin-1")
-            base = url or self.base
-            if key == _REFRESH:
-                shown = self._refresh(text, base)
-            elif key == _LINK:
-                shown = self._links(text, base)
-            else:
-                shown = self._reference(text.strip(), base)
-            if shown is None:
-                return None
-            value = shown.encode("latin-1")
-        return None if self.secrets and holds_secret(value, self.secrets) else value
+        Only headers that name a URL change; `url` is the URL the request was sent to (what the upstream's relative
+        references are relative to). Secrets are `without_secrets`' job."""
+        if key not in _URL_HEADERS:
+            return value
+        text = value.decode("latin-1")
+        base = url or self.base
+        if key == _REFRESH:
+            shown = self._refresh(text, base)
+        elif key == _LINK:
+            shown = self._links(text, base)
+        else:
+            shown = self._reference(text.strip(), base)
+        return None if shown is None else shown.encode("latin-1")
+
+    def without_secrets(self, headers: Headers) -> Headers:
+        """`headers` less every one holding a value of the upstream's query. One search over all the values first:
+        the usual answer holds none, and then costs one or two regular expression searches in all."""
+        secrets = self.secrets
+        if secrets is None or not holds_secret(b"\n".join([value for _, value in headers]), secrets):
+            return headers
+        return [(name, value) for name, value in headers if not holds_secret(value, secrets)]
 
     def _reference(self, reference: str, base: str) -> str | None:
         """A URI reference as the client may see it: unchanged when it names another host; the public path (its
@@ -124,16 +131,18 @@ class ResponseUrls:
         return ", ".join(kept) or None
 
 
-def holds_secret(value: bytes, secrets: tuple[bytes, ...]) -> bool:
+def holds_secret(value: bytes, secrets: re.Pattern[bytes]) -> bool:
     """Whether a header value holds one of `secrets` as written, percent-encoded once or twice (any hex case), with
-    `+` or space for `+`, or with JSON's escaped `\\/`; compared ignoring case."""
-    text = value.lower().replace(b"\\/", b"/")
+    `+` or space for `+`, or with JSON's escaped `\\/`. One regular expression search per form: this runs for every
+    response header of a route whose upstream URL has a query."""
+    if b"\\" in value:
+        value = value.replace(b"\\/", b"/")
     for _ in range(3):
-        if any(secret in text for secret in secrets):
+        if secrets.search(value) is not None:
             return True
-        if b"%" not in text:
+        if b"%" not in value:
             return False
-        text = unquote_to_bytes(text).lower()
+        value = unquote_to_bytes(value)
     return False
 
 
@@ -161,13 +170,15 @@ def response_urls(upstream: str, public: str, prefix: bool) -> ResponseUrls:
     )
 
 
-def _secrets(query: str) -> tuple[bytes, ...]:
+def _secrets(query: str) -> re.Pattern[bytes] | None:
     forms: set[bytes] = set()
     for pair in query.split("&"):
         value = pair.partition("=")[2]
         for _ in range(3):  # as far as it decodes: a value written encoded twice is still that secret
             value = unquote(value)
         if len(value) >= _MIN_SECRET:
-            raw = value.encode("utf-8").lower()
+            raw = value.encode("utf-8")
             forms.update((raw, raw.replace(b"+", b" ")))
-    return tuple(sorted(forms))
+    if not forms:
+        return None
+    return re.compile(b"|".join(re.escape(form) for form in sorted(forms)), re.IGNORECASE)

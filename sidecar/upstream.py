@@ -238,9 +238,9 @@ def response_headers(
         if not _passes(name, key, dropped):
             continue
         if urls is not None:
-            shown = urls.shown(key, value, url)
+            shown = urls.rewritten(key, value, url)
             if shown is None:
                 continue
             value = shown
         out.append((name, value))
-    return out
+    return out if urls is None else urls.without_secrets(out)
