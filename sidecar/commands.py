@@ -104,7 +104,7 @@ def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
     if options.workers > 1:
         from sidecar.workers import supervise
 
-        return supervise(options, sockets)
+        return supervise(options, sockets, loaded)
     uvloop.run(run_sidecar(*loaded, sockets[0], sockets[1], options, reload_from=options.config))
     return 0
 

@@ -188,6 +188,67 @@ def test_sigterm_drains_and_lets_a_streaming_upload_finish(sidecar_env: dict[str
     assert sidecar.stop() == 0
 
 
+def answered_by(sidecar: SidecarProcess, worker: int, path: str) -> dict[str, object]:
+    """The access line of a request to `path` that `worker` answered: new connections until it takes one (bounded)."""
+    for _ in range(2_000):
+        with httpx.Client(trust_env=False, timeout=10) as fresh:
+            fresh.get(sidecar.proxy + path)
+        line = sidecar.wait_for_log("request", path=path)
+        if line["pid"] == worker:
+            return line
+    raise AssertionError(f"worker {worker} took none of 2000 connections")
+
+
+def kill_one_worker_while_the_file_is_invalid(sidecar: SidecarProcess, policy: Path) -> int:
+    """Break the file (every worker keeps its policy), SIGKILL one worker; returns the replacement's pid once it is
+    ready."""
+    workers = {int(line["pid"]) for line in sidecar.wait_for_logs("ready", 2)}
+    write_atomically(policy, "version: 1\nroutes: [this is not a route]\n")
+    sidecar.wait_for_logs("policy reload failed; keeping the current policy", 2)
+    os.kill(min(workers), signal.SIGKILL)
+    (replacement,) = {int(line["pid"]) for line in sidecar.wait_for_logs("ready", 3)} - workers
+    return replacement
+
+
+def test_a_worker_restarted_while_the_file_is_invalid_serves_the_last_good_policy_and_metrics_files_go_at_stop(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    args = ("--drain-delay", "0", "--workers", "2", "--reload-interval", "0.1")
+    sidecar = SidecarProcess(policy, {}, args).start()
+    try:
+        metrics_dir = Path(str(sidecar.wait_for_logs("workers started", 1)[0]["metrics_dir"]))
+        replacement = kill_one_worker_while_the_file_is_invalid(sidecar, policy)
+        line = answered_by(sidecar, replacement, "/first")
+        assert (line["status"], line["route"], line["decision"]) == (200, "first", "allow")  # decided as before
+        assert list(metrics_dir.glob("*.db"))
+    finally:
+        assert sidecar.stop() == 0
+    assert not metrics_dir.exists()  # a directory of its own: removed whole at stop
+
+
+def test_the_last_good_policy_is_the_newest_that_loaded_and_a_given_metrics_directory_is_emptied(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    metrics_dir = tmp_path / "metrics"  # an emptyDir: the sidecar's to write in, not to remove
+    args = ("--drain-delay", "0", "--workers", "2", "--reload-interval", "0.1")
+    sidecar = SidecarProcess(policy, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, args).start()
+    try:
+        sidecar.wait_for_logs("ready", 2)
+        write_atomically(policy, WITH_SECOND.format(upstream=upstream.url))
+        sidecar.wait_for_logs("policy reloaded", 2)
+        sidecar.wait_for_logs("policy kept for worker restarts", 1)
+        replacement = kill_one_worker_while_the_file_is_invalid(sidecar, policy)
+        line = answered_by(sidecar, replacement, "/second")  # a route only the second version has
+        assert (line["status"], line["route"], line["decision"]) == (200, "second", "allow")
+    finally:
+        assert sidecar.stop() == 0
+    assert metrics_dir.is_dir() and not list(metrics_dir.iterdir())
+
+
 def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, upstream: ThreadServer) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(OPEN.format(upstream=upstream.url))
