@@ -124,8 +124,8 @@ class Forwarder:
                 connection.write(request)
                 await _response_head(response, None, timeout)
             upstream_seconds = time.perf_counter() - started
-            head = response_headers(response.headers, response.status, urls, url) + extra_headers
-            sent = await _relay(response, send, receive if received.complete else None, head, timeout)
+            shown = response_headers(response.headers, response.status, urls, url, method == "HEAD") + extra_headers
+            sent = await _relay(response, send, receive if received.complete else None, shown, timeout)
             reusable = response.keep_alive and (uploader is None or _succeeded(uploader))
         except UpstreamError as exc:
             raise _failure(exc, response.head_done, uploader) from exc

@@ -74,9 +74,11 @@ _FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
 # Answered by the sidecar's own listener, which sends `100 Continue` when the body is first read; the body then goes
 # upstream at once, so an upstream told to expect it would wait for nothing (or answer 417).
 _ANSWERED_HERE: Final = frozenset({b"expect"})
-# Statuses whose answer never has content: RFC 9110 §8.6 forbids Content-Length on 204; on 304 it is allowed, but the
-# listener (uvicorn) would then wait for that many body bytes and fail the answer, so it is dropped there too.
-_NO_LENGTH: Final = frozenset({204, 304})
+# RFC 9110 §8.6 forbids Content-Length on a 204. On a 304 it is allowed, but the listener (uvicorn) would then wait for
+# that many body bytes and fail the answer, so it is dropped there too, except in the answer to HEAD (which the
+# listener knows has no body, and which keeps its length whatever its status).
+_NO_CONTENT: Final = 204
+_NOT_MODIFIED: Final = 304
 # PHP turns spaces and dots in a parameter name into `_` (and so, here, every other blank).
 _NAME_BLANKS: Final = str.maketrans({" ": "_", ".": "_", "\t": "_", "\n": "_", "\r": "_", "\x0b": "_", "\x0c": "_"})
 
@@ -216,18 +218,22 @@ def _header_value(value: str) -> bytes:
 
 
 def response_headers(
-    upstream: Iterable[tuple[bytes, bytes]], status: int = 200, urls: ResponseUrls | None = None, url: str = ""
+    upstream: Iterable[tuple[bytes, bytes]],
+    status: int = 200,
+    urls: ResponseUrls | None = None,
+    url: str = "",
+    head: bool = False,
 ) -> Headers:
     """Upstream response headers for the client: hop-by-hop and `Connection`-named ones dropped, and the
     upstream's X-Request-Id (the sidecar sends its own). Compared as lenient parsers read names (`_` as `-`): a
     `Transfer_Encoding` or `Content_Length` passed on could frame the response differently for a proxy between us
-    and the client. No Content-Length on a 204 or 304 (`_NO_LENGTH`). With `urls`, headers naming the upstream's URL
-    are rewritten to the route's public path (`url`: the one the request went to), and none that holds the
-    upstream's secret query passes."""
+    and the client. No Content-Length on a 204, nor on a 304 unless it answers HEAD (`head`). With `urls`, headers
+    naming the upstream's URL are rewritten to the route's public path (`url`: the one the request went to), and none
+    that holds the upstream's secret query passes."""
     pairs = list(upstream)
     dropped = set(HOP_BY_HOP)
     dropped.add(b"x-request-id")
-    if status in _NO_LENGTH:
+    if status == _NO_CONTENT or (status == _NOT_MODIFIED and not head):
         dropped.add(b"content-length")
     for name, value in pairs:
         if name.lower() == b"connection":

@@ -150,18 +150,21 @@ def test_response_framing_and_hop_by_hop_headers_spelled_with_underscores_are_dr
 
 
 BODILESS = {
-    # status -> what is left of [Content-Length: 10, ETag] (RFC 9110 §8.6: never on 204; on 304 it may be sent, but
-    # the listener would then wait for those bytes, so it is left out too)
-    "200-keeps-its-length": (200, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
-    "204-has-no-length": (204, [(b"ETag", b'"a"')]),
-    "304-has-no-length": (304, [(b"ETag", b'"a"')]),
-    "205-keeps-its-length": (205, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    # status, answers HEAD -> what is left of [Content-Length: 10, ETag] (RFC 9110 §8.6: never on 204; on 304 it may
+    # be sent, but the listener would then wait for those bytes, so it is left out there unless it answers HEAD)
+    "200-keeps-its-length": (200, False, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "204-has-no-length": (204, False, [(b"ETag", b'"a"')]),
+    "304-has-no-length": (304, False, [(b"ETag", b'"a"')]),
+    "205-keeps-its-length": (205, False, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "head-200-keeps-its-length": (200, True, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "head-204-has-no-length": (204, True, [(b"ETag", b'"a"')]),
+    "head-304-keeps-its-length": (304, True, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
 }
 
 
-@pytest.mark.parametrize(("status", "expected"), BODILESS.values(), ids=BODILESS.keys())
-def test_no_content_length_on_204_and_304(status: int, expected: list[tuple[bytes, bytes]]) -> None:
-    assert response_headers([(b"Content-Length", b"10"), (b"ETag", b'"a"')], status) == expected
+@pytest.mark.parametrize(("status", "head", "expected"), BODILESS.values(), ids=BODILESS.keys())
+def test_no_content_length_on_204_and_304(status: int, head: bool, expected: list[tuple[bytes, bytes]]) -> None:
+    assert response_headers([(b"Content-Length", b"10"), (b"ETag", b'"a"')], status, head=head) == expected
 
 
 # A client parameter some framework reads as the upstream's own `sig` (or `api-version`, `sp`): each spelling.
