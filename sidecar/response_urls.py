@@ -10,6 +10,7 @@ secret scan starts with one search over all the values.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -67,12 +68,13 @@ class ResponseUrls:
         return None if shown is None else shown.encode("latin-1")
 
     def without_secrets(self, headers: Headers) -> Headers:
-        """`headers` less every one holding a value of the upstream's query. One search over all the values first:
-        the usual answer holds none, and then costs one or two regular expression searches in all."""
+        """`headers` less every one holding a value of the upstream's query, in its value or even its name (`%` and
+        `+` are name characters). One search over all of them first: the usual answer holds none, and then costs one
+        or two regular expression searches in all."""
         secrets = self.secrets
-        if secrets is None or not holds_secret(b"\n".join([value for _, value in headers]), secrets):
+        if secrets is None or not holds_secret(b"\n".join(itertools.chain.from_iterable(headers)), secrets):
             return headers
-        return [(name, value) for name, value in headers if not holds_secret(value, secrets)]
+        return [pair for pair in headers if not holds_secret(pair[0], secrets) and not holds_secret(pair[1], secrets)]
 
     def _reference(self, reference: str, base: str) -> str | None:
         """A URI reference as the client may see it: unchanged when it names another host; the public path (its

@@ -134,6 +134,11 @@ def test_a_header_holding_a_value_of_the_upstream_query_is_dropped(value: str) -
     assert shown(EXACT, b"set-cookie", f"u={value}; Path=/".encode()) is None
 
 
+def test_a_header_named_with_the_secret_is_dropped() -> None:
+    headers = [(f"X-{SIG}".encode(), b"1"), (b"X-Other", b"2")]
+    assert response_headers(headers, 200, EXACT) == [(b"X-Other", b"2")]
+
+
 def test_short_query_values_and_other_headers_pass() -> None:
     for key, value in [(b"server", b"thing/1.0"), (b"etag", b'"abc"'), (b"x-debug", b"Qz9+k3Yv")]:
         assert shown(EXACT, key, value) == value

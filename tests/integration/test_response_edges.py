@@ -136,7 +136,7 @@ def canary(request: Received, upstream_url: str) -> bytes:
     lines += [f"{name}-{kind}: {text}" for name in CUSTOM for kind, text in _spellings(full).items()]
     lines += [f"Location: {full}", f"Content-Location: {full}", f'Link: <{full}>; rel="self"']
     lines.append(f"Refresh: 0; url={full}")
-    lines.append("Content-Length: 0")
+    lines += [f"X-{EDGE_SIG}: in-the-name", "Content-Length: 0"]
     return answer(f"302 {full}".encode("latin-1"), *(line.encode("latin-1") for line in lines))
 
 
