@@ -75,9 +75,9 @@ lock:
 clean:
 	rm -rf $(VENV) .venv-3.* build/lock-venv .pytest_cache .mypy_cache .ruff_cache
 
-# Coverage-guided fuzzing with atheris (never part of `make test`): paths, bearer, headers, tokens and upstream
-# responses, FUZZ_SECONDS in all (default 600), split evenly; fails on any finding. atheris is installed here only
-# (fuzz/requirements.txt).
+# Coverage-guided fuzzing with atheris (never part of `make test`): paths, bearer, headers, tokens, upstream
+# responses and JWKS/discovery documents (jwks), FUZZ_SECONDS in all (default 600), split evenly; fails on any
+# finding. atheris is installed here only (fuzz/requirements.txt).
 # Working corpus and findings: build/fuzz/. Details: fuzz/__main__.py.
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--audit", action="store_true", help="every route in audit mode: count refusals, forward all")
     serve.add_argument("--forward-auth-path", help="serve forward-auth for an ingress at this path, e.g. /_auth")
     serve.add_argument("--reload-interval", help="seconds between checks of the policy file (default 2)")
+    serve.add_argument(
+        "--reload-settle", help="seconds a policy file changed in place must stay unchanged before it loads (default 5)"
+    )
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")

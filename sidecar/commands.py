@@ -156,7 +156,11 @@ async def run_sidecar(
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
         Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
     ]
-    reloader = PolicyReloader(runtime, reload_from, os.environ, options.reload_interval) if reload_from else None
+    reloader = (
+        PolicyReloader(runtime, reload_from, os.environ, options.reload_interval, options.reload_settle)
+        if reload_from
+        else None
+    )
     background: list[asyncio.Future[Any]] = []
 
     async def started() -> None:

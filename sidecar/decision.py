@@ -40,6 +40,7 @@ class Reason(enum.Enum):
     BODY_TOO_LARGE = "body_too_large"
     BODY_TIMEOUT = "body_timeout"
     OVERLOADED = "overloaded"
+    POOL_SHARE_FULL = "pool_share_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,13 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.OVERLOADED: Outcome(
         503, "Service Unavailable", None, False, "The route has too many requests in flight; see Retry-After."
     ),
+    Reason.POOL_SHARE_FULL: Outcome(
+        503,
+        "Service Unavailable",
+        None,
+        False,
+        "The route holds its whole share of upstream connections and none came free in time; see Retry-After.",
+    ),
 }
 
 
@@ -138,6 +146,7 @@ LIMIT_REASONS: Final = frozenset(
         Reason.BODY_TOO_LARGE,
         Reason.BODY_TIMEOUT,
         Reason.OVERLOADED,
+        Reason.POOL_SHARE_FULL,
     }
 )
 

@@ -46,6 +46,7 @@ class ServeOptions:
     audit: bool = False
     forward_auth_path: str | None = None
     reload_interval: float = 2.0
+    reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.reload)
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> ServeOptions:
@@ -70,6 +71,7 @@ class ServeOptions:
             audit=bool(flags.get("audit")) or environ.get("SIDECAR_AUDIT", "").lower() in ("1", "true", "yes"),
             forward_auth_path=pick("forward_auth_path"),
             reload_interval=_seconds("reload-interval", pick("reload_interval", 2.0)),
+            reload_settle=_seconds("reload-settle", pick("reload_settle", 5.0)),
         )
         if options.forward_auth_path is not None and not options.forward_auth_path.startswith("/"):
             raise ValueError(f"--forward-auth-path {options.forward_auth_path!r} must start with /")

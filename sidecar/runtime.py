@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from sidecar.introspect import Introspector
+from sidecar.introspect import Introspector, claims_read
 from sidecar.keys import KeyStore
 from sidecar.log import logger
 from sidecar.metrics import Metrics
@@ -73,9 +73,13 @@ class Runtime:
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
         keys = KeyStore(client, observer=metrics)
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
-        pool = policy.upstream_pool  # read at start: a reload does not resize the pool
+        pool = policy.upstream_pool  # sized at start; a reload resizes it (swap)
         forwarder = Forwarder.create(
-            pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, metrics.upstream_connections.set
+            pool.max_connections,
+            pool.max_per_host or 0,
+            pool.idle_timeout,
+            metrics.upstream_connections.set,
+            pool.route_share,
         )
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
@@ -92,7 +96,8 @@ class Runtime:
         return self._limiter
 
     def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
-        return Snapshot(policy, Verifier(policy.providers, self.keys, introspector=self.introspector), digest)
+        verifier = Verifier(policy.providers, self.keys, introspector=self.introspector, claims=claims_read(policy))
+        return Snapshot(policy, verifier, digest)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start the key scheduler once the listeners are up: it fetches every provider's keys at once, then on
@@ -132,8 +137,12 @@ class Runtime:
             await self.keys.prime(added)
         previous = self.current.hash
         self.current = self._snapshot(policy, digest)
+        if self.introspector is not None:
+            # Answers judged under a provider this policy changed (audiences, endpoint, ...) or whose rules now read
+            # other claims are dropped; an unchanged provider keeps its cache.
+            self.introspector.retain(self.current.verifier.profiles)
         pool = policy.upstream_pool
-        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
+        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
         if previous != digest:
             # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
             self.metrics.config_info.labels(previous).set(0)

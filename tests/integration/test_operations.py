@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,16 +45,25 @@ def write_atomically(path: Path, text: str) -> None:
 class Traffic:
     """Requests in a loop on a thread until stopped (bounded: at most `limit` requests)."""
 
-    def __init__(self, url: str, limit: int = 20_000) -> None:
+    def __init__(self, url: str, limit: int = 20_000, headers: dict[str, str] | None = None) -> None:
         self.statuses: list[int] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, limit), daemon=True)
+        self._more = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(url, limit, headers or {}), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, limit: int) -> None:
-        with httpx.Client(trust_env=False, timeout=10) as http:
+    def _run(self, url: str, limit: int, headers: dict[str, str]) -> None:
+        with httpx.Client(trust_env=False, timeout=10, headers=headers) as http:
             while not self._stop.is_set() and len(self.statuses) < limit:
-                self.statuses.append(http.get(url).status_code)
+                status = http.get(url).status_code
+                with self._more:
+                    self.statuses.append(status)
+                    self._more.notify_all()
+
+    def wait_for_more(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` requests have been answered (raises after `timeout`)."""
+        with self._more:
+            assert self._more.wait_for(lambda: len(self.statuses) >= count, timeout), "the traffic stopped"
 
     def stop(self) -> list[int]:
         self._stop.set()
@@ -129,6 +139,55 @@ def test_configmap_symlink_swap_is_seen(tmp_path: Path, upstream: ThreadServer) 
         assert httpx.get(sidecar.proxy + "/second", trust_env=False).status_code == 200
     finally:
         assert sidecar.stop() == 0
+
+
+PAYROLL_HEAD = """\
+version: 1
+providers:
+  contoso:
+    issuer: ${ISSUER}/11111111-2222-3333-4444-555555555555/v2.0
+    audiences: [api://trigger-gateway]
+routes:
+  - name: payroll
+    match: { path: /payroll, methods: [GET] }
+    upstream: ${UPSTREAM}/payroll
+    allow:
+      - provider: contoso
+"""
+PAYROLL_USERS = "        users: [lisa@contoso.com]\n"  # without it, the half file lets every contoso user in
+
+
+def test_a_policy_written_in_place_in_two_writes_is_never_used_half_written(
+    tmp_path: Path, sidecar_env: dict[str, str], issuer: DemoIssuer
+) -> None:
+    """A copy that lands in two writes three seconds apart (a slow `cp`, a sync tool): between them the file is a
+    valid policy that allows any contoso user. The sidecar polls 10 times a second and must not load it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=sidecar_env["UPSTREAM"]))
+    args = ("--drain-delay", "0", "--reload-interval", "0.1")  # --reload-settle: its default, 5 s
+    sidecar = SidecarProcess(policy, sidecar_env, args).start()
+    claims = {"aud": "api://trigger-gateway", "oid": "mallory-oid", "upn": "mallory@contoso.com"}
+    mallory = issuer.mint(CONTOSO_TENANT, claims)
+    lisa = issuer.mint(CONTOSO_TENANT, {**claims, "oid": "lisa-oid", "upn": "lisa@contoso.com"})
+    try:
+        traffic = Traffic(sidecar.proxy + "/payroll", headers={"Authorization": f"Bearer {mallory}"})
+        with policy.open("w") as file:  # in place: the same inode, truncated, then written twice
+            file.write(PAYROLL_HEAD)
+            file.flush()
+            gap_end = time.monotonic() + 3.0  # the scenario's gap; nothing waits on it to synchronise
+            while time.monotonic() < gap_end and len(traffic.statuses) < 20_000:
+                traffic.wait_for_more(len(traffic.statuses) + 1)
+            file.write(PAYROLL_USERS)
+        reloaded = sidecar.wait_for_log("policy reloaded", trigger="file")
+        statuses = traffic.stop()
+        assert reloaded["hash"] == hashlib.sha256((PAYROLL_HEAD + PAYROLL_USERS).encode()).hexdigest()[:12]
+        assert statuses and 200 not in statuses, statuses.count(200)  # 404 before, 403 after: never let in
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False) as http:
+            assert http.get("/payroll", headers={"Authorization": f"Bearer {mallory}"}).status_code == 403
+            assert http.get("/payroll", headers={"Authorization": f"Bearer {lisa}"}).status_code == 200
+    finally:
+        assert sidecar.stop() == 0
+    assert sum('"policy reloaded"' in line for line in sidecar.lines) == 1
 
 
 def test_audit_flag_forwards_would_be_refusals(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
