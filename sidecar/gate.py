@@ -19,6 +19,7 @@ from sidecar.h1 import UpstreamError
 from sidecar.head import Head, read_head
 from sidecar.policy.model import Mode, Route
 from sidecar.proxy import ClientGone, UpstreamBroken
+from sidecar.response_urls import response_urls
 from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import request_headers, target, target_url
 
@@ -115,7 +116,11 @@ class Gate:
             scheme=scope.get("scheme", "http"),
             request_id=call.rid,
         )
-        url = target_url(target(route.upstream), call.decision.rest, scope.get("query_string", b""))
+        query = scope.get("query_string", b"") if route.forward_query else b""
+        url = target_url(target(route.upstream), call.decision.rest, query)
+        match = route.match
+        public = match.path if match.path is not None else match.path_prefix or "/"
+        urls = response_urls(route.upstream, public, match.path is None)
         entry.setdefault("decision", "allow")
         sending = scope.get("extensions", {}).get(SENDING)
         if sending is not None:  # a client that stops reading this response is counted and logged under these
@@ -133,6 +138,7 @@ class Gate:
                 max_body=route.max_body,
                 body_timeout=call.snapshot.policy.limits.body_timeout,
                 route=route.name,
+                urls=urls,
             )
         except Rejection as rejection:  # the upstream failed before answering: 502 / 504
             if rejection.reason in _LIMITS:  # or the client's body did, or the route's share of the pool is in use

@@ -27,6 +27,7 @@ from sidecar.h1 import (
     split_url,
 )
 from sidecar.policy.limits import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_IDLE_TIMEOUT
+from sidecar.response_urls import ResponseUrls
 from sidecar.upstream import Headers, response_headers
 
 __all__ = ["ClientGone", "Forwarded", "Forwarder", "UpstreamBroken"]
@@ -103,13 +104,14 @@ class Forwarder:
         max_body: int | None = None,
         body_timeout: float | None = None,
         route: str | None = None,
+        urls: ResponseUrls | None = None,
     ) -> Forwarded:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
         connection included), each wait for the upstream to read the body, the wait for the response head once
         the body is sent, and each silence while the response streams. A body over `max_body`, or silent for
         `body_timeout`, aborts the upstream request and raises Rejection(body_too_large / body_timeout). The
         connection counts against `route`'s share of the pool; a share in use for all of `timeout` raises
-        Rejection(pool_share_full)."""
+        Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
         origin, target = split_url(url)
         received = _BodyProgress(not has_body, max_body, body_timeout)
         first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
@@ -137,7 +139,8 @@ class Forwarder:
                 connection.write(request)
                 await _response_head(response, None, timeout)
             upstream_seconds = time.perf_counter() - started
-            sent = await _relay(response, send, receive if received.complete else None, extra_headers, timeout)
+            shown = response_headers(response.headers, response.status, urls, url, method == "HEAD") + extra_headers
+            sent = await _relay(response, send, receive if received.complete else None, shown, timeout)
             reusable = response.keep_alive and (uploader is None or _succeeded(uploader))
         except UpstreamError as exc:
             raise _failure(exc, response.head_done, uploader) from exc
@@ -256,18 +259,10 @@ async def _response_head(response: Response, uploader: asyncio.Future[None] | No
         await response.wait(None if uploader is not None else timeout)
 
 
-async def _relay(
-    response: Response, send: Send, receive: Receive | None, extra_headers: Headers, timeout: float
-) -> int:
+async def _relay(response: Response, send: Send, receive: Receive | None, headers: Headers, timeout: float) -> int:
     """Stream the upstream response to the client. uvicorn's `send` silently drops data once the client
     has gone, so a long response is watched for disconnects (a task only where the body is long)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": response_headers(response.headers) + extra_headers,
-        }
-    )
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     length = response.content_length
     watcher = None
     if receive is not None and not response.complete and (length is None or length > _LONG_BODY):

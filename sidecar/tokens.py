@@ -22,10 +22,12 @@ _B64TOKEN: Final = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 
 
 def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The bearer token, or None when there is no `Authorization: Bearer ...` header (=> missing_token).
+    """The bearer token, or None when there is none (=> missing_token): no `Authorization` header, another scheme,
+    or the `Bearer` scheme with nothing after it (`Bearer`, `Bearer   `: a request without credentials, which
+    RFC 6750 §3.1 answers with no error code).
 
     Raises Rejection(MALFORMED_TOKEN) for two `Authorization` headers (which one would the upstream believe?) and
-    for a Bearer credential that is empty or not a b64token. `headers` are ASGI raw headers: lower-case names.
+    for a Bearer credential that is not a b64token. `headers` are ASGI raw headers: lower-case names.
     """
     value: bytes | None = None
     for name, raw in headers:
@@ -39,6 +41,8 @@ def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     if scheme.lower() != _BEARER:
         return None  # another scheme (Basic, ...) carries no bearer token
     token = credentials.lstrip(b" ")
+    if not token:
+        return None
     if _B64TOKEN.fullmatch(token) is None:
         raise Rejection(Reason.MALFORMED_TOKEN)
     return token.decode("ascii")

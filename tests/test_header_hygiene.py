@@ -13,6 +13,13 @@ LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 
 
 def _sent(pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA) -> dict:
+    return dict(_pairs(pairs, forward_token, identity))
+
+
+def _pairs(
+    pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA
+) -> list[tuple[str, str]]:
+    """Every header sent upstream, in order (a list: a dict would hide a second copy)."""
     client = [(name.lower().encode(), value.encode()) for name, value in pairs]
     out = request_headers(
         client,
@@ -23,7 +30,7 @@ def _sent(pairs: list[tuple[str, str]], forward_token: bool = False, identity: I
         scheme="http",
         request_id="rid-1",
     )
-    return {name.decode(): value.decode() for name, value in out}
+    return [(name.decode(), value.decode()) for name, value in out]
 
 
 NEVER_FORWARDED = [
@@ -45,6 +52,8 @@ NEVER_FORWARDED = [
     "X_Forwarded_For",
     "Content_Length",
     "Transfer_Encoding",
+    "Expect",
+    "expect",
 ]
 
 
@@ -80,3 +89,14 @@ def test_connection_cannot_remove_identity_forwarding_or_request_id() -> None:
     assert sent["x-auth-subject"] == "o-1" and sent["x-auth-user"] == "lisa@contoso.com"
     assert sent["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
     assert (sent["x-forwarded-proto"], sent["x-forwarded-host"], sent["x-request-id"]) == ("http", "gw", "rid-1")
+
+
+def test_expect_is_answered_by_the_sidecar_not_forwarded() -> None:
+    sent = _pairs([("Expect", "100-continue"), ("Content-Length", "5"), ("X-Custom", "kept")], identity=None)
+    assert sent == [
+        ("content-length", "5"),
+        ("x-custom", "kept"),
+        ("x-forwarded-for", "1.2.3.4, 10.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "rid-1"),
+    ]

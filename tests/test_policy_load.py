@@ -131,6 +131,7 @@ def test_defaults() -> None:
     policy = parse(route())
     (only,) = policy.routes
     assert (only.mode, only.forward_token, only.timeout, only.line) == (Mode.ENFORCE, False, 30.0, 7)
+    assert only.forward_query is True
     assert only.match.methods is None
     provider = policy.providers["contoso"]
     assert (provider.algorithms, provider.leeway, provider.jwks_min_refresh) == (("RS256", "ES256", "PS256"), 60, 30)
@@ -142,14 +143,14 @@ def test_defaults() -> None:
 def test_values_are_resolved() -> None:
     policy = parse(
         route(
-            "    mode: audit\n    forward_token: true\n    timeout: 500ms\n",
+            "    mode: audit\n    forward_token: true\n    forward_query: false\n    timeout: 500ms\n",
             match="{path_prefix: /p/, methods: [post, Get, POST]}",
             allow="[{provider: contoso, users: [ABC-oid, Lisa@Contoso.COM], claims: {roles: Admin, scp: [a, b]}}]",
         )
     )
     (only,) = policy.routes
     assert only.match.methods == frozenset({"POST", "GET"})  # normalised to upper case
-    assert (only.mode, only.forward_token, only.timeout) == (Mode.AUDIT, True, 0.5)
+    assert (only.mode, only.forward_token, only.forward_query, only.timeout) == (Mode.AUDIT, True, False, 0.5)
     assert only.allow != ANYONE
     (rule,) = only.allow
     assert rule.users == UserSet(ids=frozenset({"ABC-oid"}), names=frozenset({"lisa@contoso.com"}))
@@ -340,8 +341,8 @@ SINGLE_ERRORS = {
     "route-unknown-key": (
         route("    users: [x]\n"),
         11,
-        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_token, match, max_body, max_concurrent, '
-        "mode, name, rate_limit, timeout, upstream)",
+        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_query, forward_token, match, max_body, '
+        "max_concurrent, mode, name, rate_limit, timeout, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -441,6 +442,11 @@ SINGLE_ERRORS = {
         route("    forward_token: maybe\n"),
         11,
         "routes[0].forward_token: must be true or false",
+    ),
+    "forward-query-not-bool": (
+        route("    forward_query: drop\n"),
+        11,
+        "routes[0].forward_query: must be true or false",
     ),
     "timeout-zero": (route("    timeout: 0s\n"), 11, "routes[0].timeout: must be more than 0s"),
     "timeout-negative": (route("    timeout: -1\n"), 11, "routes[0].timeout: must be a finite, non-negative duration"),
@@ -719,8 +725,8 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
-        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_token, match, "
-        "max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
+        "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_query, forward_token, "
+        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
     ]
 
 

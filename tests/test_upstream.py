@@ -129,3 +129,97 @@ def test_response_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
         (b"X-Request-Id", b"theirs"),
     ]
     assert response_headers(upstream) == [(b"Content-Type", b"text/plain")]
+
+
+# Response headers named so that a lenient parser reads `_` as `-` (and ignores case): framing and hop-by-hop.
+UNDERSCORED = [
+    (b"Content_Length", b"99"),
+    (b"content_length", b"99"),
+    (b"CONTENT_LENGTH", b"99"),
+    (b"Transfer_Encoding", b"chunked"),
+    (b"Keep_Alive", b"timeout=5"),
+    (b"Proxy_Connection", b"keep-alive"),
+    (b"Proxy_Authenticate", b"Basic"),
+    (b"X_Request_Id", b"theirs"),
+]
+
+
+def test_response_framing_and_hop_by_hop_headers_spelled_with_underscores_are_dropped() -> None:
+    upstream = [(b"Content-Length", b"2"), *UNDERSCORED, (b"X_Custom_Thing", b"kept"), (b"ETag", b'"a"')]
+    assert response_headers(upstream) == [(b"Content-Length", b"2"), (b"X_Custom_Thing", b"kept"), (b"ETag", b'"a"')]
+
+
+BODILESS = {
+    # status, answers HEAD -> what is left of [Content-Length: 10, ETag] (RFC 9110 §8.6: never on 204; on 304 it may
+    # be sent, but the listener would then wait for those bytes, so it is left out there unless it answers HEAD)
+    "200-keeps-its-length": (200, False, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "204-has-no-length": (204, False, [(b"ETag", b'"a"')]),
+    "304-has-no-length": (304, False, [(b"ETag", b'"a"')]),
+    "205-keeps-its-length": (205, False, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "head-200-keeps-its-length": (200, True, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+    "head-204-has-no-length": (204, True, [(b"ETag", b'"a"')]),
+    "head-304-keeps-its-length": (304, True, [(b"Content-Length", b"10"), (b"ETag", b'"a"')]),
+}
+
+
+@pytest.mark.parametrize(("status", "head", "expected"), BODILESS.values(), ids=BODILESS.keys())
+def test_no_content_length_on_204_and_304(status: int, head: bool, expected: list[tuple[bytes, bytes]]) -> None:
+    assert response_headers([(b"Content-Length", b"10"), (b"ETag", b'"a"')], status, head=head) == expected
+
+
+# A client parameter some framework reads as the upstream's own `sig` (or `api-version`, `sp`): each spelling.
+SHADOWS = {
+    "exact": b"sig=x",
+    "upper-case": b"SIG=x",
+    "mixed-case": b"sIg=x",
+    "percent-encoded-letter": b"%73ig=x",
+    "percent-encoded-upper": b"%53%49%47=x",
+    "double-encoded": b"%2573ig=x",
+    "php-array": b"sig[]=x",
+    "php-array-index": b"sig[0]=x",
+    "php-array-encoded": b"sig%5B%5D=x",
+    "unclosed-bracket": b"sig[=x",
+    "leading-space-encoded": b"%20sig=x",
+    "leading-plus": b"+sig=x",
+    "trailing-space": b"sig%20=x",
+    "trailing-plus": b"sig+=x",
+    "leading-tab": b"%09sig=x",
+    "trailing-dot": b"sig.=x",
+    "trailing-underscore": b"sig_=x",
+    "leading-underscore": b"_sig=x",
+    "nul-truncated": b"sig%00=x",
+    "nul-then-more": b"sig%00anything=x",
+    "semicolon-separated": b"x=1;sig=x",
+    "semicolon-first": b"sig=x;y=2",
+    "long-s": b"%C5%BFig=x",
+    "fullwidth": b"%EF%BD%93%EF%BD%89%EF%BD%87=x",
+    "raw-utf8-long-s": b"\xc5\xbfig=x",
+    "other-upstream-name": b"API-Version=1",
+    "other-name-trailing-dot": b"sp.=x",
+}
+
+
+@pytest.mark.parametrize("pair", SHADOWS.values(), ids=SHADOWS.keys())
+def test_a_client_parameter_read_as_an_upstream_one_is_dropped(pair: bytes) -> None:
+    assert target_url(target(TRIGGER), "", pair + b"&id=7") == TRIGGER + "&id=7"
+
+
+KEPT = {
+    "other-name": b"signal=1",
+    "name-inside": b"xsig=1",
+    "value-is-sig": b"name=sig",
+    "empty-name": b"=sig",
+    "dash-is-not-underscore": b"s-ig=1",
+    "plus-inside": b"s+ig=1",
+}
+
+
+@pytest.mark.parametrize("pair", KEPT.values(), ids=KEPT.keys())
+def test_other_client_parameters_still_reach_the_upstream(pair: bytes) -> None:
+    assert target_url(target(TRIGGER), "", pair) == TRIGGER + "&" + pair.decode("latin-1")
+
+
+def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:
+    upstream = target("http://h/x?api_key=SECRET-VALUE")
+    for pair in (b"api.key=1", b"api+key=1", b"api%20key=1", b"API_KEY[]=1"):
+        assert target_url(upstream, "", pair) == "http://h/x?api_key=SECRET-VALUE", pair

@@ -228,6 +228,7 @@ def _routes(
             line,
             max_body=spec.max_body,
             max_concurrent=spec.max_concurrent,
+            forward_query=spec.forward_query,
             rate_limit=build_rate_limit(doc, path, spec),
             cors=build_cors(doc, path, spec),
         )

@@ -204,6 +204,7 @@ class Route:
     cors: Cors | None = None
     max_body: int | None = DEFAULT_MAX_BODY  # bytes; None: unlimited (413 above it)
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT  # requests in flight per worker; None: unlimited (503 above)
+    forward_query: bool = True  # False: the upstream gets only its own query, never a client's parameters
 
     @property
     def providers(self) -> frozenset[str]:

@@ -174,6 +174,7 @@ class RouteSpec(Spec):
     allow: Allow
     mode: Literal["enforce", "audit"] = "enforce"
     forward_token: bool = False
+    forward_query: bool = True
     timeout: Annotated[Duration, between(0, None, above=True)] = DEFAULT_TIMEOUT_SECONDS
     rate_limit: Annotated[RateLimitSpec | None, BeforeValidator(not_null)] = None
     cors: Annotated[CorsSpec | None, BeforeValidator(not_null)] = None

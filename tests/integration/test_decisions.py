@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoIssuer
-from tests.support import jwtkit
+from tests.support import jwtkit, rawhttp
 from tests.support.metrics import rejections
+from tests.support.servers import SidecarProcess
 
 LISA = {"oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa-sub", "upn": "lisa@contoso.com"}
 TOM = {"oid": "aaaaaaaa-0000-0000-0000-00000000000b", "sub": "tom-sub", "upn": "tom@contoso.com"}
@@ -169,3 +170,24 @@ def test_audit_mode_forwards_and_counts_a_would_be_rejection(
     assert response.json()["path"] == "/audited"
     assert rejections(admin, "audited", "not_allowed", mode="audit") == before + 1
     assert rejections(admin, "audited", "not_allowed") == 0
+
+
+EMPTY_BEARERS = {
+    "scheme-alone": b"Bearer",
+    "scheme-and-space": b"Bearer ",
+    "scheme-and-spaces": b"Bearer    ",
+    "lower-case-and-tab": b"bearer \t",
+}
+
+
+@pytest.mark.parametrize("authorization", EMPTY_BEARERS.values(), ids=EMPTY_BEARERS.keys())
+def test_a_bearer_scheme_without_a_token_is_missing_token(
+    authorization: bytes, sidecar: SidecarProcess, admin: httpx.Client
+) -> None:
+    """RFC 6750 §3.1: a request without credentials gets a challenge with no error code, whatever its spelling."""
+    before = rejections(admin, "payroll", "missing_token")
+    reply = rawhttp.request(sidecar.proxy, b"/flows/payroll", b"POST", [(b"Authorization", authorization)], b"{}")
+    assert (reply.status, reply.json()["reason"]) == (401, "missing_token")
+    challenges = [value for name, value in reply.headers if name == "www-authenticate"]
+    assert challenges == ['Bearer realm="test-realm"']
+    assert rejections(admin, "payroll", "missing_token") == before + 1

@@ -1,0 +1,187 @@
+"""What the client sees of the upstream's URL in response headers: nothing secret. A `Location`, `Content-Location`,
+`Refresh` or `Link` naming the upstream is rewritten to the route's public path (as nginx's `proxy_redirect
+default`), without the upstream's own query parameters; one naming the upstream's host outside the route is dropped;
+and no header that holds a value of the upstream URL's query (its signature, in any common encoding) passes.
+
+Pure: no I/O. It runs for every response of a route: a header that names no URL costs a set lookup, and the
+secret scan starts with one search over all the values.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
+
+from sidecar.decision import Rejection
+from sidecar.paths import normalise
+from sidecar.upstream import Headers, Target, param_key, target
+
+__all__ = ["ResponseUrls", "response_urls"]
+
+# Response headers whose value is, or holds, a URL a client follows or records (RFC 9110 §10.2.2 and §8.8; Link:
+# RFC 8288; Refresh: the HTML standard). Read by their `_`-as-`-` name, as every header rule here.
+_REFRESH: Final = b"refresh"
+_LINK: Final = b"link"
+_URL_HEADERS: Final = frozenset({b"location", b"content-location", _REFRESH, _LINK})
+# A query value this short is a version or a flag (`api-version=2016-10-01` is longer: it counts), not a secret; it
+# would match harmless header text.
+_MIN_SECRET: Final = 8
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# `5; url=https://...` (also with `,`, no `url=`, quotes): the HTML standard's shared declarative refresh steps.
+_REFRESH_VALUE: Final = re.compile(r"""(\s*[\d.]*\s*[;,]?\s*(?:url\s*=\s*)?)(['"]?)(.*?)\2\s*""", re.I | re.S)
+# One link-value of a Link header: `<uri-reference>` and its parameters (quoted strings may hold `,` and `<`).
+_LINK_VALUE: Final = re.compile(r'\s*<([^>]*)>((?:[^",<]|"(?:[^"\\]|\\.)*")*)(?:,|$)', re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseUrls:
+    """One route's rules: its upstream URL split up, the path clients call, and the upstream's secret values."""
+
+    scheme: str
+    host: str  # lower-case, no brackets around IPv6
+    port: int
+    base: str  # the upstream URL without its query (for a prefix route, the URL of the root)
+    upstream_path: str  # normalised as request paths are
+    public: str  # the route's exact path, or its prefix as written
+    prefix: bool
+    query_names: frozenset[str]  # the upstream's parameter names, as `param_key` reads them
+    secrets: re.Pattern[bytes] | None  # the upstream's query values, decoded, with their `+`-as-space forms; any case
+
+    def rewritten(self, key: bytes, value: bytes, url: str) -> bytes | None:
+        """The value the client gets for a header named `key` (lower-case, `_` as `-`), or None: not passed on.
+        Only headers that name a URL change; `url` is the URL the request was sent to (what the upstream's relative
+        references are relative to). Secrets are `without_secrets`' job."""
+        if key not in _URL_HEADERS:
+            return value
+        text = value.decode("latin-1")
+        base = url or self.base
+        if key == _REFRESH:
+            shown = self._refresh(text, base)
+        elif key == _LINK:
+            shown = self._links(text, base)
+        else:
+            shown = self._reference(text.strip(), base)
+        return None if shown is None else shown.encode("latin-1")
+
+    def without_secrets(self, headers: Headers) -> Headers:
+        """`headers` less every one holding a value of the upstream's query, in its value or even its name (`%` and
+        `+` are name characters). One search over all of them first: the usual answer holds none, and then costs one
+        or two regular expression searches in all."""
+        secrets = self.secrets
+        if secrets is None or not holds_secret(b"\n".join(itertools.chain.from_iterable(headers)), secrets):
+            return headers
+        return [pair for pair in headers if not holds_secret(pair[0], secrets) and not holds_secret(pair[1], secrets)]
+
+    def _reference(self, reference: str, base: str) -> str | None:
+        """A URI reference as the client may see it: unchanged when it names another host; the public path (its
+        query without the upstream's parameters, its fragment) when it names the upstream within the route; None
+        when it names the upstream's host anywhere else (another path, port or scheme)."""
+        try:
+            parts = urlsplit(urljoin(base, reference))
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+        except ValueError:  # an invalid port or IPv6 literal: nothing a client could follow
+            return None
+        if (parts.hostname or "") != self.host:
+            return reference
+        if parts.scheme.lower() != self.scheme or port != self.port:
+            return None
+        path = self._public_path(parts.path or "/")
+        if path is None:
+            return None
+        query = "&".join(pair for pair in parts.query.split("&") if pair and not self._upstream_param(pair))
+        return path + ("?" + query if query else "") + ("#" + parts.fragment if parts.fragment else "")
+
+    def _public_path(self, path: str) -> str | None:
+        """The inverse of forwarding: the path a client calls to reach this upstream `path`, or None outside the
+        route. Read as request paths are (`normalise`), so no escape or dot segment leads out of it."""
+        try:
+            path = normalise(path.encode("ascii"))
+        except (Rejection, UnicodeEncodeError):
+            return None
+        if path == self.upstream_path:
+            return self.public
+        stem = self.upstream_path.rstrip("/")
+        if self.prefix and path.startswith(stem + "/"):
+            return self.public.rstrip("/") + path[len(stem) :]
+        return None
+
+    def _upstream_param(self, pair: str) -> bool:
+        return any(param_key(part.partition("=")[0]) in self.query_names for part in pair.split(";"))
+
+    def _refresh(self, value: str, base: str) -> str | None:
+        match = _REFRESH_VALUE.fullmatch(value)
+        if match is None or not match.group(3):
+            return value  # no URL: a refresh of the same page (or not a Refresh a browser would follow)
+        rewritten = self._reference(match.group(3), base)
+        return None if rewritten is None else match.group(1) + match.group(2) + rewritten + match.group(2)
+
+    def _links(self, value: str, base: str) -> str | None:
+        """Each link-value's target rewritten; one naming the upstream outside the route is left out; a value
+        that is not a list of link-values is dropped whole (it cannot be rewritten, so it may not pass)."""
+        kept, position = [], 0
+        while position < len(value) and value[position:].strip():
+            match = _LINK_VALUE.match(value, position)
+            if match is None or match.end() == position:
+                return None
+            position = match.end()
+            rewritten = self._reference(match.group(1).strip(), base)
+            if rewritten is not None:
+                kept.append(f"<{rewritten}>{match.group(2).rstrip()}")
+        return ", ".join(kept) or None
+
+
+def holds_secret(value: bytes, secrets: re.Pattern[bytes]) -> bool:
+    """Whether a header value holds one of `secrets` as written, percent-encoded once or twice (any hex case), with
+    `+` or space for `+`, or with JSON's escaped `\\/`. One regular expression search per form: this runs for every
+    response header of a route whose upstream URL has a query."""
+    if b"\\" in value:
+        value = value.replace(b"\\/", b"/")
+    for _ in range(3):
+        if secrets.search(value) is not None:
+            return True
+        if b"%" not in value:
+            return False
+        value = unquote_to_bytes(value)
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def response_urls(upstream: str, public: str, prefix: bool) -> ResponseUrls:
+    """The rules for a route: its `upstream` URL, and its `match.path` (or `match.path_prefix`, with `prefix`)."""
+    goal: Target = target(upstream)
+    parts = urlsplit(goal.origin)
+    scheme = parts.scheme.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    try:
+        upstream_path = normalise((goal.path or "/").encode("ascii"))
+    except (Rejection, UnicodeEncodeError):
+        upstream_path = goal.path or "/"  # only exact matches map back then
+    return ResponseUrls(
+        scheme,
+        (parts.hostname or "").lower(),
+        port,
+        goal.origin + (goal.path or "/"),
+        upstream_path,
+        public,
+        prefix,
+        goal.query_names,
+        _secrets(goal.query),
+    )
+
+
+def _secrets(query: str) -> re.Pattern[bytes] | None:
+    forms: set[bytes] = set()
+    for pair in query.split("&"):
+        value = pair.partition("=")[2]
+        for _ in range(3):  # as far as it decodes: a value written encoded twice is still that secret
+            value = unquote(value)
+        if len(value) >= _MIN_SECRET:
+            raw = value.encode("utf-8")
+            forms.update((raw, raw.replace(b"+", b" ")))
+    if not forms:
+        return None
+    return re.compile(b"|".join(re.escape(form) for form in sorted(forms)), re.IGNORECASE)
