@@ -58,6 +58,7 @@ image:
 .PHONY: bench
 bench: venv
 	bash bench/setup.sh
+	tools/venv python3.13 .venv-3.13 runtime  # the image's Python, chosen by measurement: BENCH_ARGS='--only pythons'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Regenerate constraints.txt, the lock: one universal lock (environment markers where a Python needs another
