@@ -40,6 +40,7 @@ class Reason(enum.Enum):
     BODY_TOO_LARGE = "body_too_large"
     BODY_TIMEOUT = "body_timeout"
     OVERLOADED = "overloaded"
+    FORWARD_AUTH_SPOOFED = "forward_auth_spoofed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,13 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.OVERLOADED: Outcome(
         503, "Service Unavailable", None, False, "The route has too many requests in flight; see Retry-After."
     ),
+    Reason.FORWARD_AUTH_SPOOFED: Outcome(
+        403,
+        "Forbidden",
+        None,
+        False,
+        "The forward-auth request names its original URI or method in a header the ingress does not set, or twice.",
+    ),
 }
 
 
@@ -151,6 +159,7 @@ _NOT_ABOUT_THE_CALLER: Final = frozenset(
         Reason.UPSTREAM_UNREACHABLE,
         Reason.UPSTREAM_TIMEOUT,
         Reason.CORS_REFUSED,  # a preflight is answered by the sidecar: there is nothing to forward
+        Reason.FORWARD_AUTH_SPOOFED,  # which request is asked about is unknown: there is nothing to decide
     }
     # Limits protect the sidecar and the upstream whoever calls: audit mode never lifts them.
     | LIMIT_REASONS
