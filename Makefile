@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(BIN)/sidecar demo
 
 test: $(STAMP) lint typecheck
+	bash tests/peers/install.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)
