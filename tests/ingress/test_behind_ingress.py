@@ -13,6 +13,7 @@ from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.ingress.conftest import Reached, Stack
 from tests.integration.test_forward_auth import LISA, SPELLINGS, TOM
 from tests.support.metrics import rejections
+from tests.support.rawhttp import request
 
 Headers = list[tuple[str, str]]
 PREFLIGHT: Final = [("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST")]
@@ -75,6 +76,18 @@ def test_an_allowed_preflight_reaches_the_application(stack: Stack) -> None:
     response, reached = call(stack, "OPTIONS", "/flows/browser", PREFLIGHT)
     assert response.status_code == 200
     assert [seen.method for seen in reached] == ["OPTIONS"]
+
+
+@pytest.mark.parametrize(
+    "target", ["/public/../flows/payroll", "/public/%2e%2e/flows/payroll", "/public//../flows/payroll"]
+)
+def test_dot_segments_are_decided_as_the_path_they_lead_to(stack: Stack, target: str) -> None:
+    """The ingress passes the raw request URI (nginx $request_uri, Caddy {uri}, Envoy's path): the sidecar decides
+    the path the dots lead to, never the open prefix they start with (sent raw: HTTP clients remove dot segments)."""
+    marker = uuid.uuid4().hex
+    response = request(stack.ingress.url, f"{target}?m={marker}".encode(), method=b"POST")
+    assert response.status == 401  # /flows/payroll without a token
+    assert stack.app.reached(marker) == []
 
 
 # What each ingress does with a client's header of each spelling before it asks the sidecar (found by running them):
