@@ -72,7 +72,7 @@ class Stack:
     app: RecordingApp
 
 
-@pytest.fixture(scope="module", params=["nginx", "caddy", "envoy"])
+@pytest.fixture(scope="module", params=["nginx", "ingress-nginx", "caddy", "envoy"])
 def stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,

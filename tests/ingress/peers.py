@@ -86,6 +86,10 @@ def _wait_listening(ingress: Ingress, port: int, timeout: float = 30.0) -> None:
 
 
 def _nginx(run: Path, port: int, sidecar: int, app: int) -> tuple[list[str], str]:
+    return _nginx_with(run, port, sidecar, app, snippet("nginx"))
+
+
+def _nginx_with(run: Path, port: int, sidecar: int, app: int, locations: str) -> tuple[list[str], str]:
     temp = " ".join(f"{kind}_temp_path {run}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     config = f"""daemon off;
 worker_processes 1;
@@ -99,12 +103,50 @@ http {{
     upstream {APP} {{ server 127.0.0.1:{app}; }}
     server {{
         listen 127.0.0.1:{port};
-{snippet("nginx")}
+{locations}
     }}
 }}
 """
     (run / "nginx.conf").write_text(config)
     return [_binary("nginx"), "-p", str(run), "-c", str(run / "nginx.conf"), "-e", "stderr"], config
+
+
+def _ingress_nginx(run: Path, port: int, sidecar: int, app: int) -> tuple[list[str], str]:
+    """What ingress-nginx's controller generates from the README's annotations (its nginx.tmpl, default branch: no
+    auth-method, no auth cache), on Debian's nginx: not the controller itself, which needs Kubernetes."""
+    annotations = yaml.safe_load(snippet("ingress-nginx"))["metadata"]["annotations"]
+    url = annotations["nginx.ingress.kubernetes.io/auth-url"]
+    names = annotations["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")
+    copies = "\n".join(
+        f"        auth_request_set $authHeader{i} $upstream_http_{name.lower().replace('-', '_')};\n"
+        f"        proxy_set_header '{name}' $authHeader{i};"
+        for i, name in enumerate(names)
+    )
+    locations = f"""        location = /_external-auth {{
+            internal;
+            proxy_pass_request_body     off;
+            proxy_set_header            Content-Length          "";
+            proxy_set_header            X-Forwarded-Proto       "";
+            proxy_set_header            X-Request-ID            $request_id;
+            proxy_set_header            Host                    {SERVICE};
+            proxy_set_header            X-Original-URL          $scheme://$http_host$request_uri;
+            proxy_set_header            X-Original-Method       $request_method;
+            proxy_set_header            X-Sent-From             "nginx-ingress-controller";
+            proxy_set_header            X-Real-IP               $remote_addr;
+            proxy_set_header            X-Forwarded-For         $remote_addr;
+            proxy_set_header            X-Auth-Request-Redirect $request_uri;
+            proxy_http_version          1.1;
+            proxy_pass_request_headers  on;
+            set $target {url};
+            proxy_pass $target;
+        }}
+        location / {{
+            auth_request /_external-auth;
+{copies}
+            proxy_pass http://{APP};
+        }}
+"""
+    return _nginx_with(run, port, sidecar, app, locations)
 
 
 def _caddy(run: Path, port: int, sidecar: int, app: int) -> tuple[list[str], str]:
@@ -173,7 +215,7 @@ def _address(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
 
-_CONFIGS: Final = {"nginx": _nginx, "caddy": _caddy, "envoy": _envoy}
+_CONFIGS: Final = {"nginx": _nginx, "ingress-nginx": _ingress_nginx, "caddy": _caddy, "envoy": _envoy}
 
 
 def start_ingress(name: str, run: Path, sidecar: int, app: int) -> Ingress:

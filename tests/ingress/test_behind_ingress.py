@@ -13,7 +13,7 @@ from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.ingress.conftest import Reached, Stack
 from tests.integration.test_forward_auth import LISA, SPELLINGS, TOM
 from tests.support.metrics import rejections
-from tests.support.rawhttp import request
+from tests.support.rawhttp import exchange, request
 
 Headers = list[tuple[str, str]]
 PREFLIGHT: Final = [("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST")]
@@ -90,12 +90,25 @@ def test_dot_segments_are_decided_as_the_path_they_lead_to(stack: Stack, target:
     assert stack.app.reached(marker) == []
 
 
+@pytest.mark.parametrize("host", [b"evil?", b"evil#", b"ev@il", b"gw.example/public/x?"])
+def test_a_host_header_cannot_move_the_path(stack: Stack, host: bytes) -> None:
+    """ingress-nginx builds X-Original-URL as $scheme://$http_host$request_uri: a Host ending in `?` or `#` would put
+    the real path into the query or fragment. Refused, or decided on the real path; never reaches the application."""
+    marker = uuid.uuid4().hex.encode()
+    head = b"POST /flows/payroll?m=" + marker + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    response = exchange(stack.ingress.url, head)
+    assert response.status in (400, 401, 403), response.status
+    assert stack.app.reached(marker.decode()) == []
+
+
 # What each ingress does with a client's header of each spelling before it asks the sidecar (found by running them):
 # "replaced" by its own value or not passed on ("dropped"), so the decision is the real request's (401 here); any
 # other reaches the sidecar, which refuses it (403 forward_auth_spoofed).
 NOT_PASSED: Final = {
     # proxy_set_header replaces its two; nginx drops header names with `_` (ignore_invalid_headers, the default).
     "nginx": {"X-Original-Uri", "X-Original-Method"} | {s for s in SPELLINGS if "_" in s},
+    # The same, with ingress-nginx's two (its generated auth location, emulated on Debian's nginx).
+    "ingress-nginx": {"X-Original-Url", "X-Original-Method"} | {s for s in SPELLINGS if "_" in s},
     # header_up sets its two; Caddy does not pass header names with `_` on to the auth service either.
     "caddy": {"X-Forwarded-Uri", "X-Forwarded-Method"} | {s for s in SPELLINGS if "_" in s},
     "envoy": set(SPELLINGS),  # only allowed_headers are sent
