@@ -38,6 +38,7 @@ READS: Final[dict[str, tuple[bytes, bytes] | None]] = {
 ORIGINAL_HEADERS: Final = frozenset(
     {b"x-original-url", b"x-original-uri", b"x-forwarded-uri", b"x-original-method", b"x-forwarded-method"}
 )
+_HOST: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~:[]")  # host[:port]
 
 
 def original_request(
@@ -69,8 +70,8 @@ def original_request(
 def _path_of(uri: bytes) -> bytes:
     """The path of a request target as the ingress received it: origin form (`/p?q`), or absolute (`https://h/p?q`,
     ingress-nginx's X-Original-URL). Refused (INVALID_PATH) rather than guessed: control characters and spaces
-    (a URL parser would silently drop tabs and newlines), and an authority that is not a plain host[:port] (a
-    client's `Host: evil/public?` must not move the path)."""
+    (a URL parser would silently drop tabs and newlines), and an authority that is not a plain host[:port]
+    (ingress-nginx copies the client's Host, and nginx lets `Host: evil?` through: the path would become a query)."""
     if any(byte < 0x21 or byte > 0x7E for byte in uri):
         raise Rejection(Reason.INVALID_PATH)
     if not uri.startswith(b"/"):
@@ -80,9 +81,6 @@ def _path_of(uri: bytes) -> bytes:
             raise Rejection(Reason.INVALID_PATH)
         uri = b"/" + tail
     return uri.partition(b"?")[0].partition(b"#")[0]
-
-
-_HOST: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~:[]")
 
 
 class ForwardAuth:
