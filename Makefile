@@ -1,35 +1,51 @@
-# Two commands for a fresh clone: `make demo` and `make test`. Each builds .venv itself from the lock.
+# Two commands for a fresh clone: `make demo` and `make test`. Each builds .venv itself from the lock
+# (constraints.txt, one universal lock for Python 3.11, 3.12 and 3.13). PYTHON=python3.13 picks the interpreter
+# (a pyenv-installed one is found even when pyenv does not enable it here); tools/find-python says clearly when
+# there is none.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# The Pythons we test on. `make test` runs the whole suite on PYTHON and the in-process suite (FAST_TESTS) on each
+# of the others, each in its own .venv-3.X; OTHER_PYTHONS= (empty) skips them for a quicker local run.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+PYTHON_MINOR := $(shell python=$$(tools/find-python $(PYTHON) 2>/dev/null) && $$python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+OTHER_PYTHONS ?= $(filter-out $(PYTHON_MINOR),$(SUPPORTED_PYTHONS))
+FAST_TESTS := tests --ignore=tests/integration --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
 
-.PHONY: demo test lint typecheck unit lock clean
+.PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
-	touch $(STAMP)
+venv:
+	tools/venv $(PYTHON) $(VENV) test
 
-demo: $(STAMP)
+venv-runtime:
+	tools/venv $(PYTHON) $(VENV) runtime
+
+demo: venv-runtime
 	$(BIN)/sidecar demo
 
-test: $(STAMP) lint typecheck
+test: venv lint typecheck
 	bash tests/peers/install.sh
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-pythons
 
-lint: $(STAMP)
+test-pythons:
+	@for version in $(OTHER_PYTHONS); do \
+	    echo "== the in-process suite on Python $$version"; \
+	    tools/venv python$$version .venv-$$version test && .venv-$$version/bin/pytest $(FAST_TESTS) || exit 1; \
+	done
+
+lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check sidecar tests
 
-typecheck: $(STAMP)
+typecheck: venv
 	$(BIN)/mypy
 
 # The end-to-end suite alone (`make test` runs it too): oidc-provider, httpbin and the Postman walk-through in
 # newman. Needs Node.js >= 20.19 and npm; the suite runs `npm ci` in tests/e2e when node_modules is missing or
 # older than the lock.
 .PHONY: e2e
-e2e: $(STAMP)
+e2e: venv
 	$(BIN)/pytest tests/e2e
 
 # The container image (needs a Docker engine; not part of `make test`, whose tests check the Dockerfile itself).
@@ -41,27 +57,31 @@ image:
 # Benchmarks against nginx and Envoy (never part of `make test`): bench/README.md. Installs wrk, nginx (Debian) and
 # Envoy, py-spy (bench/.venv) when missing, runs ~10 min, writes BENCHMARKS.md. Options: BENCH_ARGS='--rounds 4'.
 .PHONY: bench
-bench: $(STAMP)
+bench: venv
 	bash bench/setup.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# Regenerate constraints.txt (the lock) from the ranges in pyproject.toml.
+# Regenerate constraints.txt, the lock: one universal lock (environment markers where a Python needs another
+# version) resolved for Python 3.11 and newer by uv, pinned here. The current pins are kept where they still
+# satisfy pyproject.toml, so the same inputs give the same file; LOCK_ARGS=--upgrade takes the newest releases.
+UV_VERSION := 0.13.9
+LOCK_VENV := build/lock-venv
 lock:
-	rm -rf /tmp/sidecar-lock-venv
-	$(PYTHON) -m venv /tmp/sidecar-lock-venv
-	/tmp/sidecar-lock-venv/bin/pip install --quiet --disable-pip-version-check '.[test]'
-	/tmp/sidecar-lock-venv/bin/pip freeze --exclude auth-sidecar > constraints.txt
-	rm -rf /tmp/sidecar-lock-venv
+	$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF ' $(UV_VERSION)' || { rm -rf $(LOCK_VENV) && \
+	    $$(tools/find-python $(PYTHON)) -m venv $(LOCK_VENV) && \
+	    $(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --extra test \
+	    --custom-compile-command 'make lock' $(LOCK_ARGS) pyproject.toml --output-file constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* build/lock-venv .pytest_cache .mypy_cache .ruff_cache
 
-# Coverage-guided fuzzing with atheris (never part of `make test`): paths, bearer, headers, tokens and upstream
-# responses, FUZZ_SECONDS in all (default 600), split evenly; fails on any finding. atheris is installed here only
-# (fuzz/requirements.txt).
+# Coverage-guided fuzzing with atheris (never part of `make test`): paths, bearer, headers, tokens, upstream
+# responses and JWKS/discovery documents (jwks), FUZZ_SECONDS in all (default 600), split evenly; fails on any
+# finding. atheris is installed here only (fuzz/requirements.txt).
 # Working corpus and findings: build/fuzz/. Details: fuzz/__main__.py.
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz
-fuzz: $(STAMP)
+fuzz: venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -r fuzz/requirements.txt
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m fuzz

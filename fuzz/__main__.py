@@ -22,9 +22,14 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 FUZZ: Final = ROOT / "fuzz"
 BUILD: Final = ROOT / "build" / "fuzz"
 # fuzz.targets.TARGETS, without importing the code
-TARGETS: Final = ("paths", "bearer", "headers", "tokens", "upstream_response")
+TARGETS: Final = ("paths", "bearer", "headers", "tokens", "upstream_response", "jwks")
 # libFuzzer flags per target: longer inputs where the code has a length limit to cross (a response head: 64 KiB).
-_EXTRA: Final = {"paths": ["-max_len=9000"], "tokens": ["-max_len=12000"], "upstream_response": ["-max_len=70000"]}
+_EXTRA: Final = {
+    "paths": ["-max_len=9000"],
+    "tokens": ["-max_len=12000"],
+    "upstream_response": ["-max_len=70000"],
+    "jwks": ["-max_len=16000"],
+}
 _STATS: Final = re.compile(r"^Done (\d+) runs in (\d+) second", re.MULTILINE)
 _COVERAGE: Final = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)")
 

@@ -113,7 +113,28 @@ RESPONSES: Final = [
     _upstream(_OK + b"".join(b"a%d: b\r\n" % i for i in range(255)) + b"content-length: 0\r\n\r\n"),
     _upstream(_NEAR_THE_LIMITS, close=True),
 ]
-SEEDS: Final = {"paths": PATHS, "bearer": BEARER, "headers": HEADERS, "tokens": TOKENS, "upstream_response": RESPONSES}
+# jwks inputs: the first byte places the target's own good key among the document's keys, the rest is JSON.
+_RSA_N: Final = "sXch-UNLjdkxAAm7L4WNYUxRd3BIB0j3aLzfmL3T_AI3ktLqWMIj7Khe0U1Ti0fzqF4eQAKNFqdj_pRz" + "Aq" * 120
+_JWKS_DOCS: Final[list[dict[str, Any]]] = [
+    {"keys": [{"kty": "RSA", "use": "sig", "kid": "entra-1", "n": _RSA_N, "e": "AQAB", "x5t": "a", "x5c": ["MIIC"]}]},
+    {"keys": [{"kty": "EC", "crv": ["P-256"], "kid": "k", "x": "AA", "y": "AA"}, {"kty": "EC", "crv": {"a": 1}}]},
+    {"keys": [{"kty": "RSA", "n": 12345, "e": "AQAB"}, {"kty": ["RSA"]}, {"kid": 7}, "x", None, [1]]},
+    {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "a"}]},
+    {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "fuzz-good"}, {"kty": "EC", "crv": "P-256", "d": "AA"}]},
+    {"keys": [{"kty": "RSA", "kid": "fuzz-good", "use": "enc", "key_ops": ["verify", 1], "alg": {"x": 1}}]},
+    {"issuer": "https://issuer.test", "jwks_uri": "https://issuer.test/keys"},
+    {"issuer": ["https://issuer.test"], "jwks_uri": {"u": 1}},
+    {"issuer": {"a": []}, "keys": "nope"},
+]
+JWKS: Final = [bytes([i]) + _json(doc) for i, doc in enumerate(_JWKS_DOCS)]
+SEEDS: Final = {
+    "paths": PATHS,
+    "bearer": BEARER,
+    "headers": HEADERS,
+    "tokens": TOKENS,
+    "upstream_response": RESPONSES,
+    "jwks": JWKS,
+}
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""Fuzz targets: the request-parsing, token-parsing and upstream-response-parsing entry points, each a function of
-one input's bytes.
+"""Fuzz targets: the request-parsing, token-parsing, key-parsing and upstream-response-parsing entry points, each a
+function of one input's bytes.
 
 A target returns normally for any input it handles as designed: a result, or the typed `Rejection`. Anything else
 it raises is a finding: a foreign exception from the code under test, or an `AssertionError` from a broken
@@ -12,16 +12,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import json
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fuzz.response_target import split_response_input, upstream_response
 from sidecar.decision import Rejection
+from sidecar.fetch import FetchError
 from sidecar.forwarded import origin
 from sidecar.head import read_head
+from sidecar.jwks import ASYMMETRIC_ALGORITHMS, MAX_JWKS_KEYS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
+from sidecar.keyset import jwks_uri_of
 from sidecar.paths import normalise
 from sidecar.policy.model import Identity, IdentityHeaders
 from sidecar.tokens import bearer
@@ -195,10 +199,61 @@ def tokens(data: bytes) -> None:
     world.idp.body = None
 
 
+# ------------------------------------------------------------------------------------------------- jwks, discovery
+
+_GOOD_JWK: Final = {**PARTNER_KEY.jwk(), "kid": "fuzz-good"}
+_SIGNED: Final = b"fuzz.input"
+_GOOD_SIGNATURE: Final = _ES256.sign(_SIGNED, PARTNER_KEY.private)
+_ISSUERS: Final = frozenset({"https://issuer.test"})
+
+
+def _jwks_keys(document: dict[str, Any]) -> list[Key]:
+    try:
+        keys = parse_jwks(document, "fuzz")
+    except JwksError:
+        return []
+    for key in keys:
+        if not key.algorithms or not key.algorithms <= ASYMMETRIC_ALGORITHMS:
+            raise AssertionError("a key kept for no algorithm, or for a symmetric one")
+    return keys
+
+
+def jwks(data: bytes) -> None:
+    """`parse_jwks`, `index`, `find` and the discovery reader (`jwks_uri_of`) on any JSON document: keys or a
+    JwksError, a jwks_uri or a FetchError. A good ES256 key put among the document's keys (at the place the first
+    byte picks) still verifies, unless the bound of keys tried per kid is already taken by other usable keys."""
+    try:
+        document = json.loads(data[1:])
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(document, dict):
+        return
+    indexed = index(_jwks_keys(document))
+    for kid in indexed:
+        for alg in ("RS256", "ES256", "EdDSA", "PS512", "HS256"):
+            if len(find(indexed, kid, alg)) > MAX_KEYS_PER_KID:
+                raise AssertionError("more keys tried than the bound")
+    try:
+        uri = jwks_uri_of(document, _ISSUERS, "https://issuer.test/.well-known/openid-configuration")
+    except FetchError:
+        pass
+    else:
+        if not isinstance(uri, str) or document.get("issuer") not in _ISSUERS:
+            raise AssertionError("a jwks_uri from a document of another issuer")
+    neighbours = document.get("keys")
+    if isinstance(neighbours, list) and len(neighbours) < MAX_JWKS_KEYS:
+        at = data[0] % (len(neighbours) + 1) if data else 0
+        ahead = sum(len(find(index(_jwks_keys({"keys": [junk]})), "fuzz-good", "ES256")) for junk in neighbours[:at])
+        found = find(index(_jwks_keys({"keys": [*neighbours[:at], _GOOD_JWK, *neighbours[at:]]})), "fuzz-good", "ES256")
+        if ahead < MAX_KEYS_PER_KID and not any(k.Algorithm.verify(_SIGNED, k.key, _GOOD_SIGNATURE) for k in found):
+            raise AssertionError("a good key was hidden by its neighbours")
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "paths": paths,
     "bearer": bearer_header,
     "headers": headers,
     "tokens": tokens,
     "upstream_response": upstream_response,
+    "jwks": jwks,
 }

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the ingress asking: only its headers name the original request (required with --forward-auth-path)",
     )
     serve.add_argument("--reload-interval", help="seconds between checks of the policy file (default 2)")
+    serve.add_argument(
+        "--reload-settle", help="seconds a policy file changed in place must stay unchanged before it loads (default 5)"
+    )
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")

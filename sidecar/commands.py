@@ -104,7 +104,7 @@ def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
     if options.workers > 1:
         from sidecar.workers import supervise
 
-        return supervise(options, sockets)
+        return supervise(options, sockets, loaded)
     uvloop.run(run_sidecar(*loaded, sockets[0], sockets[1], options, reload_from=options.config))
     return 0
 
@@ -156,7 +156,11 @@ async def run_sidecar(
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
         Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
     ]
-    reloader = PolicyReloader(runtime, reload_from, os.environ, options.reload_interval) if reload_from else None
+    reloader = (
+        PolicyReloader(runtime, reload_from, os.environ, options.reload_interval, options.reload_settle)
+        if reload_from
+        else None
+    )
     background: list[asyncio.Future[Any]] = []
 
     async def started() -> None:

@@ -153,7 +153,7 @@ async def _token_checks(token: str, route: Route, policy: Policy, keys: KeyStore
 async def _signature(token: str, header: dict[str, Any], provider: Provider, keys: KeyStore) -> list[Check]:
     alg, kid = str(header.get("alg")), header.get("kid")
     try:
-        key = await keys.key(provider, kid if isinstance(kid, str) else None, alg)
+        candidates = await keys.keys(provider, kid if isinstance(kid, str) else None, alg)
     except Exception as exc:  # Rejection: no such key, or the issuer's keys could not be fetched
         reason = getattr(exc, "reason", None)
         detail = (
@@ -169,11 +169,13 @@ async def _signature(token: str, header: dict[str, Any], provider: Provider, key
         "verify_nbf": False,
         "verify_iat": False,
     }
-    try:
-        jwt.decode(token, key, algorithms=[alg], options=unchecked)  # type: ignore[arg-type]
-    except jwt.PyJWTError:
-        return [Check("key", True, f"kid {kid!r}"), Check("signature", False, "does not verify with the issuer's key")]
-    return [Check("key", True, f"kid {kid!r}"), Check("signature", True, "verified with the issuer's key")]
+    for key in candidates:  # several only when keys share the kid, as the verifier tries them
+        try:
+            jwt.decode(token, key, algorithms=[alg], options=unchecked)  # type: ignore[arg-type]
+        except jwt.PyJWTError:
+            continue
+        return [Check("key", True, f"kid {kid!r}"), Check("signature", True, "verified with the issuer's key")]
+    return [Check("key", True, f"kid {kid!r}"), Check("signature", False, "does not verify with the issuer's key")]
 
 
 def _times(payload: dict[str, Any], provider: Provider) -> list[Check]:

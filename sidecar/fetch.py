@@ -2,12 +2,17 @@
 it may be cached. Used for discovery, JWKS and token introspection; never on the data plane.
 
 Error messages hold URLs without their query or credentials and never a response body: either could hold a secret.
+
+A body is read as it arrives and given up as soon as it passes its size cap, so an endless answer costs at most the
+cap. Compression is asked away (`Accept-Encoding: identity`); a server that compresses anyway (gzip or deflate) is
+decompressed within the same cap, never a chunk at a time without bound (a small gzip chunk can hold gigabytes).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,13 +45,18 @@ class Document:
 
 
 async def get_json(client: httpx.AsyncClient, url: str, what: str) -> Document:
-    return await _request(client, "GET", url, what, None, None)
+    return await _request(client, "GET", url, what, None, None, MAX_DOCUMENT_BYTES)
 
 
 async def post_json(
-    client: httpx.AsyncClient, url: str, what: str, form: Mapping[str, str], headers: Mapping[str, str]
+    client: httpx.AsyncClient,
+    url: str,
+    what: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> Document:
-    return await _request(client, "POST", url, what, form, headers)
+    return await _request(client, "POST", url, what, form, headers, max_bytes)
 
 
 async def _request(
@@ -56,6 +66,7 @@ async def _request(
     what: str,
     form: Mapping[str, str] | None,
     headers: Mapping[str, str] | None,
+    max_bytes: int,
 ) -> Document:
     _require_secure(url, what)
     try:
@@ -64,13 +75,13 @@ async def _request(
             method,
             url,
             data=form,
-            headers={"Accept": "application/json", **(headers or {})},
+            headers={"Accept": "application/json", "Accept-Encoding": "identity", **(headers or {})},
             timeout=FETCH_TIMEOUT_SECONDS,
             follow_redirects=False,
         ) as response:
             if response.status_code != 200:
                 raise FetchError(f"{what} {safe_url(url)}: HTTP {response.status_code}", "http_status")
-            body = await _read_limited(response, what, url)
+            body = await _read_limited(response, what, url, max_bytes)
             max_age = _max_age(response.headers.get("cache-control", ""))
     except httpx.TimeoutException as exc:
         raise FetchError(f"{what} {safe_url(url)}: timed out", "timeout") from exc
@@ -93,15 +104,28 @@ def _max_age(cache_control: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-async def _read_limited(response: httpx.Response, what: str, url: str) -> bytes:
+async def _read_limited(response: httpx.Response, what: str, url: str, limit: int) -> bytes:
+    too_large = FetchError(f"{what} {safe_url(url)}: larger than {limit} bytes")
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
-        raise FetchError(f"{what} {safe_url(url)}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        raise FetchError(f"{what} {safe_url(url)}: compressed as {encoding[:20]!r}, asked for none")
+    # wbits 47: a gzip or zlib stream, told apart by its header.
+    decoder = zlib.decompressobj(wbits=47) if encoding != "identity" else None
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise FetchError(f"{what} {safe_url(url)}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    # Raw bytes when compressed: httpx's own decoding would inflate a whole chunk before we could count it.
+    async for chunk in response.aiter_bytes() if decoder is None else response.aiter_raw():
+        if decoder is None:
+            body += chunk
+        else:
+            try:
+                body += decoder.decompress(chunk, limit + 1 - len(body))  # never more than one byte past the cap
+            except zlib.error as exc:
+                raise FetchError(f"{what} {safe_url(url)}: broken {encoding} body") from exc
+        if len(body) > limit:
+            raise too_large
     return bytes(body)
 
 

@@ -13,6 +13,7 @@ from sidecar.decision import Reason, Rejection
 from sidecar.exchange import Entry, count_refusal, finish, refusal_headers, refuse, request_id, start_entry
 from sidecar.forward_auth import ForwardAuth
 from sidecar.forwarded import Origin, origin
+from sidecar.h1 import UpstreamError
 from sidecar.head import Head, read_head
 from sidecar.policy.model import Mode, Route
 from sidecar.proxy import ClientGone, UpstreamBroken
@@ -130,6 +131,8 @@ class Gate:
                 return
             runtime.metrics.upstream_errors.labels(route.name, rejection.reason.value).inc()
             entry["decision"] = "upstream_error"
+            if isinstance(rejection.__cause__, UpstreamError):  # why, for the operator: in the log, never the answer
+                entry["upstream_error"] = str(rejection.__cause__)
             extra = refusal_headers(call.decision, headers, scope["method"])
             realm = call.snapshot.policy.realm
             await refuse(call.send, rejection.reason, realm, call.rid, route.name, entry, extra=extra)

@@ -187,13 +187,16 @@ class Pool:
         except TimeoutError:
             raise Timeout() from None
         except OSError as exc:
-            raise ConnectFailed(type(exc).__name__) from exc
+            raise ConnectFailed(_connect_cause(exc)) from exc
         self._connections.add(connection)
         return connection
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured), hostname checked
             self._tls = ssl.create_default_context()
+            # X.509-strict on every Python, as 3.13 is by default: a CA the image accepts does not depend on the
+            # image's Python version (README: "Private CAs and Python 3.13").
+            self._tls.verify_flags |= ssl.VERIFY_X509_STRICT
         return self._tls
 
     def _lost(self, connection: Connection) -> None:
@@ -236,3 +239,13 @@ class Pool:
 
 
 _GONE: Final = Origin("", "", 0, False, b"")  # an evicted connection's origin, once its slot is freed
+
+
+def _connect_cause(exc: OSError) -> str:
+    """What the log may say of a failed connect: the error's type, and for TLS OpenSSL's own words (never the
+    exception's message, which could quote a URL)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{type(exc).__name__}: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{type(exc).__name__}: {exc.reason}"
+    return type(exc).__name__

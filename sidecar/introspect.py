@@ -7,6 +7,12 @@ fine, so it is INTROSPECTION_UNAVAILABLE (503), counted through `on_failure(prov
 
 Concurrent requests with the same token share one introspection call, and at most `max_concurrent` calls are in
 flight at once, so a flood of invented tokens queues here instead of multiplying at the authorization server.
+
+Answers are cached per `Profile`: the provider as the policy configures it and the claims its rules can read. A
+reload that changes either makes a new profile and drops the old one's answers (`retain`), so an answer judged under
+the old audiences is never reused. What others send is bounded: an answer over `MAX_ANSWER_BYTES` is a failure (read
+as it arrives, never buffered whole), a cached answer keeps only the claims the rules and identity headers can read,
+and the cache holds at most `cache_bytes` of them.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -27,14 +34,57 @@ from cachetools import TLRUCache
 
 from sidecar.decision import Reason, Rejection
 from sidecar.fetch import FetchError, post_json, safe_url
-from sidecar.policy.model import Identity, Introspection, Provider
+from sidecar.policy.model import Anyone, Identity, Introspection, Policy, Provider
 from sidecar.timeclaims import check_times
 
-__all__ = ["INTROSPECTION_TIMEOUT_SECONDS", "Introspector"]
+__all__ = [
+    "CLAIMS_ALWAYS_KEPT",
+    "INTROSPECTION_TIMEOUT_SECONDS",
+    "MAX_ANSWER_BYTES",
+    "Introspector",
+    "Profile",
+    "claims_read",
+]
 
 log = logging.getLogger(__name__)
 
 INTROSPECTION_TIMEOUT_SECONDS: Final = 5.0  # the caller is waiting: a slow answer is a failure, not a long stall
+# RFC 7662 answers are a few hundred bytes; Entra-sized claim sets (200 groups) stay under 16 KiB.
+MAX_ANSWER_BYTES: Final = 64 * 1024
+DEFAULT_CACHE_BYTES: Final = 16 << 20
+_ENTRY_OVERHEAD: Final = 1024  # what one cached answer costs beyond its claims (key, objects), counted in cache_bytes
+
+# What the sidecar itself reads of an identity: allow rules (users, apps, groups, scopes, user/app tokens), identity
+# headers, rate-limit keys and access logs. Claims named in a rule's `claims:` are kept on top (see claims_read).
+CLAIMS_ALWAYS_KEPT: Final = frozenset(
+    {
+        "sub", "oid", "upn", "preferred_username", "azp", "appid", "client_id", "tid", "roles", "groups", "scp",
+        "scope", "idtyp", "iss", "aud", "exp", "nbf", "iat",
+    }
+)  # fmt: skip
+
+
+class Profile:
+    """One introspection provider as the current policy has it, with the claims its rules can read (None: all).
+    Compared by identity: cached answers belong to the profile they were judged under."""
+
+    __slots__ = ("claims", "provider", "retired")
+
+    def __init__(self, provider: Provider, claims: frozenset[str] | None) -> None:
+        self.provider = provider
+        self.claims = claims
+        self.retired = False  # no policy uses it any more: its answers are dropped and never cached again
+
+
+def claims_read(policy: Policy) -> dict[str, frozenset[str]]:
+    """Per provider, the claims that anything of `policy` can read: CLAIMS_ALWAYS_KEPT and every claim a rule names."""
+    named: dict[str, set[str]] = {name: set() for name in policy.providers}
+    for route in policy.routes:
+        if isinstance(route.allow, Anyone):
+            continue
+        for rule in route.allow:
+            named.setdefault(rule.provider, set()).update(requirement.name for requirement in rule.claims)
+    return {name: CLAIMS_ALWAYS_KEPT | names for name, names in named.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +92,10 @@ class _Answer:
     identity: Identity | None
     reason: Reason | None  # why the token is refused, when it is
     until: float  # cache deadline (clock seconds)
+    size: int = _ENTRY_OVERHEAD  # what it counts against cache_bytes
 
 
-_Key = tuple[str, str, bytes]  # endpoint, client id, token digest
+_Key = tuple[Profile, bytes]  # the profile judged under, token digest
 
 
 class Introspector:
@@ -56,38 +107,64 @@ class Introspector:
         clock: Callable[[], float] = time.time,
         *,
         on_failure: Callable[[str, str], None] | None = None,
-        cache_size: int = 10_000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_concurrent: int = 64,
     ) -> None:
         self._client = client
         self._clock = clock
         self._on_failure = on_failure
-        self._cache: TLRUCache[_Key, _Answer] = TLRUCache(maxsize=cache_size, ttu=_until, timer=clock)
+        self._cache: TLRUCache[_Key, _Answer] = TLRUCache(
+            maxsize=cache_bytes, ttu=_until, timer=clock, getsizeof=_size_of
+        )
         self._inflight: dict[_Key, asyncio.Task[_Answer]] = {}
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._profiles: dict[tuple[Provider, frozenset[str] | None], Profile] = {}
 
-    async def introspect(self, provider: Provider, token: str) -> Identity:
+    def profile(self, provider: Provider, claims: frozenset[str] | None = None) -> Profile:
+        """The profile for this provider configuration and kept claims: the same object for equal ones, so that a
+        reload that changes neither keeps its cached answers."""
+        found = self._profiles.get((provider, claims))
+        if found is None:
+            found = self._profiles[(provider, claims)] = Profile(provider, claims)
+        return found
+
+    def retain(self, profiles: Iterable[Profile]) -> None:
+        """Keep only `profiles` (the current policy's): every other profile's cached answers are dropped, and an
+        answer still in flight for one is not cached when it arrives."""
+        keep = {id(profile) for profile in profiles}
+        for ident, profile in list(self._profiles.items()):
+            if id(profile) not in keep:
+                profile.retired = True
+                del self._profiles[ident]
+        for key in [key for key in list(self._cache.keys()) if key[0].retired]:
+            self._cache.pop(key, None)
+
+    async def introspect(self, provider: Provider | Profile, token: str) -> Identity:
         """The identity the endpoint vouches for; raises Rejection (TOKEN_INACTIVE, EXPIRED, NOT_YET_VALID,
-        WRONG_AUDIENCE, or INTROSPECTION_UNAVAILABLE)."""
-        endpoint = provider.introspection
+        WRONG_AUDIENCE, or INTROSPECTION_UNAVAILABLE). A bare Provider keeps every claim of the answer."""
+        profile = provider if isinstance(provider, Profile) else self.profile(provider)
+        endpoint = profile.provider.introspection
         if endpoint is None:  # pragma: no cover - the verifier sends only introspection providers here
             raise Rejection(Reason.INTROSPECTION_UNAVAILABLE)
-        key = (endpoint.endpoint, endpoint.client_id, hashlib.sha256(token.encode()).digest())
+        key = (profile, hashlib.sha256(token.encode()).digest())
         answer = self._cache.get(key)
         if answer is None:
             task = self._inflight.get(key)
             if task is None:
-                task = asyncio.create_task(self._ask(provider, endpoint, token), name=f"introspect:{provider.name}")
+                name = f"introspect:{profile.provider.name}"
+                task = asyncio.create_task(self._ask(profile, endpoint, token), name=name)
                 self._inflight[key] = task
                 task.add_done_callback(lambda _: self._inflight.pop(key, None))
             # shield: a caller that goes away must not cancel the call the others share.
             answer = await asyncio.shield(task)
-            self._cache[key] = answer
+            if not profile.retired:
+                self._cache[key] = answer
         if answer.identity is None:
             raise Rejection(answer.reason or Reason.TOKEN_INACTIVE)
         return answer.identity
 
-    async def _ask(self, provider: Provider, endpoint: Introspection, token: str) -> _Answer:
+    async def _ask(self, profile: Profile, endpoint: Introspection, token: str) -> _Answer:
+        provider = profile.provider
         try:
             async with asyncio.timeout(INTROSPECTION_TIMEOUT_SECONDS):
                 async with self._slots:
@@ -97,6 +174,7 @@ class Introspector:
                         "introspection",
                         {"token": token, "token_type_hint": "access_token"},
                         {"Authorization": _basic(endpoint.client_id, endpoint.client_secret)},
+                        max_bytes=MAX_ANSWER_BYTES,
                     )
         except FetchError as exc:
             return self._failed(provider, exc.kind, str(exc))
@@ -105,11 +183,12 @@ class Introspector:
         except Exception as exc:  # shared by requests: it must answer, never raise
             return self._failed(provider, "bad_response", f"unexpected {type(exc).__name__}")
         try:
-            return self._judge(provider, endpoint, document.body)
+            return self._judge(profile, endpoint, document.body)
         except _BadResponse as exc:
             return self._failed(provider, "bad_response", f"introspection {safe_url(endpoint.endpoint)}: {exc}")
 
-    def _judge(self, provider: Provider, endpoint: Introspection, body: Mapping[str, object]) -> _Answer:
+    def _judge(self, profile: Profile, endpoint: Introspection, body: Mapping[str, object]) -> _Answer:
+        provider = profile.provider
         now = self._clock()
         active = body.get("active")
         if not isinstance(active, bool):
@@ -126,7 +205,8 @@ class Introspector:
         if provider.audiences and provider.audiences.isdisjoint(_audiences(body.get("aud"))):
             return _Answer(None, Reason.WRONG_AUDIENCE, refused_until)
         until = now + endpoint.cache if exp is None else min(exp, now + endpoint.cache)
-        return _Answer(_identity(provider, body, exp if exp is not None else until), None, until)
+        identity = _identity(provider, body, exp if exp is not None else until, profile.claims)
+        return _Answer(identity, None, until, _ENTRY_OVERHEAD + _claims_size(identity.claims))
 
     def _failed(self, provider: Provider, kind: str, message: str) -> _Answer:
         log.warning("token introspection failed", extra={"fields": {"provider": provider.name, "error": message}})
@@ -143,6 +223,14 @@ def _until(_key: _Key, answer: _Answer, _now: float) -> float:
     return answer.until
 
 
+def _size_of(answer: _Answer) -> int:
+    return answer.size
+
+
+def _claims_size(claims: Mapping[str, object]) -> int:
+    return len(json.dumps(claims, separators=(",", ":"), default=str))
+
+
 def _basic(client_id: str, secret: str) -> str:
     # RFC 7662 §2.1 with RFC 6749 §2.3.1: each half form-encoded before base64.
     pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
@@ -157,8 +245,11 @@ def _audiences(aud: object) -> frozenset[str]:
     return frozenset()
 
 
-def _identity(provider: Provider, body: Mapping[str, object], expires_at: float) -> Identity:
-    claims = {name: value for name, value in body.items() if name != "active"}
+def _identity(
+    provider: Provider, body: Mapping[str, object], expires_at: float, kept: frozenset[str] | None
+) -> Identity:
+    """The answer as an identity, with only the `kept` claims (None: all but `active`)."""
+    claims = {name: value for name, value in body.items() if name != "active" and (kept is None or name in kept)}
     # RFC 7662 calls the human-readable name `username`; `users` entries with "@" match preferred_username.
     username = body.get("username")
     if isinstance(username, str) and "preferred_username" not in claims:

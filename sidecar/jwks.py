@@ -3,18 +3,45 @@
 RFC 8725 §3.1 and RFC 7517 §4: a key is used only for an algorithm its `kty` (and `crv`) can serve, that its own
 `alg` names (when it names one), and only when its `use` / `key_ops` allow verifying signatures. Symmetric (`oct`)
 keys, keys with private material, RSA keys under 2048 bits and keys pyjwt cannot load are dropped at fetch time.
+
+One bad key never hides the good ones: an entry of an unexpected shape (a member of the wrong type, such as `crv`
+as a list or `n` as a number) is dropped with a warning naming only its kid and the member, and the rest are used.
+Several keys may share a kid (an issuer in the middle of a rotation): up to `MAX_KEYS_PER_KID` of those that fit the
+token's algorithm are tried, so one token costs at most that many signature checks.
 """
 
 from __future__ import annotations
 
+import binascii
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 import jwt
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "MAX_JWKS_KEYS", "JwksError", "Key", "KeyIndex", "find", "index", "parse_jwks"]
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "MAX_JWKS_KEYS",
+    "MAX_KEYS_PER_KID",
+    "JwksError",
+    "Key",
+    "KeyIndex",
+    "find",
+    "index",
+    "parse_jwks",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_JWKS_KEYS: Final = 100
+MAX_KEYS_PER_KID: Final = 4  # keys tried for one token whose kid several keys share
+
+# Members a verification key may have, and the one type each must be (RFC 7517 §4, RFC 7518 §6): anything else is
+# a key we cannot read safely. Members not listed here (x5c, x5t, issuer, ...) are never read.
+_STRING_MEMBERS: Final = ("kty", "kid", "use", "alg", "crv", "n", "e", "x", "y")
+# What pyjwt raises for a JWK whose members have the right types but wrong contents (bad base64, a point off the
+# curve, an exponent of zero): the key is dropped, never the fetch.
+_LOAD_ERRORS: Final = (jwt.PyJWTError, ValueError, TypeError, KeyError, binascii.Error, OverflowError)
 
 # Which key an algorithm needs: (kty, the curves that fit, or None when the curve does not decide).
 # Only asymmetric algorithms: a symmetric (`oct`) key published in a JWKS is public, so it proves nothing.
@@ -52,12 +79,18 @@ class Key:
         self.algorithms = algorithms
         self.kid: str | None = jwk.get("kid")
 
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What makes this key this key: its kid, algorithms and public material (compared across fetches)."""
+        jwk = self._jwk
+        return (self.kid, self.algorithms, *(jwk.get(name) for name in ("kty", "crv", "n", "e", "x", "y")))
+
     def for_algorithm(self, alg: str) -> jwt.PyJWK | None:
         loaded = self._loaded.get(alg)
         if loaded is None and alg in self.algorithms:
             try:
                 loaded = jwt.PyJWK(self._jwk, alg)
-            except jwt.PyJWTError:
+            except _LOAD_ERRORS:
                 return None
             self._loaded[alg] = loaded
         return loaded
@@ -66,27 +99,52 @@ class Key:
 KeyIndex = dict[str | None, tuple[Key, ...]]
 
 
-def parse_jwks(document: Mapping[str, Any]) -> list[Key]:
-    """The usable keys; raises JwksError when there are none, so a bad document never replaces working keys."""
+def parse_jwks(document: Mapping[str, Any], source: str = "") -> list[Key]:
+    """The usable keys; raises JwksError when there are none, so a bad document never replaces working keys.
+    `source` (the provider) names where a dropped key came from in the log line."""
     raw_keys = document.get("keys")
     if not isinstance(raw_keys, list):
         raise JwksError("JWKS: no `keys` list")
     if len(raw_keys) > MAX_JWKS_KEYS:
         raise JwksError(f"JWKS: {len(raw_keys)} keys, more than {MAX_JWKS_KEYS}")
-    keys = [key for key in map(_parse_key, raw_keys) if key is not None]
+    keys = []
+    for position, raw in enumerate(raw_keys):
+        problem = _shape_problem(raw)
+        if problem is not None:
+            kid = raw.get("kid") if isinstance(raw, dict) else None
+            fields = {"provider": source, "index": position, "kid": kid[:64] if isinstance(kid, str) else None}
+            log.warning("JWKS key dropped", extra={"fields": {**fields, "problem": problem}})
+            continue
+        key = _parse_key(raw)
+        if key is not None:
+            keys.append(key)
     if not keys:
         raise JwksError("JWKS: no usable signing keys")
     return keys
 
 
-def _parse_key(raw: object) -> Key | None:
-    """A usable public signing key, or None (dropped): oct, encryption-only, private, unknown, short or broken keys."""
-    if not isinstance(raw, dict) or "d" in raw:  # "d": private material has no business in a JWKS
+def _shape_problem(raw: object) -> str | None:
+    """Why an entry is not a JWK of the shape RFC 7517 gives (a fixed text naming the member, never its value)."""
+    if not isinstance(raw, dict):
+        return "not a JSON object"
+    for name in _STRING_MEMBERS:
+        if name in raw and not isinstance(raw[name], str):
+            return f"`{name}` is not a string"
+    ops = raw.get("key_ops")
+    if ops is not None and not (isinstance(ops, list) and all(isinstance(op, str) for op in ops)):
+        return "`key_ops` is not a list of strings"
+    return None
+
+
+def _parse_key(raw: dict[str, Any]) -> Key | None:
+    """A usable public signing key, or None (dropped): oct, encryption-only, private, unknown, short or broken keys.
+    `raw` has the shape `_shape_problem` checks."""
+    if "d" in raw:  # "d": private material has no business in a JWKS
         return None
-    if raw.get("use", "sig") != "sig" or not isinstance(raw.get("kid", ""), str):
+    if raw.get("use", "sig") != "sig":
         return None
     ops = raw.get("key_ops")
-    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+    if ops is not None and "verify" not in ops:
         return None
     algorithms = _fitting_algorithms(raw)
     if not algorithms:
@@ -121,9 +179,13 @@ def index(keys: list[Key]) -> KeyIndex:
     return indexed
 
 
-def find(keys: KeyIndex, kid: str | None, alg: str) -> jwt.PyJWK | None:
+def find(keys: KeyIndex, kid: str | None, alg: str) -> tuple[jwt.PyJWK, ...]:
+    """The keys under `kid` that fit `alg`, in the issuer's order, at most MAX_KEYS_PER_KID."""
+    found = []
     for key in keys.get(kid, ()):
-        found = key.for_algorithm(alg)
-        if found is not None:
-            return found
-    return None
+        loaded = key.for_algorithm(alg)
+        if loaded is not None:
+            found.append(loaded)
+            if len(found) == MAX_KEYS_PER_KID:
+                break
+    return tuple(found)

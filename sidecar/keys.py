@@ -96,6 +96,10 @@ class KeyStore:
         self._rand = rand
         self._states: dict[tuple[str, str | None], _State] = {}
         self._wake = asyncio.Event()  # a fetch finished: the scheduler recomputes when the next one is due
+        # Counts fetches that took a key away (removed, or its material changed under the same kid). A verifier
+        # compares it on every call and drops its verified-token cache when it moved: a token verified with a key
+        # the issuer no longer publishes is verified again, and refused. One integer compare per request.
+        self.generation = 0
 
     async def prime(self, providers: Iterable[Provider]) -> None:
         """Fetch every provider's keys once, concurrently, whatever the schedule (start-up, reload).
@@ -127,7 +131,12 @@ class KeyStore:
         return found
 
     async def key(self, provider: Provider, kid: str | None, alg: str) -> jwt.PyJWK:
-        """The provider's key for `kid` that fits `alg`; raises Rejection(UNKNOWN_KEY or KEYS_UNAVAILABLE).
+        """The provider's first key for `kid` that fits `alg` (see `keys`)."""
+        return (await self.keys(provider, kid, alg))[0]
+
+    async def keys(self, provider: Provider, kid: str | None, alg: str) -> tuple[jwt.PyJWK, ...]:
+        """The provider's keys for `kid` that fit `alg` (one, or up to MAX_KEYS_PER_KID when several share the kid);
+        raises Rejection(UNKNOWN_KEY or KEYS_UNAVAILABLE).
 
         A key that exists under `kid` but does not fit `alg` (another key type or curve, a JWK `alg` naming another
         algorithm) counts as absent: UNKNOWN_KEY, not FORBIDDEN_ALGORITHM, because the algorithm itself is one the
@@ -136,8 +145,8 @@ class KeyStore:
         Keys older than `max_stale` are not used at all (KEYS_UNAVAILABLE, as if never fetched).
         """
         state = self._state(provider)
-        found = find(state.keys, kid, alg) if self._usable(state, provider) else None
-        if found is not None:
+        found = find(state.keys, kid, alg) if self._usable(state, provider) else ()
+        if found:
             return found
         task = state.inflight
         if task is None and self._may_refetch(state, provider):
@@ -146,8 +155,8 @@ class KeyStore:
         if task is not None:
             # shield: a caller that goes away (client disconnect) must not cancel the fetch the others share.
             await asyncio.shield(task)
-            found = find(state.keys, kid, alg) if self._usable(state, provider) else None
-            if found is not None:
+            found = find(state.keys, kid, alg) if self._usable(state, provider) else ()
+            if found:
                 return found
         if not self._usable(state, provider):
             raise Rejection(Reason.KEYS_UNAVAILABLE)
@@ -236,6 +245,8 @@ class KeyStore:
         now = self._clock()
         was_stale = state.fetched_at is not None and state.last_error is not None
         before, after = set(state.keys) - {None}, set(found.keys) - {None}
+        if not _identities(found.keys) >= _identities(state.keys):
+            self.generation += 1
         state.keys, state.key_count, state.fetched_at, state.last_error = found.keys, found.count, now, None
         state.failures, state.expired_logged = 0, False
         state.next_at = now + self._interval(provider, found.max_age)
@@ -291,6 +302,10 @@ def _throttled(failures: int, message: str, fields: dict[str, object]) -> None:
     """A warning on the 1st, 2nd, 4th, 8th... failure in a row, debug otherwise: an outage of hours stays readable."""
     level = logging.WARNING if failures & (failures - 1) == 0 else logging.DEBUG
     log.log(level, message, extra={"fields": fields})
+
+
+def _identities(keys: KeyIndex) -> set[tuple[object, ...]]:
+    return {key.identity for group in keys.values() for key in group}
 
 
 def _short(kid: str | None) -> str:

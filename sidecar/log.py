@@ -1,4 +1,4 @@
-"""Log set-up and the one access line per request (JSON on stdout). Never a token, secret, query or body."""
+"""Log set-up and the one access line per request (JSON or escaped text). Never a token, secret, query or body."""
 
 from __future__ import annotations
 
@@ -22,30 +22,67 @@ _FLUSH_AFTER: Final = 0.05  # seconds a buffered access line may wait for its wr
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "fields", None) or {}
-        line = {
-            "time": _iso(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,  # tells the workers apart
-            "message": record.getMessage(),
-            **fields,
-        }
-        if record.exc_info and record.exc_info[0] is not None:
-            # The exception's type only: messages of foreign exceptions may quote URLs with secrets.
-            line["error"] = record.exc_info[0].__name__
-        return _encode(line)
+        return _encode(_record_fields(record))
 
 
-class _TextFormatter(_JsonFormatter):
-    """`time level message key=value ...` for people reading a terminal; the same fields as the JSON lines."""
+def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = getattr(record, "fields", None) or {}
+    line = {
+        "time": _iso(record.created),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "pid": record.process,  # tells the workers apart
+        "message": record.getMessage(),
+        **fields,
+    }
+    if record.exc_info and record.exc_info[0] is not None:
+        # The exception's type only: messages of foreign exceptions may quote URLs with secrets.
+        line["error"] = record.exc_info[0].__name__
+    return line
+
+
+class _TextFormatter(logging.Formatter):
+    """`time level message key=value ...` for people reading a terminal; the same fields as the JSON lines.
+
+    Values come from callers too (claims, paths, header values): each is written bare only when it is plainly one
+    word, else quoted with every control, format or separator character escaped, so no value can end the line,
+    start a forged one, or pass for another field (as the JSON lines, which escape the same)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = json.loads(super().format(record))
-        head = f"{line.pop('time')} {line.pop('level'):<7} {line.pop('message')}"
+        line = _record_fields(record)
+        head = f"{line.pop('time')} {line.pop('level'):<7} {_escape(str(line.pop('message')))}"
         line.pop("logger", None)
         line.pop("pid", None)
-        return " ".join([head, *(f"{key}={value}" for key, value in line.items() if value is not None)])
+        return " ".join([head, *(f"{_text(key)}={_text(value)}" for key, value in line.items() if value is not None)])
+
+
+_QUOTE_IF: Final = frozenset(' "=\\')
+_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _text(value: object) -> str:
+    """One value of a text line: bare when it is one printable word, else quoted and escaped."""
+    if isinstance(value, str):
+        text = value
+    else:  # numbers, booleans and lists as in the JSON lines (`true`, `["a","b"]`)
+        text = _encode(value) if isinstance(value, int | float | list | tuple | dict) else str(value)
+    if text and text.isprintable() and _QUOTE_IF.isdisjoint(text):
+        return text
+    return f'"{_escape(text)}"'
+
+
+def _escape(text: str) -> str:
+    """Control, format and line-separator characters (C0, DEL, C1, U+2028, bidi overrides, ...) as `\\xNN`,
+    `\\uNNNN`; quotes and backslashes escaped. `str.isprintable` is false for exactly those (and for spaces other
+    than U+0020, which could pass for a separator)."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(_ESCAPES.get(char) or (char if char.isprintable() else _code(char)) for char in text)
+
+
+def _code(char: str) -> str:
+    point = ord(char)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
 
 
 class _Clock:

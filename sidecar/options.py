@@ -49,6 +49,7 @@ class ServeOptions:
     forward_auth_path: str | None = None
     forward_auth_ingress: str | None = None
     reload_interval: float = 2.0
+    reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.reload)
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> ServeOptions:
@@ -74,6 +75,7 @@ class ServeOptions:
             forward_auth_path=pick("forward_auth_path"),
             forward_auth_ingress=pick("forward_auth_ingress"),
             reload_interval=_seconds("reload-interval", pick("reload_interval", 2.0)),
+            reload_settle=_seconds("reload-settle", pick("reload_settle", 5.0)),
         )
         _check_forward_auth(options.forward_auth_path, options.forward_auth_ingress)
         return options

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from sidecar.policy.model import RateKey, RateLimit, Route
 if TYPE_CHECKING:  # sidecar.decide imports the runtime, which holds a RateLimiter
     from sidecar.decide import Decision
 
-__all__ = ["DEFAULT_MAX_KEYS", "SWEEP_INTERVAL", "ProcessStorage", "RateLimiter", "caller_key"]
+__all__ = ["DEFAULT_MAX_KEYS", "SWEEP_INTERVAL", "ProcessStorage", "RateLimiter", "caller_key", "client_network"]
 
 # A bound on the callers tracked at once (every route together). Each costs about 0.5 KB plus 0.2 KB per request
 # in its window. The storage forgets a caller one window after its last counted request; beyond the bound a new
@@ -38,16 +40,32 @@ SWEEP_INTERVAL: Final = 1.0  # seconds between two sweeps for expired entries; t
 _SWEEP_STEP: Final = 1_000  # callers pruned between two yields to the event loop
 
 
-def caller_key(per: RateKey, decision: Decision, client_ip: str | None) -> str:
-    """Whose budget a request spends: the verified subject or app, or the client address."""
+def caller_key(limit: RateLimit, decision: Decision, client_ip: str | None) -> str:
+    """Whose budget a request spends: the verified subject or app of one provider (two issuers may both have a
+    `sub` "lisa", and they are not the same caller), or the client address (an IPv6 client's network)."""
+    if limit.per is RateKey.IP:
+        return f"ip:{client_network(client_ip, limit.ipv6_prefix) if client_ip else _NO_VALUE}"
     identity = decision.identity
-    if per is RateKey.IP:
-        value = client_ip
-    elif identity is None:
-        value = None
-    else:
-        value = identity.subject if per is RateKey.SUBJECT else identity.app
-    return f"{per.value}:{value or _NO_VALUE}"
+    if identity is None:
+        return f"{limit.per.value}:{_NO_VALUE}"
+    value = identity.subject if limit.per is RateKey.SUBJECT else identity.app
+    return f"{limit.per.value}:{identity.provider}:{value or _NO_VALUE}"  # provider names hold no ":"
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: addresses are the client's to choose
+def client_network(address: str, ipv6_prefix: int) -> str:
+    """The caller an address stands for: an IPv4 address itself (also written IPv4-mapped, `::ffff:a.b.c.d`, as a
+    dual-stack listener reports it), an IPv6 address its network of `ipv6_prefix` bits: whoever has one address
+    has the whole /64 (SLAAC, privacy addresses), and a budget per address would be no budget."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address  # not an address (none reaches here from a socket or forwarded.origin): its own budget
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
 class ProcessStorage(MemoryStorage):
@@ -118,7 +136,7 @@ class RateLimiter:
         route = decision.route
         if decision.reason is not None or route is None or route.rate_limit is None:
             return
-        wait = await self.hit(route, caller_key(route.rate_limit.per, decision, entry.get("client_ip")))
+        wait = await self.hit(route, caller_key(route.rate_limit, decision, entry.get("client_ip")))
         if wait is None:
             return
         decision.reason = Reason.RATE_LIMITED

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from sidecar.introspect import Introspector
+from sidecar.introspect import Introspector, claims_read
 from sidecar.keys import KeyStore
 from sidecar.log import logger
 from sidecar.metrics import Metrics
@@ -92,7 +92,8 @@ class Runtime:
         return self._limiter
 
     def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
-        return Snapshot(policy, Verifier(policy.providers, self.keys, introspector=self.introspector), digest)
+        verifier = Verifier(policy.providers, self.keys, introspector=self.introspector, claims=claims_read(policy))
+        return Snapshot(policy, verifier, digest)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start the key scheduler once the listeners are up: it fetches every provider's keys at once, then on
@@ -132,6 +133,10 @@ class Runtime:
             await self.keys.prime(added)
         previous = self.current.hash
         self.current = self._snapshot(policy, digest)
+        if self.introspector is not None:
+            # Answers judged under a provider this policy changed (audiences, endpoint, ...) or whose rules now read
+            # other claims are dropped; an unchanged provider keeps its cache.
+            self.introspector.retain(self.current.verifier.profiles)
         pool = policy.upstream_pool
         self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
         if previous != digest:

@@ -2,9 +2,11 @@
 
 Checks run cheapest and most specific first: size (before any parsing) and shape, the header (read here, not by
 pyjwt: ~78 µs saved; keys named by the token and `crit` refused), the issuer (which picks the one provider whose
-keys may sign), the algorithm, the `typ` when required, the key, then pyjwt's signature, audience and issuer checks,
+keys may sign), the algorithm, the `typ` when required, the keys (several when they share the kid, at most 4), then
+the signature with pyjwt's algorithm objects, audience and issuer checks,
 Entra's `tid`, then the time claims against the injected clock. pyjwt's exceptions become a `Reason` at one boundary
-(`_decode`). Verified identities are cached by token digest until `exp` + leeway; authorization is not this
+(`_decode`). Verified identities are cached by token digest until `exp` + leeway, and only until an issuer takes a key
+away (the whole cache goes then: see KeyStore.generation); authorization is not this
 module's job and nothing about it is cached here. Opaque tokens go to the route's introspection provider.
 """
 
@@ -24,7 +26,7 @@ import jwt
 from cachetools import TLRUCache, TTLCache
 
 from sidecar.decision import Reason, Rejection
-from sidecar.introspect import Introspector
+from sidecar.introspect import CLAIMS_ALWAYS_KEPT, Introspector, Profile
 from sidecar.jwks import ASYMMETRIC_ALGORITHMS
 from sidecar.keys import KeyStore
 from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity, Provider
@@ -34,7 +36,7 @@ __all__ = ["MAX_TOKEN_CHARS", "Verifier"]
 
 _REFUSED_SIZE: Final = 4096
 _REFUSED_SECONDS: Final = 60.0
-_Refused = tuple[frozenset[str], Provider, str | None, str, jwt.PyJWK]
+_Refused = tuple[frozenset[str], Provider, str | None, str, tuple[jwt.PyJWK, ...]]
 
 # The default cap (a provider's max_token_bytes): Entra tokens with many groups stay under ~8 KiB; bigger is an
 # attack on parsing. Checked on the length before anything else, so an oversized token costs nothing.
@@ -66,9 +68,11 @@ class Verifier:
         "_by_issuer",
         "_cache",
         "_clock",
+        "_generation",
         "_introspected",
         "_introspector",
         "_keys",
+        "_profiles",
         "_providers",
         "_refused",
         "_size_caps",
@@ -81,7 +85,10 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         cache_size: int = 10_000,
         introspector: Introspector | None = None,
+        claims: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        """`claims`: per introspection provider, the claims its rules can read (introspect.claims_read); an answer
+        is cached with those only. None keeps every claim (one-off uses such as `sidecar explain`)."""
         self._providers = dict(providers)
         self._keys = keys
         self._clock = clock
@@ -92,14 +99,22 @@ class Verifier:
                 by_issuer.setdefault(issuer, []).append(providers[name])
         self._by_issuer = {issuer: tuple(group) for issuer, group in by_issuer.items()}
         self._introspected = {name for name, p in providers.items() if p.introspection is not None}
+        self._profiles: dict[str, Profile] = {}
+        if introspector is not None:
+            for name in self._introspected:
+                kept = None if claims is None else claims.get(name, CLAIMS_ALWAYS_KEPT)
+                self._profiles[name] = introspector.profile(providers[name], kept)
         # HS* and none can never pass, whatever a policy says: a JWKS key is public, so it cannot be an HMAC secret.
         self._algorithms = {name: frozenset(p.algorithms) & ASYMMETRIC_ALGORITHMS for name, p in providers.items()}
         self._audiences = {name: tuple(sorted(p.audiences)) for name, p in providers.items()}
         self._size_caps: dict[frozenset[str], int] = {}
         # Keyed by sha256 digest: the cache never holds the token itself.
         self._cache: TLRUCache[bytes, Identity] = TLRUCache(maxsize=cache_size, ttu=self._deadline, timer=clock)
+        # The key store's generation the cache was filled under: it moves when an issuer takes a key away, and then
+        # the whole cache goes (rotations are rare; a cached token must never outlive the key that signed it).
+        self._generation = keys.generation
         # Tokens whose signature failed, by digest, with what decided it (routes' providers, provider, kid, alg, the
-        # key object): the same token against the same key fails again, so a flood of one bad token costs a
+        # key objects): the same token against the same key fails again, so a flood of one bad token costs a
         # lookup, not a signature check each. Bounded in size and age; a key fetched since (another object) or
         # another route's providers take the full path again.
         self._refused: TTLCache[bytes, _Refused] = TTLCache(maxsize=_REFUSED_SIZE, ttl=_REFUSED_SECONDS)
@@ -110,14 +125,17 @@ class Verifier:
         if len(token) > self._size_cap(allowed_providers) or not token.isascii():
             raise Rejection(Reason.MALFORMED_TOKEN)
         digest = hashlib.sha256(token.encode("ascii")).digest()
+        if self._generation != self._keys.generation:
+            self._generation = self._keys.generation
+            self._cache.clear()
         # A hit skips the signature; the TLRU cache no longer returns it once exp + leeway has passed.
         identity = self._cache.get(digest)
         if identity is not None and identity.provider in allowed_providers:
             return identity
         refused = self._refused.get(digest)
         if refused is not None and refused[0] == allowed_providers:
-            _, provider, kid, alg, key = refused
-            if await self._keys.key(provider, kid, alg) is key:  # raises as the full path would, keys gone
+            _, provider, kid, alg, keys = refused
+            if await self._keys.keys(provider, kid, alg) == keys:  # raises as the full path would, keys gone
                 raise Rejection(Reason.BAD_SIGNATURE)
         # A miss, or a hit for a provider this route does not allow: the full path names the precise reason
         # (wrong_issuer when issuers are distinct) or accepts it for another provider sharing the issuer.
@@ -150,23 +168,26 @@ class Verifier:
             raise Rejection(Reason.FORBIDDEN_ALGORITHM)
         if provider.require_typ is not None and _media_type(typ) != provider.require_typ:
             raise Rejection(Reason.WRONG_TOKEN_TYPE)
-        key = await self._keys.key(provider, kid, alg)
-        try:
-            claims = _verified(token, key, payload, issuer, self._audiences[provider.name])
-        except Rejection as rejection:
-            if rejection.reason is Reason.BAD_SIGNATURE:
-                self._refused[digest] = (allowed, provider, kid, alg, key)
-            raise
+        keys = await self._keys.keys(provider, kid, alg)
+        if not any(_signed_by(token, key) for key in keys):  # several only when keys share the kid (bounded)
+            self._refused[digest] = (allowed, provider, kid, alg, keys)
+            raise Rejection(Reason.BAD_SIGNATURE)
+        claims = _checked(payload, issuer, self._audiences[provider.name])
         if provider.tenant is not None and _lower(claims.get("tid")) != provider.tenant:
             raise Rejection(Reason.WRONG_ISSUER)  # Entra: a token of another tenant, whatever its iss says
         expires_at = check_times(claims, self._clock(), provider.leeway)
         assert expires_at is not None  # exp is required
         return Identity(provider=provider.name, claims=MappingProxyType(claims), expires_at=expires_at)
 
+    @property
+    def profiles(self) -> list[Profile]:
+        """The introspection profiles of this verifier's policy (what `Introspector.retain` keeps on a reload)."""
+        return list(self._profiles.values())
+
     async def _introspect(self, provider: Provider, token: str) -> Identity:
         if self._introspector is None:  # a runtime built without one cannot ask: the token may still be good
             raise Rejection(Reason.INTROSPECTION_UNAVAILABLE)
-        return await self._introspector.introspect(provider, token)
+        return await self._introspector.introspect(self._profiles[provider.name], token)
 
     def _introspection_provider(self, allowed: frozenset[str]) -> Provider | None:
         names = sorted(self._introspected & allowed)
@@ -255,22 +276,22 @@ def _audience_set(aud: object) -> frozenset[str]:
     return frozenset()
 
 
-def _verified(
-    token: str, key: jwt.PyJWK, payload: dict[str, Any], issuer: str, audiences: tuple[str, ...]
-) -> dict[str, Any]:
-    """The signature (by the key's algorithm, bound to the token's `alg` when the key was chosen), then `exp`, `aud`
-    and `iss`. pyjwt's `decode` would parse the token a second time and cost three times as much (BENCHMARKS.md);
-    its algorithm objects still do the cryptography. Time claims are checked by `check_times` with the injected
-    clock, so the cache deadline and the expiry check agree by construction."""
+def _signed_by(token: str, key: jwt.PyJWK) -> bool:
+    """Whether `key` made the signature (by the key's algorithm, bound to the token's `alg` when the key was chosen).
+    pyjwt's `decode` would parse the token a second time and cost three times as much (BENCHMARKS.md); its algorithm
+    objects still do the cryptography."""
     signing_input, _, encoded = token.rpartition(".")
     encoded = encoded.rstrip("=")
     try:
         signature = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        valid = key.Algorithm.verify(signing_input.encode("ascii"), key.key, signature)
-    except (binascii.Error, ValueError, TypeError) as exc:  # a signature of the wrong shape for the key
-        raise Rejection(Reason.BAD_SIGNATURE) from exc
-    if not valid:
-        raise Rejection(Reason.BAD_SIGNATURE)
+        return bool(key.Algorithm.verify(signing_input.encode("ascii"), key.key, signature))
+    except (binascii.Error, ValueError, TypeError):  # a signature of the wrong shape for the key
+        return False
+
+
+def _checked(payload: dict[str, Any], issuer: str, audiences: tuple[str, ...]) -> dict[str, Any]:
+    """After the signature: `exp` present, `sub`/`jti` types, `aud` and `iss`. Time claims are checked by
+    `check_times` with the injected clock, so the cache deadline and the expiry check agree by construction."""
     if payload.get("exp") is None:
         raise Rejection(Reason.MALFORMED_TOKEN)
     if any(name in payload and not isinstance(payload[name], str) for name in ("sub", "jti")):

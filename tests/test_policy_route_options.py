@@ -40,6 +40,15 @@ def test_rate_limit_loads_with_a_one_minute_default_window() -> None:
     assert route.cors is None
 
 
+IPV6_PREFIXES = {"default-64": ("", 64), "a-56": (", ipv6_prefix: 56", 56), "per-address": (", ipv6_prefix: 128", 128)}
+
+
+@pytest.mark.parametrize(("given", "prefix"), IPV6_PREFIXES.values(), ids=IPV6_PREFIXES.keys())
+def test_rate_limit_per_ip_groups_ipv6_by_a_prefix(given: str, prefix: int) -> None:
+    route = load(f"    rate_limit: {{per: ip, requests: 10{given}}}\n").routes[0]
+    assert route.rate_limit == RateLimit(RateKey.IP, 10, 60, ipv6_prefix=prefix)
+
+
 def test_cors_loads_normalised_with_defaults() -> None:
     route = load("    cors: {origins: ['HTTPS://App.Example.com:443']}\n").routes[0]
     assert route.cors == Cors(
@@ -98,6 +107,26 @@ ERRORS = {
         "p.yaml:9: routes[0].rate_limit.window: must be whole seconds from 1s to 24h",
     ),
     "rate-empty": ("    rate_limit:\n", AUTHENTICATED, "p.yaml:9: routes[0].rate_limit: must not be empty"),
+    "rate-ipv6-prefix-too-short": (
+        "    rate_limit: {per: ip, requests: 3, ipv6_prefix: 16}\n",
+        AUTHENTICATED,
+        "p.yaml:9: routes[0].rate_limit.ipv6_prefix: must be a prefix length from 32 to 128 (64: one subscriber's",
+    ),
+    "rate-ipv6-prefix-too-long": (
+        "    rate_limit:\n      per: ip\n      requests: 3\n      ipv6_prefix: 129\n",
+        AUTHENTICATED,
+        "p.yaml:12: routes[0].rate_limit.ipv6_prefix: must be a prefix length from 32 to 128",
+    ),
+    "rate-ipv6-prefix-as-cidr-text": (
+        "    rate_limit: {per: ip, requests: 3, ipv6_prefix: /64}\n",
+        AUTHENTICATED,
+        "p.yaml:9: routes[0].rate_limit.ipv6_prefix: must be an integer",
+    ),
+    "rate-ipv6-prefix-per-subject": (
+        "    rate_limit:\n      per: subject\n      requests: 3\n      ipv6_prefix: 56\n",
+        AUTHENTICATED,
+        "p.yaml:12: routes[0].rate_limit.ipv6_prefix: applies to per: ip only",
+    ),
     "rate-per-subject-on-anyone": (
         "    rate_limit:\n      requests: 3\n      per: subject\n",
         ANYONE,

@@ -28,6 +28,10 @@ def identity(**claims: object) -> Identity:
     return Identity(provider="p", claims=claims, expires_at=0.0)
 
 
+def other_provider(**claims: object) -> Identity:
+    return Identity(provider="q", claims=claims, expires_at=0.0)
+
+
 def allowed(on: Route, who: Identity | None = None) -> Decision:
     return Decision(path="/flow", route=on, identity=who or identity(sub="lisa"), mode=on.mode)
 
@@ -91,22 +95,58 @@ async def test_a_changed_limit_counts_afresh(limiter: RateLimiter) -> None:
 
 
 KEYS = {
-    "subject-is-oid": (RateKey.SUBJECT, identity(oid="o-1", sub="s-1"), None, "subject:o-1"),
-    "subject-is-sub-without-oid": (RateKey.SUBJECT, identity(sub="s-1"), None, "subject:s-1"),
-    "app-is-azp": (RateKey.APP, identity(sub="s", azp="client-v2"), None, "app:client-v2"),
-    "app-is-appid": (RateKey.APP, identity(sub="s", appid="client-v1"), None, "app:client-v1"),
-    "app-is-client_id": (RateKey.APP, identity(sub="s", client_id="client-9068"), None, "app:client-9068"),
-    "no-app-claim-shares-one-budget": (RateKey.APP, identity(sub="s"), None, "app:-"),
+    "subject-is-oid": (RateKey.SUBJECT, identity(oid="o-1", sub="s-1"), None, "subject:p:o-1"),
+    "subject-is-sub-without-oid": (RateKey.SUBJECT, identity(sub="s-1"), None, "subject:p:s-1"),
+    "subject-is-the-providers": (RateKey.SUBJECT, other_provider(sub="s-1"), None, "subject:q:s-1"),
+    "app-is-azp": (RateKey.APP, identity(sub="s", azp="client-v2"), None, "app:p:client-v2"),
+    "app-is-appid": (RateKey.APP, identity(sub="s", appid="client-v1"), None, "app:p:client-v1"),
+    "app-is-client_id": (RateKey.APP, identity(sub="s", client_id="client-9068"), None, "app:p:client-9068"),
+    "app-is-the-providers": (RateKey.APP, other_provider(client_id="client-9068"), None, "app:q:client-9068"),
+    "no-app-claim-shares-one-budget-per-provider": (RateKey.APP, identity(sub="s"), None, "app:p:-"),
     "ip-is-the-client-address": (RateKey.IP, identity(sub="s"), "203.0.113.7", "ip:203.0.113.7"),
-    "ip-without-identity": (RateKey.IP, None, "2001:db8::1", "ip:2001:db8::1"),
+    "ipv6-is-the-clients-64": (RateKey.IP, None, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", "ip:2001:db8:1:2::/64"),
+    "ipv4-mapped-is-ipv4": (RateKey.IP, None, "::ffff:203.0.113.7", "ip:203.0.113.7"),
     "no-address-shares-one-budget": (RateKey.IP, None, None, "ip:-"),
 }
 
 
 @pytest.mark.parametrize(("per", "who", "ip", "key"), KEYS.values(), ids=KEYS.keys())
 def test_whose_budget_a_request_spends(per: RateKey, who: Identity | None, ip: str | None, key: str) -> None:
-    decision = Decision(path="/x", route=route(RateLimit(per, 1, 1)), identity=who)
-    assert caller_key(per, decision, ip) == key
+    limit = RateLimit(per, 1, 1)
+    decision = Decision(path="/x", route=route(limit), identity=who)
+    assert caller_key(limit, decision, ip) == key
+
+
+IPV6_CALLERS = {
+    "one-64-is-one-caller": (64, "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", True),
+    "another-64-is-another": (64, "2001:db8:1:2::1", "2001:db8:1:3::1", False),
+    "a-56-takes-its-64s": (56, "2001:db8:1:200::1", "2001:db8:1:2ff::1", True),
+    "outside-the-56": (56, "2001:db8:1:200::1", "2001:db8:1:300::1", False),
+    "a-128-is-per-address": (128, "2001:db8::1", "2001:db8::2", False),
+    "ipv4-is-always-per-address": (32, "203.0.113.7", "203.0.113.8", False),
+    "ipv4-and-its-mapped-spelling": (64, "203.0.113.7", "::ffff:203.0.113.7", True),
+}
+
+
+@pytest.mark.parametrize(("prefix", "one", "two", "shared"), IPV6_CALLERS.values(), ids=IPV6_CALLERS.keys())
+async def test_ipv6_addresses_in_one_prefix_share_a_budget(
+    limiter: RateLimiter, prefix: int, one: str, two: str, shared: bool
+) -> None:
+    flow = route(RateLimit(RateKey.IP, 1, 60, ipv6_prefix=prefix))
+    first, second = allowed(flow), allowed(flow)
+    await limiter.admit(first, {"client_ip": one})
+    await limiter.admit(second, {"client_ip": two})
+    assert first.reason is None
+    assert second.reason is (Reason.RATE_LIMITED if shared else None)
+
+
+async def test_the_same_subject_of_two_providers_has_two_budgets(limiter: RateLimiter) -> None:
+    flow = route(RateLimit(RateKey.SUBJECT, 1, 60))
+    lisa, namesake = allowed(flow, identity(sub="lisa")), allowed(flow, other_provider(sub="lisa"))
+    lisa_again = allowed(flow, identity(sub="lisa"))
+    for decision in (lisa, namesake, lisa_again):
+        await limiter.admit(decision, {})
+    assert (lisa.reason, namesake.reason, lisa_again.reason) == (None, None, Reason.RATE_LIMITED)
 
 
 REFUSED = [Reason.MISSING_TOKEN, Reason.BAD_SIGNATURE, Reason.NOT_ALLOWED, Reason.EXPIRED]

@@ -205,9 +205,9 @@ class CountingKeyStore(KeyStore):
 
     lookups = 0
 
-    async def key(self, provider: Provider, kid: str | None, alg: str) -> jwt.PyJWK:
+    async def keys(self, provider: Provider, kid: str | None, alg: str) -> tuple[jwt.PyJWK, ...]:
         self.lookups += 1
-        return await super().key(provider, kid, alg)
+        return await super().keys(provider, kid, alg)
 
 
 @pytest.fixture

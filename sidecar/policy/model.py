@@ -44,6 +44,7 @@ DEFAULT_INTROSPECTION_CACHE_SECONDS: Final = 300.0
 DEFAULT_INACTIVE_CACHE_SECONDS: Final = 10.0
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_REALM: Final = "sidecar"
+DEFAULT_IPV6_PREFIX: Final = 64  # rate_limit per: ip groups IPv6 clients by their /64
 
 
 class Mode(enum.Enum):
@@ -171,6 +172,9 @@ class RateLimit:
     per: RateKey
     requests: int
     window: int  # whole seconds
+    # per: ip: an IPv6 client is one caller per network of this prefix length (one subscriber's /64 holds more
+    # addresses than anyone could spend budgets of); IPv4 addresses are each a caller.
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
 
 @dataclass(frozen=True, slots=True)

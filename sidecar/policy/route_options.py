@@ -7,7 +7,7 @@ caller, CORS methods must be methods the route takes.
 from __future__ import annotations
 
 from sidecar.policy.cors import ANY_ORIGIN, SAFELISTED_HEADERS
-from sidecar.policy.model import Cors, RateKey, RateLimit
+from sidecar.policy.model import DEFAULT_IPV6_PREFIX, Cors, RateKey, RateLimit
 from sidecar.policy.schema import CorsSpec, RateLimitSpec, RouteSpec
 from sidecar.policy.yamlmarks import Document, Path
 
@@ -25,7 +25,10 @@ def build_rate_limit(doc: Document, path: Path, route: RouteSpec) -> RateLimit |
             (*path, "rate_limit", "per"),
             f"per: {per.value} needs a verified caller, and this route allows anyone (use per: ip)",
         )
-    return RateLimit(per, spec.requests, int(spec.window))
+    if spec.ipv6_prefix is not None and per is not RateKey.IP:
+        doc.error((*path, "rate_limit", "ipv6_prefix"), "applies to per: ip only (it groups client addresses)")
+        return RateLimit(per, spec.requests, int(spec.window))
+    return RateLimit(per, spec.requests, int(spec.window), spec.ipv6_prefix or DEFAULT_IPV6_PREFIX)
 
 
 def build_cors(doc: Document, path: Path, route: RouteSpec) -> Cors | None:

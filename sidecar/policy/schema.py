@@ -121,10 +121,17 @@ def _requests(value: int) -> int:
     return value
 
 
+def _ipv6_prefix(value: int) -> int:
+    if not 32 <= value <= 128:  # below /32 one budget would span a whole provider's customers
+        raise ValueError("must be a prefix length from 32 to 128 (64: one subscriber's IPv6 network)")
+    return value
+
+
 class RateLimitSpec(Spec):
     per: Literal["subject", "app", "ip"]
     requests: Annotated[int, Field(strict=True), AfterValidator(_requests)]
     window: Annotated[Duration, AfterValidator(_window)] = 60.0
+    ipv6_prefix: Annotated[int, Field(strict=True), AfterValidator(_ipv6_prefix)] | None = None  # None: the default
 
 
 def _origins(values: list[str]) -> list[str]:

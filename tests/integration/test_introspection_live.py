@@ -4,6 +4,7 @@ that goes away is 503 introspection_unavailable (counted), never a 401."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.metrics import sample
@@ -103,3 +104,44 @@ def test_opaque_tokens_through_introspection(
         assert sidecar.stop() == 0
     leaked = [line for line in sidecar.lines for secret in (*tokens, SECRET) if secret in line]
     assert not leaked, leaked[:3]
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover - Linux always has it
+
+
+def test_150_distinct_1_mib_answers_are_503_and_memory_stays_bounded(tmp_path: Path, upstream: ThreadServer) -> None:
+    """A hostile or broken authorization server answers every token with 1 MB (under the 1 MiB that discovery and
+    JWKS may have, far over the 64 KiB an introspection answer may have). Each is refused as unavailable (503) and
+    given up at the cap; nothing of it is cached, so the sidecar's memory does not grow with the answers."""
+    padding = "x" * 1_000_000
+
+    async def introspect(request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode()))
+        body = {"active": True, "sub": form.get("token", ""), "aud": "api://flows", "scope": "flows.run"}
+        return Response(json.dumps({**body, "pad": form.get("token", "") + padding}), media_type="application/json")
+
+    server = ThreadServer(lambda _url: Starlette(routes=[Route("/introspect", introspect, methods=["POST"])]))
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    env = {"INTROSPECTION": server.url, "INTROSPECTION_SECRET": SECRET, "UPSTREAM": upstream.url}
+    sidecar = SidecarProcess(path, env).start()
+    try:
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=30) as http:
+
+            def call() -> httpx.Response:
+                return http.post("/flows", headers={"Authorization": f"Bearer {secrets.token_urlsafe(24)}"})
+
+            warm = [call() for _ in range(5)]  # connections, code paths and allocator pools in place
+            before = _rss_kib(sidecar.pid)
+            answers = [call() for _ in range(150)]
+            after = _rss_kib(sidecar.pid)
+        refused = [(r.status_code, r.json()["reason"]) for r in warm + answers]
+        assert refused == [(503, "introspection_unavailable")] * 155
+        assert after - before < 32 * 1024, f"RSS grew {(after - before) // 1024} MiB over 150 answers of 1 MB"
+    finally:
+        assert sidecar.stop() == 0
+        server.stop()

@@ -55,3 +55,37 @@ def test_text_format(tmp_path: Path, upstream: ThreadServer) -> None:
         assert " info    request " in line and "route=open" in line and "status=200" in line
     finally:
         assert sidecar.stop() == 0
+
+
+# A claim that tries to end the access line and write one of its own: CR LF, a forged line, a quote and `key=`
+# spellings that would read as fields, C1 NEL and U+2028 (line breaks to some log viewers), and a bidi override.
+FORGED = "2026-01-01T00:00:00.000Z info    request request_id=forged route=payroll decision=allow status=200"
+SNEAKY_SUBJECT = f"lisa\r\n{FORGED}"
+SNEAKY_APP = 'app" decision=allow x=\x85y\u2028z\u202e\\'
+
+
+def test_text_lines_escape_claims_so_no_line_can_be_forged(
+    tmp_path: Path, upstream: ThreadServer, issuer_server: tuple[DemoIssuer, ThreadServer]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nproviders:\n  contoso:\n"
+        f"    issuer: {issuer_server[1].url}/{CONTOSO_TENANT}/v2.0\n    audiences: [api://trigger-gateway]\n"
+        f"routes:\n  - name: logged\n    match: {{ path: /x }}\n    upstream: {upstream.url}\n"
+        "    allow: [{ provider: contoso }]\n"
+    )
+    token = issuer_server[0].mint(
+        CONTOSO_TENANT, {"aud": "api://trigger-gateway", "oid": SNEAKY_SUBJECT, "azp": SNEAKY_APP}
+    )
+    sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--log-format", "text")).start()
+    try:
+        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": "text-forge-1"}
+        httpx.get(sidecar.proxy + "/x", headers=headers, trust_env=False)
+        line = sidecar.wait_for_line(lambda text: "request_id=text-forge-1" in text)
+    finally:
+        assert sidecar.stop() == 0
+    assert [text for text in sidecar.lines if "forged" in text] == [line]  # one line, and no forged one
+    assert not any(text.startswith("2026-01-01T") for text in sidecar.lines)
+    assert r'subject="lisa\r\n2026-01-01T00:00:00.000Z info    request request_id=forged route=payroll' in line
+    assert r' app="app\" decision=allow x=\x85y\u2028z\u202e\\" ' in line + " "
+    assert line.isprintable()

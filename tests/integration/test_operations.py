@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,16 +45,25 @@ def write_atomically(path: Path, text: str) -> None:
 class Traffic:
     """Requests in a loop on a thread until stopped (bounded: at most `limit` requests)."""
 
-    def __init__(self, url: str, limit: int = 20_000) -> None:
+    def __init__(self, url: str, limit: int = 20_000, headers: dict[str, str] | None = None) -> None:
         self.statuses: list[int] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, limit), daemon=True)
+        self._more = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(url, limit, headers or {}), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, limit: int) -> None:
-        with httpx.Client(trust_env=False, timeout=10) as http:
+    def _run(self, url: str, limit: int, headers: dict[str, str]) -> None:
+        with httpx.Client(trust_env=False, timeout=10, headers=headers) as http:
             while not self._stop.is_set() and len(self.statuses) < limit:
-                self.statuses.append(http.get(url).status_code)
+                status = http.get(url).status_code
+                with self._more:
+                    self.statuses.append(status)
+                    self._more.notify_all()
+
+    def wait_for_more(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` requests have been answered (raises after `timeout`)."""
+        with self._more:
+            assert self._more.wait_for(lambda: len(self.statuses) >= count, timeout), "the traffic stopped"
 
     def stop(self) -> list[int]:
         self._stop.set()
@@ -131,6 +141,55 @@ def test_configmap_symlink_swap_is_seen(tmp_path: Path, upstream: ThreadServer) 
         assert sidecar.stop() == 0
 
 
+PAYROLL_HEAD = """\
+version: 1
+providers:
+  contoso:
+    issuer: ${ISSUER}/11111111-2222-3333-4444-555555555555/v2.0
+    audiences: [api://trigger-gateway]
+routes:
+  - name: payroll
+    match: { path: /payroll, methods: [GET] }
+    upstream: ${UPSTREAM}/payroll
+    allow:
+      - provider: contoso
+"""
+PAYROLL_USERS = "        users: [lisa@contoso.com]\n"  # without it, the half file lets every contoso user in
+
+
+def test_a_policy_written_in_place_in_two_writes_is_never_used_half_written(
+    tmp_path: Path, sidecar_env: dict[str, str], issuer: DemoIssuer
+) -> None:
+    """A copy that lands in two writes three seconds apart (a slow `cp`, a sync tool): between them the file is a
+    valid policy that allows any contoso user. The sidecar polls 10 times a second and must not load it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=sidecar_env["UPSTREAM"]))
+    args = ("--drain-delay", "0", "--reload-interval", "0.1")  # --reload-settle: its default, 5 s
+    sidecar = SidecarProcess(policy, sidecar_env, args).start()
+    claims = {"aud": "api://trigger-gateway", "oid": "mallory-oid", "upn": "mallory@contoso.com"}
+    mallory = issuer.mint(CONTOSO_TENANT, claims)
+    lisa = issuer.mint(CONTOSO_TENANT, {**claims, "oid": "lisa-oid", "upn": "lisa@contoso.com"})
+    try:
+        traffic = Traffic(sidecar.proxy + "/payroll", headers={"Authorization": f"Bearer {mallory}"})
+        with policy.open("w") as file:  # in place: the same inode, truncated, then written twice
+            file.write(PAYROLL_HEAD)
+            file.flush()
+            gap_end = time.monotonic() + 3.0  # the scenario's gap; nothing waits on it to synchronise
+            while time.monotonic() < gap_end and len(traffic.statuses) < 20_000:
+                traffic.wait_for_more(len(traffic.statuses) + 1)
+            file.write(PAYROLL_USERS)
+        reloaded = sidecar.wait_for_log("policy reloaded", trigger="file")
+        statuses = traffic.stop()
+        assert reloaded["hash"] == hashlib.sha256((PAYROLL_HEAD + PAYROLL_USERS).encode()).hexdigest()[:12]
+        assert statuses and 200 not in statuses, statuses.count(200)  # 404 before, 403 after: never let in
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False) as http:
+            assert http.get("/payroll", headers={"Authorization": f"Bearer {mallory}"}).status_code == 403
+            assert http.get("/payroll", headers={"Authorization": f"Bearer {lisa}"}).status_code == 200
+    finally:
+        assert sidecar.stop() == 0
+    assert sum('"policy reloaded"' in line for line in sidecar.lines) == 1
+
+
 def test_audit_flag_forwards_would_be_refusals(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
     from tests.integration.conftest import POLICY
 
@@ -186,6 +245,67 @@ def test_sigterm_drains_and_lets_a_streaming_upload_finish(sidecar_env: dict[str
     assert result["status"] == 200
     assert result["echo"]["body_bytes"] == 64 * 65536  # type: ignore[index]
     assert sidecar.stop() == 0
+
+
+def answered_by(sidecar: SidecarProcess, worker: int, path: str) -> dict[str, object]:
+    """The access line of a request to `path` that `worker` answered: new connections until it takes one (bounded)."""
+    for _ in range(2_000):
+        with httpx.Client(trust_env=False, timeout=10) as fresh:
+            fresh.get(sidecar.proxy + path)
+        line = sidecar.wait_for_log("request", path=path)
+        if line["pid"] == worker:
+            return line
+    raise AssertionError(f"worker {worker} took none of 2000 connections")
+
+
+def kill_one_worker_while_the_file_is_invalid(sidecar: SidecarProcess, policy: Path) -> int:
+    """Break the file (every worker keeps its policy), SIGKILL one worker; returns the replacement's pid once it is
+    ready."""
+    workers = {int(line["pid"]) for line in sidecar.wait_for_logs("ready", 2)}
+    write_atomically(policy, "version: 1\nroutes: [this is not a route]\n")
+    sidecar.wait_for_logs("policy reload failed; keeping the current policy", 2)
+    os.kill(min(workers), signal.SIGKILL)
+    (replacement,) = {int(line["pid"]) for line in sidecar.wait_for_logs("ready", 3)} - workers
+    return replacement
+
+
+def test_a_worker_restarted_while_the_file_is_invalid_serves_the_last_good_policy_and_metrics_files_go_at_stop(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    args = ("--drain-delay", "0", "--workers", "2", "--reload-interval", "0.1")
+    sidecar = SidecarProcess(policy, {}, args).start()
+    try:
+        metrics_dir = Path(str(sidecar.wait_for_logs("workers started", 1)[0]["metrics_dir"]))
+        replacement = kill_one_worker_while_the_file_is_invalid(sidecar, policy)
+        line = answered_by(sidecar, replacement, "/first")
+        assert (line["status"], line["route"], line["decision"]) == (200, "first", "allow")  # decided as before
+        assert list(metrics_dir.glob("*.db"))
+    finally:
+        assert sidecar.stop() == 0
+    assert not metrics_dir.exists()  # a directory of its own: removed whole at stop
+
+
+def test_the_last_good_policy_is_the_newest_that_loaded_and_a_given_metrics_directory_is_emptied(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OPEN.format(upstream=upstream.url))
+    metrics_dir = tmp_path / "metrics"  # an emptyDir: the sidecar's to write in, not to remove
+    args = ("--drain-delay", "0", "--workers", "2", "--reload-interval", "0.1")
+    sidecar = SidecarProcess(policy, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, args).start()
+    try:
+        sidecar.wait_for_logs("ready", 2)
+        write_atomically(policy, WITH_SECOND.format(upstream=upstream.url))
+        sidecar.wait_for_logs("policy reloaded", 2)
+        sidecar.wait_for_logs("policy kept for worker restarts", 1)
+        replacement = kill_one_worker_while_the_file_is_invalid(sidecar, policy)
+        line = answered_by(sidecar, replacement, "/second")  # a route only the second version has
+        assert (line["status"], line["route"], line["decision"]) == (200, "second", "allow")
+    finally:
+        assert sidecar.stop() == 0
+    assert metrics_dir.is_dir() and not list(metrics_dir.iterdir())
 
 
 def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, upstream: ThreadServer) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
+from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoIssuer
 from tests.support.metrics import rejections
 from tests.support.servers import SidecarProcess, ThreadServer
 
@@ -23,6 +23,9 @@ providers:
   contoso:
     issuer: ${ISSUER}/11111111-2222-3333-4444-555555555555/v2.0
     audiences: [api://trigger-gateway]
+  fabrikam:
+    issuer: ${ISSUER}/99999999-8888-7777-6666-555555555555/v2.0
+    audiences: [api://trigger-gateway]
 routes:
   - name: limited
     match: { path: /flows/limited, methods: [POST] }
@@ -34,6 +37,21 @@ routes:
     upstream: ${UPSTREAM}/limited-ip
     allow: [{ provider: contoso }]
     rate_limit: { per: ip, requests: 2, window: 1h }
+  - name: limited-two-issuers
+    match: { path: /flows/limited-two-issuers, methods: [POST] }
+    upstream: ${UPSTREAM}/limited-two-issuers
+    allow: [{ provider: contoso }, { provider: fabrikam }]
+    rate_limit: { per: subject, requests: 1, window: 1h }
+  - name: limited-ipv6
+    match: { path: /flows/limited-ipv6, methods: [POST] }
+    upstream: ${UPSTREAM}/limited-ipv6
+    allow: [{ provider: contoso }]
+    rate_limit: { per: ip, requests: 2, window: 1h }
+  - name: limited-ipv6-56
+    match: { path: /flows/limited-ipv6-56, methods: [POST] }
+    upstream: ${UPSTREAM}/limited-ipv6-56
+    allow: [{ provider: contoso }]
+    rate_limit: { per: ip, requests: 1, window: 1h, ipv6_prefix: 56 }
   - name: limited-audit
     match: { path: /flows/limited-audit, methods: [POST] }
     upstream: ${UPSTREAM}/limited-audit
@@ -101,9 +119,9 @@ def upstream(recorder: tuple[RecordingUpstream, ThreadServer]) -> RecordingUpstr
     return recorder[0]
 
 
-def bearer(issuer: DemoIssuer, who: str, app: str = "client-1") -> dict[str, str]:
+def bearer(issuer: DemoIssuer, who: str, app: str = "client-1", tenant: str = CONTOSO_TENANT) -> dict[str, str]:
     claims = {"aud": "api://trigger-gateway", "oid": who, "sub": f"{who}-sub", "azp": app}
-    return {"Authorization": f"Bearer {issuer.mint(CONTOSO_TENANT, claims)}"}
+    return {"Authorization": f"Bearer {issuer.mint(tenant, claims)}"}
 
 
 # --- rate limits -------------------------------------------------------------------------------------------------
@@ -132,6 +150,35 @@ def test_refused_requests_do_not_spend_the_budget_of_their_address(client: httpx
         assert client.post("/flows/limited-ip", headers=headers).status_code == 401
     statuses = [client.post("/flows/limited-ip", headers=bearer(issuer, f"caller-{n}")).status_code for n in range(3)]
     assert statuses == [200, 200, 429]  # per ip: two for the address, whoever the callers are
+
+
+def test_ipv6_clients_in_one_64_share_a_budget_and_other_64s_have_their_own(
+    client: httpx.Client, issuer: DemoIssuer
+) -> None:
+    def post(client_ip: str, path: str = "/flows/limited-ipv6") -> int:
+        headers = {"X-Forwarded-For": client_ip, **bearer(issuer, "v6-caller")}
+        return client.post(path, headers=headers).status_code
+
+    one_host = ["2001:db8:1:2::1", "2001:db8:1:2:aaaa::7", "[2001:db8:1:2:ffff::9]:443"]  # privacy addresses
+    assert [post(address) for address in one_host] == [200, 200, 429]
+    assert post("2001:db8:1:3::1") == 200  # the next /64 is another caller
+    assert [post("203.0.113.70"), post("::ffff:203.0.113.70"), post("203.0.113.71")] == [200, 200, 200]
+    assert post("203.0.113.70") == 429  # an IPv4 client is one address, however it is spelled
+
+
+def test_the_ipv6_prefix_is_the_routes_own(client: httpx.Client, issuer: DemoIssuer) -> None:
+    def post(client_ip: str) -> int:
+        headers = {"X-Forwarded-For": client_ip, **bearer(issuer, "v6-caller")}
+        return client.post("/flows/limited-ipv6-56", headers=headers).status_code
+
+    assert [post("2001:db8:5:100::1"), post("2001:db8:5:1ff::1"), post("2001:db8:5:200::1")] == [200, 429, 200]
+
+
+def test_one_subject_of_two_issuers_has_two_budgets(client: httpx.Client, issuer: DemoIssuer) -> None:
+    contoso, fabrikam = bearer(issuer, "same-oid"), bearer(issuer, "same-oid", tenant=FABRIKAM_TENANT)
+    statuses = [client.post("/flows/limited-two-issuers", headers=headers).status_code for headers in [contoso] * 2]
+    statuses += [client.post("/flows/limited-two-issuers", headers=headers).status_code for headers in [fabrikam] * 2]
+    assert statuses == [200, 429, 200, 429]  # fabrikam's "same-oid" is not contoso's, and spends its own budget
 
 
 def test_audit_mode_forwards_over_the_budget_and_counts_it(
