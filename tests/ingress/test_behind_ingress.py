@@ -1,5 +1,6 @@
 """Forward-auth behind the real nginx (auth_request), Caddy (forward_auth) and Envoy (ext_authz), each configured with
-the README's snippet: the walk-through's answers, and no header a client adds changes one."""
+the README's snippet, and nginx configured as ingress-nginx configures itself from the README's annotations: the
+walk-through's answers, and no header a client adds gets a request further."""
 
 from __future__ import annotations
 
@@ -143,3 +144,17 @@ def test_the_options_trick_does_not_make_a_post_a_preflight(stack: Stack, spelli
     status, _ = _expected(stack, spelling)
     response, reached = call(stack, "POST", "/flows/browser", [*PREFLIGHT, (spelling, "OPTIONS")])
     assert (response.status_code, reached) == (status, [])
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_an_allowed_call_is_decided_on_the_ingress_value_not_the_clients(
+    stack: Stack, spelling: str, issuer: DemoIssuer
+) -> None:
+    """lisa's POST with a client header naming a path without a route, or GET: where the ingress replaces or drops
+    the header, the answer is the real request's (200, reached); where it passes it on, 403 and not reached."""
+    value = "GET" if spelling.lower().endswith("method") else "/nowhere"
+    response, reached = call(stack, "POST", "/flows/payroll", [*bearer(issuer, LISA), (spelling, value)])
+    if spelling in NOT_PASSED[stack.ingress.name]:
+        assert (response.status_code, [seen.path for seen in reached]) == (200, ["/flows/payroll"])
+    else:
+        assert (response.status_code, reached) == (403, [])
