@@ -20,6 +20,7 @@ RETRY_AFTER_SECONDS: Final = 1
 _CLOSE: Final = (b"connection", b"close")
 _EXTRA: Final = {
     Reason.OVERLOADED: ((b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")),),
+    Reason.POOL_SHARE_FULL: ((b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")),),
     # The rest of the body is not read: a closed connection tells the client so, and stops it sending.
     Reason.BODY_TOO_LARGE: (_CLOSE,),
     Reason.BODY_TIMEOUT: (_CLOSE,),

@@ -1,9 +1,12 @@
 """The proxy listener's HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
-bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees.
+bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees;
+and a deadline for a client to make room for the response (send_timeout).
 
 uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
 headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
 memory for as long as it likes. The checks ride on parser callbacks uvicorn already receives: no task, no extra scan.
+Likewise uvicorn waits for ever for a client that stops reading a response, and with it the upstream connection that
+response streams from: a timer runs only while the transport is paused for want of room (a reset ends it).
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ from uvicorn.server import ServerState
 
 from sidecar.decision import Reason, outcome
 from sidecar.exchange import Entry, finish
+from sidecar.log import logger
 from sidecar.metrics import NO_ROUTE_LABEL
 from sidecar.policy.limits import ServerLimits
 from sidecar.policy.model import Mode
 from sidecar.problem import problem_body, problem_headers
 from sidecar.runtime import Runtime
 
-__all__ = ["Guard", "GuardedProtocol", "protocol_for"]
+__all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
 
 _CLOSE: Final = (b"connection", b"close")
+# The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
+# and `request_id` a client cut off by send_timeout is counted and logged under.
+SENDING: Final = "sidecar.sending"
 
 
 class Guard:
@@ -55,6 +62,13 @@ class Guard:
         lines = [f"HTTP/1.1 {status} {outcome(reason).title}".encode("ascii")]
         lines += [name + b": " + value for name, value in headers]
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def cut_off(self, sending: dict[object, object], client: str | None, send_timeout: float) -> None:
+        """A client that took none of its response for `send_timeout`: counted and logged (never a body)."""
+        route = sending.get("route")
+        self._runtime.metrics.cut_off(route if isinstance(route, str) else NO_ROUTE_LABEL)
+        fields = {"route": route, "request_id": sending.get("request_id"), "client_ip": client}
+        logger.warning("client stopped reading", extra={"fields": {**fields, "send_timeout": send_timeout}})
 
 
 class _HeadTooLarge(Exception):
@@ -90,6 +104,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._chunk = 0  # the size of the chunk being parsed
         self._begins = 0  # requests begun in the chunk being parsed
         self._too_large = False
+        self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
+        self._unsent = 0  # bytes waiting for the client when that timer was armed
+        self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
 
     # --- the connection ------------------------------------------------------------------------------------------
 
@@ -131,10 +148,23 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_timers()
         super().shutdown()
 
+    def pause_writing(self) -> None:
+        """The transport holds more than it can send: the client is not taking the response as fast as it comes.
+        Fine (a slow network) as long as it takes some; a client that takes nothing for send_timeout has stopped
+        reading."""
+        super().pause_writing()
+        if self._stalled is None:
+            self._arm_stall_timer()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_stall_timer()
+
     # --- parser callbacks ----------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope.setdefault("extensions", {})[SENDING] = self._sending
         self._in_head = self._head_started = True
         self._begins += 1
         self._too_large = False
@@ -186,6 +216,28 @@ class GuardedProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         self._stop_draining()
+        self._stop_stall_timer()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _arm_stall_timer(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._stalled = self.loop.call_later(self._limits.send_timeout, self._send_timed_out)
+
+    def _send_timed_out(self) -> None:
+        """Still paused: if the client took some bytes meanwhile, it gets another send_timeout. Otherwise reset, not
+        closed: a close waits for the client to take what is buffered, which it never does. uvicorn then tells the
+        app the client is gone, and its exchange ends (the upstream connection dropped, not reused)."""
+        self._stalled = None
+        if self.transport.get_write_buffer_size() < self._unsent:  # a slow client, not a stopped one
+            self._arm_stall_timer()
+            return
+        client = self.client[0] if self.client else None
+        self.guard.cut_off(self._sending, client, self._limits.send_timeout)
+        self.transport.abort()
 
     def _stop_draining(self) -> None:
         if self._draining is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from sidecar.admission import Admission, conflict, limit_headers
 from sidecar.asgi import Receive, Scope, Send, lifespan
+from sidecar.connection import SENDING
 from sidecar.cors import answer_preflight, with_cors
 from sidecar.decide import Decision, decide
 from sidecar.decision import Reason, Rejection
@@ -21,6 +23,9 @@ from sidecar.runtime import Runtime, Snapshot
 from sidecar.upstream import request_headers, target, target_url
 
 __all__ = ["Gate"]
+
+# What the forwarder refuses that is a limit of the route, not a failure of the upstream.
+_LIMITS: Final = frozenset({Reason.BODY_TOO_LARGE, Reason.BODY_TIMEOUT, Reason.POOL_SHARE_FULL})
 
 
 class Gate:
@@ -112,6 +117,9 @@ class Gate:
         )
         url = target_url(target(route.upstream), call.decision.rest, scope.get("query_string", b""))
         entry.setdefault("decision", "allow")
+        sending = scope.get("extensions", {}).get(SENDING)
+        if sending is not None:  # a client that stops reading this response is counted and logged under these
+            sending["route"], sending["request_id"] = route.name, call.rid
         try:
             forwarded = await runtime.forwarder.forward(
                 scope["method"],
@@ -124,9 +132,10 @@ class Gate:
                 [(b"x-request-id", call.rid.encode("ascii"))],
                 max_body=route.max_body,
                 body_timeout=call.snapshot.policy.limits.body_timeout,
+                route=route.name,
             )
         except Rejection as rejection:  # the upstream failed before answering: 502 / 504
-            if rejection.reason in (Reason.BODY_TOO_LARGE, Reason.BODY_TIMEOUT):  # or the client's body did
+            if rejection.reason in _LIMITS:  # or the client's body did, or the route's share of the pool is in use
                 await self._refuse_limit(call, rejection.reason)
                 return
             runtime.metrics.upstream_errors.labels(route.name, rejection.reason.value).inc()

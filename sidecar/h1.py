@@ -25,6 +25,7 @@ __all__ = [
     "Origin",
     "Pool",
     "Response",
+    "ShareFull",
     "Timeout",
     "UpstreamError",
     "split_url",
@@ -35,16 +36,31 @@ class ConnectFailed(UpstreamError):
     """No connection: refused, unreachable, name not resolved, TLS handshake or certificate refused."""
 
 
+class ShareFull(UpstreamError):
+    """The requester's share of the pool stayed in use for its whole timeout (the upstream was never asked)."""
+
+
 class Pool:
     """Connections by origin: idle ones reused newest first; at most `limit` open in all and `per_host` to one
-    origin (0: no bound). A request waits for a free slot within its timeout, then Timeout."""
+    origin (0: no bound). A request waits for a free slot within its timeout, then Timeout.
+
+    A requester may name a `share` (the proxy names the route): the connections in use under one share are at most
+    `per_share` (0: no bound), so that one route cannot hold the whole pool. Past it, a request waits within its
+    timeout for one of its share's connections to come back, then ShareFull."""
 
     def __init__(
-        self, limit: int, per_host: int, idle_timeout: float, on_count: Callable[[int], None] | None = None
+        self,
+        limit: int,
+        per_host: int,
+        idle_timeout: float,
+        on_count: Callable[[int], None] | None = None,
+        per_share: int = 0,
     ) -> None:
         self.limit = limit
         self.per_host = per_host
         self.idle_timeout = idle_timeout  # an idle connection older than this is closed, not reused
+        self.per_share = per_share
+        self._in_use: dict[str, int] = {}  # connections handed out per share, until released
         self._on_count = on_count  # told the number of open connections when it changes (a gauge)
         self._idle: dict[str, list[Connection]] = {}
         self._open = 0
@@ -62,9 +78,23 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         return self._loop
 
-    async def acquire(self, origin: Origin, timeout: float, fresh: bool = False) -> Connection:
+    async def acquire(
+        self, origin: Origin, timeout: float, fresh: bool = False, share: str | None = None
+    ) -> Connection:
         loop = self._loop or self._bind()
         deadline = loop.time() + timeout
+        if share is not None:
+            await self._take_share(share, deadline)
+        try:
+            connection = await self._acquire(origin, deadline, fresh)
+        except BaseException:
+            self._give_back(share)
+            raise
+        connection.share = share
+        return connection
+
+    async def _acquire(self, origin: Origin, deadline: float, fresh: bool) -> Connection:
+        loop = self._loop or self._bind()
         while True:
             idle = None if fresh else self._take_idle(origin.key, loop.time())
             if idle is not None:
@@ -81,8 +111,30 @@ class Pool:
             self._forget(origin.key)
             raise
 
+    async def _take_share(self, share: str, deadline: float) -> None:
+        loop = self._loop or self._bind()
+        while self.per_share and self._in_use.get(share, 0) >= self.per_share:
+            try:
+                await self._wait_for_slot(deadline - loop.time())
+            except Timeout:
+                raise ShareFull() from None
+        self._in_use[share] = self._in_use.get(share, 0) + 1
+
+    def _give_back(self, share: str | None) -> None:
+        if share is None:
+            return
+        count = self._in_use[share] - 1
+        if count:
+            self._in_use[share] = count
+        else:
+            del self._in_use[share]
+        if self._waiters:
+            self._wake_waiters()
+
     def release(self, connection: Connection, reusable: bool) -> None:
         """After an exchange: back to the pool, or closed (reset if the exchange did not finish)."""
+        self._give_back(connection.share)
+        connection.share = None
         response = connection.response
         connection.response = None
         if response is not None:
@@ -96,10 +148,10 @@ class Pool:
         else:
             connection.abort()
 
-    def resize(self, limit: int, per_host: int, idle_timeout: float) -> None:
+    def resize(self, limit: int, per_host: int, idle_timeout: float, per_share: int = 0) -> None:
         """New bounds (a policy reload). Connections over a lowered bound are not cut: each closes when its exchange
         ends, and idle ones now; a raised bound lets waiting requests open connections at once."""
-        self.limit, self.per_host, self.idle_timeout = limit, per_host, idle_timeout
+        self.limit, self.per_host, self.idle_timeout, self.per_share = limit, per_host, idle_timeout, per_share
         for key, idle in self._idle.items():
             while idle and self._over_limit(key):
                 self._evict_oldest(idle)

@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol):
         self.lost = False
         self.reused = False
         self.idle_since = -1.0  # when it was last put back in the pool; -1 while in use
+        self.share: str | None = None  # whose share of the pool it counts against while in use
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()  # done at connection_lost

@@ -49,6 +49,13 @@ class Metrics:
             ["route", "error"],
             registry=registry,
         )
+        self.client_write_timeouts = Counter(
+            "sidecar_client_write_timeouts",
+            "Client connections reset because the client took none of the response for limits.send_timeout (it "
+            "stopped reading), by the route last forwarded on the connection.",
+            ["route"],
+            registry=registry,
+        )
         self.request_duration = Histogram(
             "sidecar_request_duration_seconds",
             "Time from request head to the end of the response, by route.",
@@ -120,6 +127,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.rejections.labels(route, reason.value, mode.value)
         child.inc()
+
+    def cut_off(self, route: str) -> None:
+        """A client connection reset after send_timeout in which it took none of its response (rare: uncached)."""
+        self.client_write_timeouts.labels(route).inc()
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
 

@@ -14,7 +14,18 @@ from typing import Final
 
 from sidecar.asgi import Receive, Send
 from sidecar.decision import Reason, Rejection
-from sidecar.h1 import Broken, ConnectFailed, Connection, Origin, Pool, Response, Timeout, UpstreamError, split_url
+from sidecar.h1 import (
+    Broken,
+    ConnectFailed,
+    Connection,
+    Origin,
+    Pool,
+    Response,
+    ShareFull,
+    Timeout,
+    UpstreamError,
+    split_url,
+)
 from sidecar.policy.limits import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_IDLE_TIMEOUT
 from sidecar.upstream import Headers, response_headers
 
@@ -69,9 +80,11 @@ class Forwarder:
         pool_limit_per_host: int = 0,
         idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT,
         on_count: Callable[[int], None] | None = None,
+        per_route: int = 0,
     ) -> Forwarder:
-        """`on_count` is told the number of open upstream connections whenever it changes."""
-        return cls(Pool(pool_limit, pool_limit_per_host, idle_timeout, on_count))
+        """`on_count` is told the number of open upstream connections whenever it changes; `per_route` bounds the
+        connections one route's exchanges hold (0: no bound)."""
+        return cls(Pool(pool_limit, pool_limit_per_host, idle_timeout, on_count, per_route))
 
     async def close(self) -> None:
         await self.pool.close()
@@ -89,18 +102,21 @@ class Forwarder:
         *,
         max_body: int | None = None,
         body_timeout: float | None = None,
+        route: str | None = None,
     ) -> Forwarded:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
         connection included), each wait for the upstream to read the body, the wait for the response head once
         the body is sent, and each silence while the response streams. A body over `max_body`, or silent for
-        `body_timeout`, aborts the upstream request and raises Rejection(body_too_large / body_timeout)."""
+        `body_timeout`, aborts the upstream request and raises Rejection(body_too_large / body_timeout). The
+        connection counts against `route`'s share of the pool; a share in use for all of `timeout` raises
+        Rejection(pool_share_full)."""
         origin, target = split_url(url)
         received = _BodyProgress(not has_body, max_body, body_timeout)
         first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
         request = _request(method, target, origin.host_header, headers, first, received)
         started = time.perf_counter()
         replay = method in _REPLAYABLE and received.complete
-        connection = await self._connect(origin, timeout)
+        connection = await self._connect(origin, timeout, route)
         reusable = False
         uploader: asyncio.Future[None] | None = None
         try:
@@ -116,7 +132,7 @@ class Forwarder:
                     raise
                 # A kept-alive connection the upstream had closed as we sent: once more on a new one.
                 self.pool.release(connection, False)
-                connection = await self._connect(origin, timeout, fresh=True)
+                connection = await self._connect(origin, timeout, route, fresh=True)
                 response = connection.start(no_body=method == "HEAD")
                 connection.write(request)
                 await _response_head(response, None, timeout)
@@ -131,9 +147,11 @@ class Forwarder:
             self.pool.release(connection, reusable)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
 
-    async def _connect(self, origin: Origin, timeout: float, fresh: bool = False) -> Connection:
+    async def _connect(self, origin: Origin, timeout: float, route: str | None, fresh: bool = False) -> Connection:
         try:
-            return await self.pool.acquire(origin, timeout, fresh)
+            return await self.pool.acquire(origin, timeout, fresh, route)
+        except ShareFull:
+            raise Rejection(Reason.POOL_SHARE_FULL) from None
         except Timeout:
             raise Rejection(Reason.UPSTREAM_TIMEOUT) from None
         except ConnectFailed as exc:

@@ -73,9 +73,13 @@ class Runtime:
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
         keys = KeyStore(client, observer=metrics)
         introspector = Introspector(client, on_failure=metrics.introspection_failed)
-        pool = policy.upstream_pool  # read at start: a reload does not resize the pool
+        pool = policy.upstream_pool  # sized at start; a reload resizes it (swap)
         forwarder = Forwarder.create(
-            pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, metrics.upstream_connections.set
+            pool.max_connections,
+            pool.max_per_host or 0,
+            pool.idle_timeout,
+            metrics.upstream_connections.set,
+            pool.route_share,
         )
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
@@ -138,7 +142,7 @@ class Runtime:
             # other claims are dropped; an unchanged provider keeps its cache.
             self.introspector.retain(self.current.verifier.profiles)
         pool = policy.upstream_pool
-        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout)
+        self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
         if previous != digest:
             # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
             self.metrics.config_info.labels(previous).set(0)

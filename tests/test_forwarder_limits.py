@@ -17,7 +17,7 @@ from sidecar.policy.load import parse_policy
 from sidecar.proxy import Forwarder
 from sidecar.runtime import Runtime
 from tests.support.recorder import Recorder, Seen
-from tests.support.servers import ThreadServer
+from tests.support.servers import ThreadServer, free_closed_port
 
 
 @pytest.fixture(scope="module")
@@ -117,5 +117,66 @@ async def test_a_reload_resizes_the_pool() -> None:
         await runtime.swap(parse_policy(head + bigger, "p.yaml", {}), "two")
         pool = runtime.forwarder.pool
         assert (pool.limit, pool.per_host, pool.idle_timeout) == (9, 4, 2.0)
+    finally:
+        await runtime.close()
+
+
+async def test_a_route_holds_at_most_its_share_of_the_pool(upstream: tuple[Recorder, str]) -> None:
+    """One route's exchanges hold at most `per_route` connections; past it a request of that route waits for one
+    of them within its timeout (then 503 pool_share_full, never reaching the upstream), while other routes go on."""
+    recorder, url = upstream
+    forwarder = Forwarder.create(pool_limit=4, per_route=1)
+    try:
+        held = asyncio.ensure_future(
+            forwarder.forward("GET", url + "/held/share", [], _body(), _sink, 30.0, False, [], route="a")
+        )
+        await asyncio.to_thread(recorder.wait, lambda seen: any(s.path == "/held/share" for s in seen))
+        other = await forwarder.forward(
+            "GET", url + "/small/other-route", [], _body(), _sink, 5.0, False, [], route="b"
+        )
+        assert other.status == 200
+        with pytest.raises(Rejection) as waited:
+            await forwarder.forward("GET", url + "/small/share-full", [], _body(), _sink, 0.3, False, [], route="a")
+        assert waited.value.reason is Reason.POOL_SHARE_FULL
+        assert recorder.at("/small/share-full") == []
+        waiting = asyncio.ensure_future(
+            forwarder.forward("GET", url + "/small/share-next", [], _body(), _sink, 30.0, False, [], route="a")
+        )
+        recorder.release()  # the held exchange ends: its connection goes to the request waiting for it
+        assert [(await held).status, (await waiting).status] == [200, 200]
+    finally:
+        recorder.release()
+        await forwarder.close()
+
+
+async def test_a_failed_connect_gives_the_share_back() -> None:
+    """Every way an exchange ends returns its connection to the route's share: here, the upstream refusing it."""
+    forwarder = Forwarder.create(pool_limit=4, per_route=1)
+    url = f"http://127.0.0.1:{free_closed_port()}/dead"
+    try:
+        for _ in range(3):
+            with pytest.raises(Rejection) as refused:
+                await forwarder.forward("GET", url, [], _body(), _sink, 5.0, False, [], route="a")
+            assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE  # never pool_share_full
+    finally:
+        await forwarder.close()
+
+
+SHARES = {
+    "default-pool": ("", 128),
+    "small-pool": ("upstream_pool: {max_connections: 8}\n", 4),
+    "pool-of-one": ("upstream_pool: {max_connections: 1}\n", 1),
+    "set": ("upstream_pool: {max_connections: 8, max_per_route: 8}\n", 8),
+}
+
+
+@pytest.mark.parametrize(("pool", "share"), SHARES.values(), ids=SHARES.keys())
+async def test_the_route_share_is_half_the_pool_unless_set(pool: str, share: int) -> None:
+    head = "version: 1\nroutes: [{name: a, match: {path: /a}, upstream: 'http://127.0.0.1:1/a', allow: anyone}]\n"
+    runtime = Runtime.create(parse_policy(head + pool, "p.yaml", {}), "hash", Metrics(CollectorRegistry()))
+    try:
+        assert runtime.forwarder.pool.per_share == share
+        await runtime.swap(parse_policy(head + "upstream_pool: {max_connections: 6}\n", "p.yaml", {}), "two")
+        assert runtime.forwarder.pool.per_share == 3  # a reload resizes the share with the pool
     finally:
         await runtime.close()

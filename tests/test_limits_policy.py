@@ -39,8 +39,9 @@ def test_defaults_bound_everything() -> None:
     policy = parse(HEAD)
     route = policy.routes[0]
     assert (route.max_body, route.max_concurrent) == (100 * 1024**2, 256)
-    assert policy.limits == ServerLimits(64 * 1024, 100, 10.0, 30.0)
+    assert policy.limits == ServerLimits(64 * 1024, 100, 10.0, 30.0, send_timeout=30.0)
     assert policy.upstream_pool == UpstreamPool(256, None)
+    assert policy.upstream_pool.route_share == 128  # one route never holds the whole pool
     assert policy.trusted_proxies == ()
     assert policy.warnings == ()
 
@@ -79,13 +80,14 @@ def test_route_limits_are_read() -> None:
 
 def test_top_level_limits_are_read() -> None:
     text = HEAD + (
-        "limits: {max_header_bytes: 32KiB, max_headers: 50, header_timeout: 5s, body_timeout: 2m}\n"
-        "upstream_pool: {max_connections: 64, max_per_host: 16, idle_timeout: 4s}\n"
+        "limits: {max_header_bytes: 32KiB, max_headers: 50, header_timeout: 5s, body_timeout: 2m, send_timeout: 90s}\n"
+        "upstream_pool: {max_connections: 64, max_per_host: 16, idle_timeout: 4s, max_per_route: 40}\n"
         "trusted_proxies: [10.0.0.0/8, 192.168.1.7, '2001:db8::/32']\n"
     )
     policy = parse(text)
-    assert policy.limits == ServerLimits(32 * 1024, 50, 5.0, 120.0)
-    assert policy.upstream_pool == UpstreamPool(64, 16, 4.0)
+    assert policy.limits == ServerLimits(32 * 1024, 50, 5.0, 120.0, 90.0)
+    assert policy.upstream_pool == UpstreamPool(64, 16, 4.0, 40)
+    assert policy.upstream_pool.route_share == 40
     assert policy.trusted_proxies == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.168.1.7/32"),
@@ -122,13 +124,28 @@ MISTAKES = {
         "limits:\n  max_body: 1MiB\n",
         12,
         'limits.max_body: unknown key "max_body" '
-        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers)",
+        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers, send_timeout)",
     ),
     "limits-not-a-mapping": ("limits: [1]\n", 11, "limits: must be a mapping"),
     "pool-zero": (
         "upstream_pool: {max_connections: 0}\n",
         11,
         "upstream_pool.max_connections: Input should be greater than or equal to 1",
+    ),
+    "send-timeout-zero": (
+        "limits:\n  send_timeout: 0\n",
+        12,
+        "limits.send_timeout: must be more than 0s and at most 3600s",
+    ),
+    "route-share-over-the-pool": (
+        "upstream_pool:\n  max_connections: 8\n  max_per_route: 9\n",
+        13,
+        "upstream_pool.max_per_route: must be at most max_connections (8)",
+    ),
+    "route-share-zero": (
+        "upstream_pool: {max_per_route: 0}\n",
+        11,
+        "upstream_pool.max_per_route: Input should be greater than or equal to 1",
     ),
     "pool-idle-timeout-zero": (
         "upstream_pool: {idle_timeout: 0s}\n",

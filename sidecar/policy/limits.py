@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_SEND_TIMEOUT",
     "UNLIMITED",
     "ServerLimits",
     "UpstreamPool",
@@ -33,6 +34,8 @@ DEFAULT_MAX_HEADER_BYTES: Final = 64 * KIB
 DEFAULT_MAX_HEADERS: Final = 100  # Envoy's default, and Python's http.client's
 DEFAULT_HEADER_TIMEOUT: Final = 10.0
 DEFAULT_BODY_TIMEOUT: Final = 30.0
+# The longest a response waits for a client that does not read (nginx's send_timeout; the route timeout's default).
+DEFAULT_SEND_TIMEOUT: Final = 30.0
 DEFAULT_POOL_CONNECTIONS: Final = 256
 # An idle upstream connection is closed after this (aiohttp's default): set it below the upstream's own idle timeout
 # (Node.js and uvicorn: 5 s) so that a request never races the upstream closing the connection it is sent on.
@@ -87,6 +90,7 @@ class ServerLimits:
     max_headers: int = DEFAULT_MAX_HEADERS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # from the first byte of a request head to its end
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # the longest wait for the next piece of a request body
+    send_timeout: float = DEFAULT_SEND_TIMEOUT  # the longest wait for a client to make room for more of a response
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +100,10 @@ class UpstreamPool:
     max_connections: int = DEFAULT_POOL_CONNECTIONS
     max_per_host: int | None = None  # None: any host may use the whole pool
     idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT  # an idle connection older than this is closed, not reused
+    max_per_route: int | None = None  # None: half of max_connections (see `route_share`)
+
+    @property
+    def route_share(self) -> int:
+        """The most connections one route's requests hold at once: as set, else half the pool, so that one route
+        (its clients stalled, or its upstream slow) can never take the connections every other route needs."""
+        return self.max_per_route or max(1, self.max_connections // 2)

@@ -20,6 +20,7 @@ from sidecar.policy.limits import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_POOL_CONNECTIONS,
     DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
     KIB,
     MIB,
     ServerLimits,
@@ -58,18 +59,28 @@ class LimitsSpec(Spec):
     max_headers: Annotated[int, Field(strict=True, ge=16, le=1000)] = DEFAULT_MAX_HEADERS
     header_timeout: Annotated[Duration, between(0, 300, above=True)] = DEFAULT_HEADER_TIMEOUT
     body_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_BODY_TIMEOUT
+    send_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_SEND_TIMEOUT
 
     def build(self) -> ServerLimits:
-        return ServerLimits(self.max_header_bytes, self.max_headers, self.header_timeout, self.body_timeout)
+        return ServerLimits(
+            self.max_header_bytes, self.max_headers, self.header_timeout, self.body_timeout, self.send_timeout
+        )
 
 
 class UpstreamPoolSpec(Spec):
     max_connections: Annotated[int, Field(strict=True, ge=1, le=100_000)] = DEFAULT_POOL_CONNECTIONS
     max_per_host: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
     idle_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_POOL_IDLE_TIMEOUT
+    max_per_route: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
+
+    def share_error(self) -> str | None:
+        """What is wrong with `max_per_route` given `max_connections` (a route cannot hold more than the pool)."""
+        if self.max_per_route is not None and self.max_per_route > self.max_connections:
+            return f"must be at most max_connections ({self.max_connections})"
+        return None
 
     def build(self) -> UpstreamPool:
-        return UpstreamPool(self.max_connections, self.max_per_host, self.idle_timeout)
+        return UpstreamPool(self.max_connections, self.max_per_host, self.idle_timeout, self.max_per_route)
 
 
 def parse_networks(values: Iterable[object]) -> tuple[list[IPNetwork], list[tuple[int, str]]]:

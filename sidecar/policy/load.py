@@ -158,7 +158,16 @@ def _traffic(doc: Document, data: Mapping[str, object], providers: Iterable[Prov
     networks, errors = parse_networks(raw_proxies if isinstance(raw_proxies, list) else ())
     for index, message in errors:
         doc.error(("trusted_proxies", index), message)
-    if limits is None or pool is None or errors or not (raw_proxies is None or isinstance(raw_proxies, list)):
+    share_error = pool.share_error() if pool is not None else None
+    if share_error is not None:
+        doc.error(("upstream_pool", "max_per_route"), share_error)
+    if (
+        limits is None
+        or pool is None
+        or share_error
+        or errors
+        or not (raw_proxies is None or isinstance(raw_proxies, list))
+    ):
         return None
     server = limits.build()
     for name, message in header_room_warnings(server, providers):

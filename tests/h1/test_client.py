@@ -298,6 +298,60 @@ async def echoes_as_it_reads(reader: Reader, writer: Writer, upstream: Upstream)
     writer.write(b"0\r\n\r\n")
 
 
+async def test_the_upstream_is_not_read_while_the_client_does_not_read(forwarder: Forwarder) -> None:
+    """Backpressure: a client that takes no more of the response stops the reading of the upstream (its bytes wait
+    in the kernel's buffers, not in the sidecar's memory); once the client reads again, the rest follows, whole, and
+    the connection is reused."""
+    size, written = 32 * 1024 * 1024, [0]
+
+    async def script(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        while await read_request(reader, upstream) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            written[0] = 0
+            for _ in range(size // 65536):
+                writer.write(b"w" * 65536)
+                written[0] += 65536
+                await writer.drain()
+
+    reading = asyncio.Event()
+    received = [0]
+
+    async def send(message: Any) -> None:  # a client that takes the first piece, then nothing until `reading`
+        if message["type"] == "http.response.body":
+            if received[0]:
+                await reading.wait()
+            received[0] += len(message["body"])
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async with serving(script) as upstream:
+        exchange = asyncio.ensure_future(
+            forwarder.forward("GET", upstream.url + "/big", [], receive, send, 5.0, False, [])
+        )
+        async with asyncio.timeout(10):  # the condition, waited for with a bound
+            while _upstream_read(forwarder):
+                await asyncio.sleep(0.01)
+        assert written[0] < size // 2  # the sidecar holds at most its high-water mark; the kernel a few MiB
+        reading.set()
+        assert ((await exchange).status, received[0]) == (200, size)
+        received[0] = 0
+        again = await forwarder.forward("GET", upstream.url + "/again", [], receive, send, 5.0, False, [])
+        assert (again.status, received[0]) == (200, size)
+    assert upstream.connections == 1  # read to its end after the pause, the connection was reused
+
+
+def _upstream_read(forwarder: Forwarder) -> bool:
+    """Whether the one upstream connection (or its coming connect) is being read: white box, the state that
+    backpressure changes (the kernel's buffers, not the sidecar, then hold what the upstream sends)."""
+    connections = forwarder.pool._connections
+    if not connections:
+        return True
+    (connection,) = connections
+    return connection._transport is None or connection._transport.is_reading()
+
+
 LATE_FAILURES = {
     # past max_body once the answer streams: no 413 can be sent any more, the client connection is broken
     "over-max-body": ({"type": "http.request", "body": b"c" * 65536, "more_body": True}, UpstreamBroken),
