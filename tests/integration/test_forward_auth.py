@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from sidecar.decision import Reason, auditable
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from sidecar.forward_auth import ORIGINAL_HEADERS, READS
 from sidecar.options import FORWARD_AUTH_INGRESSES, ServeOptions
@@ -194,6 +195,11 @@ def test_the_log_line_of_a_spoof_holds_no_path_the_client_made_up(
     assert record["reason"] == "forward_auth_spoofed"
     assert record["forward_auth"] is True
     assert record.get("path") is None
+
+
+def test_audit_mode_never_lets_a_spoof_through() -> None:
+    """Audit mode forwards would-be refusals about credentials; which request was asked about is not one of those."""
+    assert not auditable(Reason.FORWARD_AUTH_SPOOFED)
 
 
 def test_a_missing_method_header_is_not_guessed(client: httpx.Client) -> None:
