@@ -150,7 +150,7 @@ async def run_sidecar(
     registry = CollectorRegistry()
     runtime = Runtime.create(policy, digest, Metrics(registry))
     runtime.audit_all = options.audit
-    forward_auth = ForwardAuth(runtime, options.forward_auth_path) if options.forward_auth_path else None
+    forward_auth = ForwardAuth.configured(runtime, options)
     listeners = [
         *before,
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
