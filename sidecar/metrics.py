@@ -76,6 +76,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.admin_refusals = Counter(
+            "sidecar_admin_refusals",
+            "Admin listener connections closed by its limits, by reason: headers_too_large, header_timeout, "
+            "bad_request (answered, then closed), too_many_connections (the oldest reset past the cap).",
+            ["reason"],
+            registry=registry,
+        )
 
         self.config_reloads = Counter(
             "sidecar_config_reloads",
@@ -120,6 +127,9 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.rejections.labels(route, reason.value, mode.value)
         child.inc()
+
+    def admin_refused(self, reason: str) -> None:
+        self.admin_refusals.labels(reason).inc()  # rare: no cached child
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
 
