@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.metrics import sample
+from tests.support.metrics import rejections, sample
 from tests.support.rawsock import connect, read_reply
 from tests.support.servers import SidecarProcess
 
@@ -265,10 +265,20 @@ HEADS = {
 
 
 @pytest.mark.parametrize(("headers", "status"), HEADS.values(), ids=HEADS.keys())
-def test_admin_heads_are_held_to_the_admin_limits(target: SidecarProcess, headers: bytes, status: int) -> None:
+def test_admin_heads_are_held_to_the_admin_limits(
+    target: SidecarProcess, admin: httpx.Client, headers: bytes, status: int
+) -> None:
+    """Counted as admin refusals, never in the proxy's series (they would skew its rejection ratio alert)."""
+    proxy_before = rejections(admin, "(none)", "headers_too_large")
+    requests_before = sample(admin, "sidecar_requests_total", route="(none)", method="GET", code="431")
+    before = _refusals(admin, "headers_too_large")
     with connect(target.admin) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n" + headers + b"\r\n")
         reply = read_reply(sock)
     assert reply.status == status
     if status == 431:
         assert reply.json()["reason"] == "headers_too_large"
+        assert reply.headers["connection"] == "close"
+    assert _refusals(admin, "headers_too_large") == before + (status == 431)
+    assert rejections(admin, "(none)", "headers_too_large") == proxy_before
+    assert sample(admin, "sidecar_requests_total", route="(none)", method="GET", code="431") == requests_before
