@@ -16,11 +16,18 @@ from sidecar.decision import Reason
 from sidecar.log import logger
 from sidecar.policy.limits import KIB, ServerLimits
 
-__all__ = ["ADMIN_IDLE_TIMEOUT", "ADMIN_LIMITS", "ADMIN_MAX_CONNECTIONS", "AdminGuard"]
+__all__ = [
+    "ADMIN_IDLE_TIMEOUT",
+    "ADMIN_LIMITS",
+    "ADMIN_MAX_CONNECTIONS",
+    "ADMIN_MAX_PIPELINED",
+    "AdminGuard",
+]
 
 ADMIN_LIMITS: Final = ServerLimits(max_header_bytes=8 * KIB, max_headers=32, header_timeout=5.0, body_timeout=5.0)
 ADMIN_IDLE_TIMEOUT: Final = 5.0  # keep-alive between requests (uvicorn's default; the proxy's is 75 s)
 ADMIN_MAX_CONNECTIONS: Final = 32  # per worker: a few probes and scrapers at a time
+ADMIN_MAX_PIPELINED: Final = 8  # requests queued behind the one being answered; past it: answered, then closed
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"  # the reason label of an admin connection closed by the cap
 
 
@@ -29,6 +36,7 @@ class AdminGuard(Guard):
     `admin refusal`, never as proxy requests (they would count in the proxy's request and rejection series)."""
 
     max_connections = ADMIN_MAX_CONNECTIONS
+    max_pipelined = ADMIN_MAX_PIPELINED
 
     @property
     def limits(self) -> ServerLimits:

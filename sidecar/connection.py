@@ -53,6 +53,9 @@ class Guard:
         return self._runtime.current.policy.limits
 
     max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
+    # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
+    # and closes after answering those. None: no bound (each queued request holds its scope and headers).
+    max_pipelined: int | None = None
 
     def refusal(self, reason: Reason, client: str | None, method: str | None, started: float) -> bytes:
         """The whole response, bytes ready for the transport; the connection is closed after it."""
@@ -80,6 +83,11 @@ class Guard:
 
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops and `feed_data` raises (a HttpParserCallbackError)."""
+
+
+class _Pipelined(Exception):
+    """Raised from a parser callback: too many requests queued unanswered. Parsing stops; `_refuse` lets the
+    queued ones be answered and the connection close after them (the answers are the client's to read)."""
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -171,6 +179,9 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- parser callbacks ----------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        queued = self.guard.max_pipelined
+        if queued is not None and len(self.pipeline) >= queued:
+            raise _Pipelined
         super().on_message_begin()
         self._in_head = self._head_started = True
         self._begins += 1

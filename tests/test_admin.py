@@ -10,11 +10,11 @@ from typing import cast
 
 import pytest
 
-from sidecar.admin import admin_app
+from sidecar.admin import Pacer, admin_app
 from sidecar.admin_guard import ADMIN_LIMITS, AdminGuard
+from sidecar.asgi import Message
 from sidecar.policy.limits import ServerLimits
 from sidecar.runtime import Runtime
-from sidecar.asgi import Message
 
 TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
@@ -100,3 +100,11 @@ def test_the_admin_listener_takes_the_stricter_of_its_limits_and_the_proxys(
 ) -> None:
     assert _admin_limits(proxy) == admin
     assert ADMIN_LIMITS == ServerLimits(max_header_bytes=8192, max_headers=32, header_timeout=5.0, body_timeout=5.0)
+
+
+def test_the_pacer_lets_a_burst_through_then_spaces_calls_at_the_rate() -> None:
+    now = [100.0]
+    pacer = Pacer(10.0, 10, clock=lambda: now[0])
+    assert [round(pacer.wait(), 6) for _ in range(12)] == [0.0] * 10 + [0.1, 0.2]
+    now[0] += 1.2  # the two waiting calls have gone ahead; the budget refills from then on
+    assert [round(pacer.wait(), 6) for _ in range(11)] == [0.0] * 10 + [0.1]

@@ -232,6 +232,58 @@ def test_hundreds_of_silent_admin_connections_are_closed_and_the_proxy_unaffecte
     assert _refusals(admin, "too_many_connections") >= before + 200 - ADMIN_MAX_CONNECTIONS
 
 
+def test_requests_pipelined_without_reading_the_answers_do_not_pile_up(target: SidecarProcess) -> None:
+    """30 connections each send 2 MiB of pipelined `GET /healthz` (80,000 requests) and never read: each connection
+    takes at most 8 more than the one being answered, so the process does not grow (before: by 227 MiB)."""
+
+    def pipelined() -> None:
+        socks = [connect(target.admin, timeout=0.5) for _ in range(30)]
+        burst = b"GET /healthz HTTP/1.1\r\n\r\n" * 9709  # 256 KiB, the most the sidecar reads at once
+        try:
+            for sock in socks:
+                for _ in range(8):
+                    try:
+                        sock.sendall(burst)
+                    except OSError:  # the server reads no more (TimeoutError) or has closed
+                        break
+        finally:
+            for sock in socks:
+                sock.close()
+
+    _under_attack(target, pipelined)
+
+
+def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) -> None:
+    """Scrapes past 10 a second (after a burst of 10) wait their turn: a flood of /metrics on 16 connections costs
+    the shared event loop at most 10 renders a second. Probes are never paced."""
+    rendered: list[float] = []
+    probes: list[int] = []
+
+    def scrapes() -> None:
+        socks = [connect(target.admin) for _ in range(16)]
+        try:
+            began = time.monotonic()
+            while time.monotonic() - began < 4.0:
+                for sock in socks:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+                with connect(target.admin) as probe:  # asked after 16 scrapes
+                    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+                    assert read_reply(probe).status == 200
+                # Scrapes still waiting for their turn when the probe has its answer: it was not paced behind them.
+                probes.append(len([sock for sock in socks if not select.select([sock], [], [], 0)[0]]))
+                for sock in socks:
+                    assert read_reply(sock).status == 200
+                    rendered.append(time.monotonic() - began)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    _under_attack(target, scrapes)
+    # Within t seconds at most 10 + 10 t renders (the burst, then the rate), wherever the flood began.
+    assert len(rendered) <= 10 + 10 * math.ceil(rendered[-1]), (len(rendered), rendered[-1])
+    assert max(probes) > 0, probes
+
+
 def test_the_admin_connection_cap_closes_the_oldest_connection(target: SidecarProcess) -> None:
     """Past the cap, the oldest admin connection is reset at once; the newest stay until the header timeout."""
     socks = [connect(target.admin) for _ in range(ADMIN_MAX_CONNECTIONS + 4)]
