@@ -45,17 +45,17 @@ class Guard:
     """What a connection needs from the running sidecar: the current limits, and a refusal counted and logged
     like the gate's (route label `(none)`: no route is known before the head is read)."""
 
+    max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
+    # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
+    # and closes after answering those. None: no bound (each queued request holds its scope and headers).
+    max_pipelined: int | None = None
+
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
     @property
     def limits(self) -> ServerLimits:
         return self._runtime.current.policy.limits
-
-    max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
-    # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
-    # and closes after answering those. None: no bound (each queued request holds its scope and headers).
-    max_pipelined: int | None = None
 
     def refusal(self, reason: Reason, client: str | None, method: str | None, started: float) -> bytes:
         """The whole response, bytes ready for the transport; the connection is closed after it."""
