@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.chart.cases import APP_CONTAINER, EVERYTHING, OPTION_SETS, PROMETHEUS_PODS
 from tests.chart.render import CHART, POLICY, Rendered, render, values_with
@@ -199,6 +200,15 @@ def test_the_network_policy_is_on_by_default_and_closes_the_admin_port_to_other_
         (["admin"], [PROMETHEUS_PODS]),
     ]
     assert "NetworkPolicy" not in render(values_with(networkPolicy={"enabled": False})).kinds()
+
+
+def test_the_readme_s_metrics_from_example_lets_prometheus_scrape() -> None:
+    readme = (CHART / "README.md").read_text()
+    snippet = readme.split("With the policy on, list your Prometheus there:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    values = yaml.safe_load(snippet)
+    rendered = render(values_with(serviceMonitor={"enabled": True}, **values))
+    admin_rule = rendered.one("NetworkPolicy")["spec"]["ingress"][1]
+    assert admin_rule == {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [PROMETHEUS_PODS]}
 
 
 MEMORY = {
