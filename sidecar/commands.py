@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from sidecar import log
 from sidecar.admin import admin_app
+from sidecar.admin_guard import ADMIN_IDLE_TIMEOUT, AdminGuard
 from sidecar.connection import Guard, protocol_for
 from sidecar.forward_auth import ForwardAuth
 from sidecar.gate import Gate
@@ -154,7 +155,14 @@ async def run_sidecar(
     listeners = [
         *before,
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
-        Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
+        Listener(
+            "admin",
+            admin_app(runtime, exposition(registry)),
+            admin,
+            stop_last=True,
+            http=protocol_for(AdminGuard(runtime)),  # limits of its own: no token is needed to send to it
+            idle_timeout=ADMIN_IDLE_TIMEOUT,
+        ),
     ]
     reloader = (
         PolicyReloader(runtime, reload_from, os.environ, options.reload_interval, options.reload_settle)
