@@ -1,17 +1,7 @@
-<<<<<<< HEAD
-"""The proxy listener's HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
-bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees;
-and a deadline for a client to make room for the response (send_timeout).
-
-uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
-headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
-memory for as long as it likes. The checks ride on parser callbacks uvicorn already receives: no task, no extra scan.
-Likewise uvicorn waits for ever for a client that stops reading a response, and with it the upstream connection that
-response streams from: a timer runs only while the transport is paused for want of room (a reset ends it).
-=======
 """The listeners' HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
-bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees.
-The proxy and admin listeners share it, each with its own Guard (the admin's: sidecar/admin_guard.py).
+bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees;
+and a deadline for a client to make room for the response (send_timeout). The proxy and admin listeners share it,
+each with its own Guard (the admin's: sidecar/admin_guard.py).
 
 uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
 headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
@@ -19,8 +9,9 @@ memory for as long as it likes. Worse, httptools joins the pieces of a header sp
 (and uvicorn the request target with `url +=`): every read copies the whole value so far, so a header without end
 costs time quadratic in its length and memory without bound, on the event loop every listener shares. Counting each
 read toward max_header_bytes as it arrives bounds both. The checks ride on parser callbacks uvicorn already
-receives: no task, no extra scan.
->>>>>>> admin-hard
+receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
+with it the upstream connection that response streams from: a timer runs only while the transport is paused for
+want of room (a reset ends it).
 """
 
 from __future__ import annotations
@@ -50,14 +41,11 @@ from sidecar.runtime import Runtime
 __all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
 
 _CLOSE: Final = (b"connection", b"close")
-<<<<<<< HEAD
 # The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
 # and `request_id` a client cut off by send_timeout is counted and logged under.
 SENDING: Final = "sidecar.sending"
-=======
 _SERIALS: Final = itertools.count()
 _RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
->>>>>>> admin-hard
 
 
 class Guard:
@@ -96,17 +84,15 @@ class Guard:
         lines += [name + b": " + value for name, value in headers]
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
-<<<<<<< HEAD
     def cut_off(self, sending: dict[object, object], client: str | None, send_timeout: float) -> None:
         """A client that took none of its response for `send_timeout`: counted and logged (never a body)."""
         route = sending.get("route")
         self._runtime.metrics.cut_off(route if isinstance(route, str) else NO_ROUTE_LABEL)
         fields = {"route": route, "request_id": sending.get("request_id"), "client_ip": client}
         logger.warning("client stopped reading", extra={"fields": {**fields, "send_timeout": send_timeout}})
-=======
+
     def evicted(self) -> None:
         """A connection was reset to stay within `max_connections` (counted by guards that have a cap)."""
->>>>>>> admin-hard
 
 
 class _HeadTooLarge(Exception):
@@ -147,13 +133,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._chunk = 0  # the size of the chunk being parsed
         self._begins = 0  # requests begun in the chunk being parsed
         self._too_large = False
-<<<<<<< HEAD
         self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
         self._unsent = 0  # bytes waiting for the client when that timer was armed
         self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
-=======
         self._serial = next(_SERIALS)  # the order connections were made in (for the connection cap)
->>>>>>> admin-hard
 
     # --- the connection ------------------------------------------------------------------------------------------
 
