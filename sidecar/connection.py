@@ -41,6 +41,7 @@ from sidecar.runtime import Runtime
 __all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
 
 _CLOSE: Final = (b"connection", b"close")
+PROXY_MAX_PIPELINED: Final = 16  # browsers and HTTP clients do not pipeline; a few proxies send a handful
 # The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
 # and `request_id` a client cut off by send_timeout is counted and logged under.
 SENDING: Final = "sidecar.sending"
@@ -54,8 +55,9 @@ class Guard:
 
     max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
     # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
-    # and closes after answering those. None: no bound (each queued request holds its scope and headers).
-    max_pipelined: int | None = None
+    # and closes after answering those (RFC 9112 9.3.2: the client resends the rest). Each queued request holds its
+    # scope and headers: unbounded, a client that pipelines without reading grows the process without end.
+    max_pipelined: int | None = PROXY_MAX_PIPELINED
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime

@@ -32,6 +32,7 @@ PROXY_P99_BOUND = 1.0  # seconds, for proxy answers while the admin port is atta
 RSS_BOUND = 64 * 1024 * 1024  # growth of peak RSS over RSS before the attack
 ADMIN_HEADER_TIMEOUT = 5.0  # sidecar/admin_guard.py: ADMIN_LIMITS.header_timeout
 ADMIN_MAX_CONNECTIONS = 32  # sidecar/admin_guard.py: ADMIN_MAX_CONNECTIONS
+PROXY_MAX_PIPELINED = 16  # sidecar/connection.py: Guard.max_pipelined
 DEADLINE = 20.0  # the longest any wait here lasts: several times the admin listener's timeouts
 
 
@@ -251,6 +252,46 @@ def test_requests_pipelined_without_reading_the_answers_do_not_pile_up(target: S
                 sock.close()
 
     _under_attack(target, pipelined)
+
+
+def test_requests_pipelined_to_the_proxy_without_reading_the_answers_do_not_pile_up(target: SidecarProcess) -> None:
+    """The same on the proxy port: 30 connections each send 2 MiB of pipelined `GET /nowhere` (404s, no token
+    needed) and never read. Each connection takes at most PROXY_MAX_PIPELINED requests past the one being answered
+    (before: the process grew by 290 MiB)."""
+
+    def pipelined() -> None:
+        socks = [connect(target.proxy, timeout=0.5) for _ in range(30)]
+        burst = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 7710  # 256 KiB
+        try:
+            for sock in socks:
+                for _ in range(8):
+                    try:
+                        sock.sendall(burst)
+                    except OSError:  # the server reads no more (TimeoutError) or has closed
+                        break
+        finally:
+            for sock in socks:
+                sock.close()
+
+    _under_attack(target, pipelined)
+
+
+def test_a_client_that_pipelines_gets_its_answers_in_order_then_a_close(target: SidecarProcess) -> None:
+    """RFC 9112 9.3.2: a server may close after any answer; a pipelining client resends what was not answered.
+    Past PROXY_MAX_PIPELINED queued requests the proxy answers those it took, in order, and closes."""
+    with connect(target.proxy, timeout=10) as sock:
+        sock.sendall(b"".join(f"GET /nowhere/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in range(40)))
+        statuses = []
+        while True:
+            try:
+                reply = read_reply(sock)
+            except (ConnectionError, AssertionError, TimeoutError):
+                break
+            statuses.append(reply.status)
+            if reply.headers.get("connection") == "close":
+                break
+    assert set(statuses) == {404}
+    assert PROXY_MAX_PIPELINED <= len(statuses) < 40
 
 
 def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) -> None:
