@@ -1,7 +1,7 @@
 """Streaming forward to the upstream through the pooled HTTP/1.1 client (`h1.py`); its failures become 502/504.
 
-The ASGI side of a forward: the client's body read and bounded (max_body, body_timeout), the request written
-upstream, the response relayed as it arrives, and what happened reported back to the gate.
+The ASGI side of a forward: the client's body read and bounded (max_body, body_timeout, min_body_rate), the request
+written upstream, the response relayed as it arrives, and what happened reported back to the gate.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sidecar.h1 import (
     UpstreamError,
     split_url,
 )
-from sidecar.policy.limits import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_IDLE_TIMEOUT
+from sidecar.policy.limits import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_IDLE_TIMEOUT, ServerLimits
 from sidecar.response_urls import ResponseUrls
 from sidecar.upstream import Headers, response_headers
 
@@ -58,14 +58,36 @@ class Forwarded:
 
 
 class _BodyProgress:
-    __slots__ = ("count", "complete", "limit", "timeout", "chunked")
+    __slots__ = ("count", "complete", "limit", "timeout", "chunked", "rate", "grace", "started", "excused")
 
-    def __init__(self, complete: bool, limit: int | None, timeout: float | None) -> None:
+    def __init__(
+        self, complete: bool, limit: int | None, timeout: float | None, rate: int = 0, grace: float = 0.0
+    ) -> None:
         self.count = 0
         self.complete = complete  # the whole request body has been read from the client
         self.limit = limit  # max_body: more is refused with 413 (a declared length over it never gets here)
         self.timeout = timeout  # body_timeout: the longest wait for the next piece of the body
         self.chunked = False  # sent upstream with chunked framing (no length known when the head was written)
+        self.rate = rate  # min_body_rate: bytes per second the body must average after `grace` (0: no minimum)
+        self.grace = grace
+        self.started: float | None = None  # the clock when the body was first asked for
+        self.excused = 0.0  # seconds the sidecar, not the client, held the body up (pool, upstream reading)
+
+    def wait_bound(self) -> float | None:
+        """The longest wait for the body's next piece: body_timeout, or less if the body so far would then fall
+        below min_body_rate (averaged from its start, not counting the time it was held up on our side)."""
+        if self.rate <= 0:
+            return self.timeout
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        on_pace_until = self.started + self.excused + max(self.grace, self.count / self.rate)
+        left = max(0.0, on_pace_until - now)
+        return left if self.timeout is None else min(self.timeout, left)
+
+    def excuse(self, since: float) -> None:
+        """The time since `since` (time.monotonic) was spent waiting on the upstream side: not the client's."""
+        self.excused += time.monotonic() - since
 
 
 class Forwarder:
@@ -73,6 +95,12 @@ class Forwarder:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
+        # min_body_rate and its grace, from the policy's `limits` (set by the runtime on start and on each reload).
+        self.limits = ServerLimits()
+
+    def apply(self, limits: ServerLimits) -> None:
+        """Take the policy's limits for the bodies of requests forwarded from now on."""
+        self.limits = limits
 
     @classmethod
     def create(
@@ -109,16 +137,22 @@ class Forwarder:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
         connection included), each wait for the upstream to read the body, the wait for the response head once
         the body is sent, and each silence while the response streams. A body over `max_body`, or silent for
-        `body_timeout`, aborts the upstream request and raises Rejection(body_too_large / body_timeout). The
+        `body_timeout`, or arriving slower than the limits' `min_body_rate` after its grace period, aborts the upstream
+        request and raises Rejection(body_too_large / body_timeout). The
         connection counts against `route`'s share of the pool; a share in use for all of `timeout` raises
         Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
         origin, target = split_url(url)
-        received = _BodyProgress(not has_body, max_body, body_timeout)
+        limits = self.limits
+        received = _BodyProgress(
+            not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace
+        )
         first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
         request = _request(method, target, origin.host_header, headers, first, received)
         started = time.perf_counter()
         replay = method in _REPLAYABLE and received.complete
+        waiting = time.monotonic()
         connection = await self._connect(origin, timeout, route)
+        received.excuse(waiting)  # a wait for a pooled connection is not the client being slow
         reusable = False
         uploader: asyncio.Future[None] | None = None
         try:
@@ -219,7 +253,7 @@ async def _next_piece(receive: Receive, received: _BodyProgress) -> bytes:
     """The next piece of the client's body; b"" only at its end."""
     while True:
         try:
-            async with asyncio.timeout(received.timeout):  # a timer handle, no task: cheap per piece
+            async with asyncio.timeout(received.wait_bound()):  # a timer handle, no task: cheap per piece
                 message = await receive()
         except TimeoutError:
             raise Rejection(Reason.BODY_TIMEOUT) from None
@@ -242,7 +276,9 @@ async def _upload(connection: Connection, receive: Receive, received: _BodyProgr
     while not received.complete:
         piece = await _next_piece(receive, received)
         connection.write(_framed(piece, received) if received.chunked else piece)
+        waiting = time.monotonic()
         await connection.drain(timeout)
+        received.excuse(waiting)  # an upstream that reads slowly holds the client back: not the client's slowness
 
 
 async def _response_head(response: Response, uploader: asyncio.Future[None] | None, timeout: float) -> None:

@@ -81,6 +81,7 @@ class Runtime:
             metrics.upstream_connections.set,
             pool.route_share,
         )
+        forwarder.apply(policy.limits)
         runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
         runtime._control_client = client
         return runtime
@@ -143,6 +144,7 @@ class Runtime:
             self.introspector.retain(self.current.verifier.profiles)
         pool = policy.upstream_pool
         self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
+        self.forwarder.apply(policy.limits)  # min_body_rate: for bodies whose reading starts from now on
         if previous != digest:
             # Set to 0, not removed: in multiprocess mode a removed series would live on in the worker's file.
             self.metrics.config_info.labels(previous).set(0)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.decision import Reason, Rejection
 from sidecar.metrics import Metrics
+from sidecar.policy.limits import ServerLimits
 from sidecar.policy.load import parse_policy
 from sidecar.proxy import Forwarder
 from sidecar.runtime import Runtime
@@ -77,6 +78,60 @@ async def test_a_refused_body_aborts_the_upstream_request(
     seen = await _finished(recorder, path)
     assert seen.outcome == "aborted" and not seen.answered
     assert seen.body_bytes <= 1024
+
+
+def _paced(piece: bytes, interval: float, count: int | None = None) -> Any:
+    """An ASGI receive for a client that sends `piece` every `interval` seconds (`count` times, or without end):
+    the pace is the subject of the test, not a synchronisation."""
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if count is not None and sent >= count:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(interval)
+        sent += 1
+        return {"type": "http.request", "body": piece, "more_body": True}
+
+    return receive
+
+
+async def test_a_body_below_the_minimum_rate_aborts_the_upstream_request(upstream: tuple[Recorder, str]) -> None:
+    """One byte every 50 ms (20 bytes/s) never stalls for body_timeout, but averages far below 1000 bytes/s: cut
+    after the 0.3 s grace, as a stalled body is."""
+    recorder, url = upstream
+    forwarder = Forwarder.create()
+    forwarder.apply(ServerLimits(min_body_rate=1000, min_body_rate_grace=0.3))
+    try:
+        with pytest.raises(Rejection) as refused:
+            await forwarder.forward("POST", url + "/small/trickled", [], _paced(b"x", 0.05), _sink, 5.0, True, [])
+    finally:
+        await forwarder.close()
+    assert refused.value.reason is Reason.BODY_TIMEOUT
+    seen = await _finished(recorder, "/small/trickled")
+    assert seen.outcome == "aborted" and not seen.answered
+
+
+@pytest.mark.parametrize(
+    ("piece", "rate", "path"),
+    [(b"y" * 1000, 1000, "/small/steady"), (b"x", 0, "/small/no-minimum")],
+    ids=["above-the-minimum", "minimum-off"],
+)
+async def test_a_body_at_a_fine_rate_or_without_a_minimum_is_never_cut(
+    piece: bytes, rate: int, path: str, upstream: tuple[Recorder, str]
+) -> None:
+    """20 pieces 50 ms apart (1 s, over three times the grace): 20 kB/s against 1000 bytes/s, or a trickle with
+    `min_body_rate: 0`, arrives whole."""
+    recorder, url = upstream
+    forwarder = Forwarder.create()
+    forwarder.apply(ServerLimits(min_body_rate=rate, min_body_rate_grace=0.3))
+    try:
+        forwarded = await forwarder.forward("POST", url + path, [], _paced(piece, 0.05, 20), _sink, 5.0, True, [])
+    finally:
+        await forwarder.close()
+    assert (forwarded.status, forwarded.bytes_in) == (200, len(piece) * 20)
+    seen = await _finished(recorder, path)
+    assert (seen.outcome, seen.body_bytes) == ("complete", len(piece) * 20)
 
 
 async def test_the_pool_bounds_upstream_connections(upstream: tuple[Recorder, str]) -> None:

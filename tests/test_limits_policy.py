@@ -95,6 +95,13 @@ def test_top_level_limits_are_read() -> None:
     )
 
 
+def test_a_body_must_average_240_bytes_a_second_after_5s_unless_set() -> None:
+    assert (parse(HEAD).limits.min_body_rate, parse(HEAD).limits.min_body_rate_grace) == (240, 5.0)
+    limits = parse(HEAD + "limits: {min_body_rate: 1KiB, min_body_rate_grace: 500ms}\n").limits
+    assert (limits.min_body_rate, limits.min_body_rate_grace) == (1024, 0.5)
+    assert parse(HEAD + "limits: {min_body_rate: 0}\n").limits.min_body_rate == 0  # no minimum
+
+
 SIZE_ERROR = 'must be a size: bytes (1048576) or a number with a unit ("64KiB", "10MiB", "1GB"), or "unlimited"'
 COUNT_ERROR = 'must be a whole number of at least 1, or "unlimited"'
 MISTAKES = {
@@ -124,7 +131,7 @@ MISTAKES = {
         "limits:\n  max_body: 1MiB\n",
         12,
         'limits.max_body: unknown key "max_body" '
-        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers, send_timeout)",
+        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers, min_body_rate, min_body_rate_grace, send_timeout)",
     ),
     "limits-not-a-mapping": ("limits: [1]\n", 11, "limits: must be a mapping"),
     "pool-zero": (
@@ -136,6 +143,22 @@ MISTAKES = {
         "limits:\n  send_timeout: 0\n",
         12,
         "limits.send_timeout: must be more than 0s and at most 3600s",
+    ),
+    "min-body-rate-unlimited": (
+        "limits:\n  min_body_rate: unlimited\n",
+        12,
+        'limits.min_body_rate: must be bytes per second (240, "1KiB"), or 0 for no minimum; "unlimited" is not a rate',
+    ),
+    "min-body-rate-negative": ("limits:\n  min_body_rate: -1\n", 12, f"limits.min_body_rate: {SIZE_ERROR}"),
+    "min-body-rate-too-high": (
+        "limits:\n  min_body_rate: 2GiB\n",
+        12,
+        "limits.min_body_rate: must be at most 1073741824 bytes per second",
+    ),
+    "min-body-rate-grace-zero": (
+        "limits:\n  min_body_rate_grace: 0\n",
+        12,
+        "limits.min_body_rate_grace: must be more than 0s and at most 3600s",
     ),
     "route-share-over-the-pool": (
         "upstream_pool:\n  max_connections: 8\n  max_per_route: 9\n",

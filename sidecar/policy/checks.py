@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sidecar.policy.model import AllowRule, IdentityHeaders, Match, Provider, Route
-from sidecar.policy.routes import conflicts, nestings
+from sidecar.policy.routes import claiming, conflicts, nestings
 from sidecar.policy.yamlmarks import Document, Path
 
 __all__ = ["check_headers", "check_route_providers", "check_routes", "check_unused_providers"]
@@ -48,11 +48,15 @@ def check_routes(doc: Document, routes: Mapping[int, Route]) -> None:
             f'route "{later.name}" and route "{earlier.name}" (line {earlier.line}) both match '
             f"{_describe(later.match)} for {_shared(earlier.match, later.match)}; one request must have one route",
         )
+    claims = claiming(ordered)
     for inner, outer in nestings(ordered):
+        # Where the rules differ, say that the exact route also takes the path's other spellings (routes.py).
+        spelled = inner.match.path in claims and (inner.allow != outer.allow or inner.mode != outer.mode)
         doc.warn(
             _match_path(index_of[id(inner)], inner.match),
             f'{_describe(inner.match)} is inside path_prefix {outer.match.path_prefix} of route "{outer.name}" '
-            f'(line {outer.line}); route "{inner.name}" takes the requests it matches',
+            f'(line {outer.line}); route "{inner.name}" takes the requests it matches'
+            + (f" and its other spellings ({inner.match.path}/, {inner.match.path}.json, ...)" if spelled else ""),
         )
 
 

@@ -12,6 +12,8 @@ from typing import Final
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MIN_BODY_RATE",
+    "DEFAULT_MIN_BODY_RATE_GRACE",
     "DEFAULT_SEND_TIMEOUT",
     "UNLIMITED",
     "ServerLimits",
@@ -34,6 +36,11 @@ DEFAULT_MAX_HEADER_BYTES: Final = 64 * KIB
 DEFAULT_MAX_HEADERS: Final = 100  # Envoy's default, and Python's http.client's
 DEFAULT_HEADER_TIMEOUT: Final = 10.0
 DEFAULT_BODY_TIMEOUT: Final = 30.0
+# A request body must arrive at this average rate (bytes per second, measured over the body so far) once the grace
+# period has passed: else a client trickling a byte just inside body_timeout would hold its upstream connection (and
+# its share of the route's pool) for as long as it likes. Kestrel's MinRequestBodyDataRate: 240 bytes/s after 5 s.
+DEFAULT_MIN_BODY_RATE: Final = 240
+DEFAULT_MIN_BODY_RATE_GRACE: Final = 5.0
 # The longest a response waits for a client that does not read (nginx's send_timeout; the route timeout's default).
 DEFAULT_SEND_TIMEOUT: Final = 30.0
 DEFAULT_POOL_CONNECTIONS: Final = 256
@@ -91,6 +98,8 @@ class ServerLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # from the first byte of a request head to its end
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # the longest wait for the next piece of a request body
     send_timeout: float = DEFAULT_SEND_TIMEOUT  # the longest wait for a client to make room for more of a response
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE  # bytes per second a request body must average (0: no minimum)
+    min_body_rate_grace: float = DEFAULT_MIN_BODY_RATE_GRACE  # how long a body may be slower than that at its start
 
 
 @dataclass(frozen=True, slots=True)

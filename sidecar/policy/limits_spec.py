@@ -18,6 +18,8 @@ from sidecar.policy.limits import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
+    DEFAULT_MIN_BODY_RATE,
+    DEFAULT_MIN_BODY_RATE_GRACE,
     DEFAULT_POOL_CONNECTIONS,
     DEFAULT_POOL_IDLE_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
@@ -54,16 +56,37 @@ def _header_bytes(value: object) -> int:
 HeaderBytes = Annotated[int, BeforeValidator(_header_bytes)]
 
 
+def _body_rate(value: object) -> int:
+    """Bytes per second, written as a size (`240`, `"1KiB"`); 0 turns the minimum off."""
+    size = parse_size(value)
+    if size is None:
+        raise ValueError('must be bytes per second (240, "1KiB"), or 0 for no minimum; "unlimited" is not a rate')
+    if size > 1024 * MIB:
+        raise ValueError(f"must be at most {1024 * MIB} bytes per second")
+    return size
+
+
+BodyRate = Annotated[int, BeforeValidator(_body_rate)]
+
+
 class LimitsSpec(Spec):
     max_header_bytes: HeaderBytes = DEFAULT_MAX_HEADER_BYTES
     max_headers: Annotated[int, Field(strict=True, ge=16, le=1000)] = DEFAULT_MAX_HEADERS
     header_timeout: Annotated[Duration, between(0, 300, above=True)] = DEFAULT_HEADER_TIMEOUT
     body_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_BODY_TIMEOUT
     send_timeout: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_SEND_TIMEOUT
+    min_body_rate: BodyRate = DEFAULT_MIN_BODY_RATE
+    min_body_rate_grace: Annotated[Duration, between(0, 3600, above=True)] = DEFAULT_MIN_BODY_RATE_GRACE
 
     def build(self) -> ServerLimits:
         return ServerLimits(
-            self.max_header_bytes, self.max_headers, self.header_timeout, self.body_timeout, self.send_timeout
+            self.max_header_bytes,
+            self.max_headers,
+            self.header_timeout,
+            self.body_timeout,
+            self.send_timeout,
+            self.min_body_rate,
+            self.min_body_rate_grace,
         )
 
 
