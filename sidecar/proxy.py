@@ -143,9 +143,7 @@ class Forwarder:
         Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
         origin, target = split_url(url)
         limits = self.limits
-        received = _BodyProgress(
-            not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace
-        )
+        received = _BodyProgress(not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace)
         first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
         request = _request(method, target, origin.host_header, headers, first, received)
         started = time.perf_counter()

@@ -131,7 +131,8 @@ MISTAKES = {
         "limits:\n  max_body: 1MiB\n",
         12,
         'limits.max_body: unknown key "max_body" '
-        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers, min_body_rate, min_body_rate_grace, send_timeout)",
+        "(allowed: body_timeout, header_timeout, max_header_bytes, max_headers, min_body_rate, min_body_rate_grace, "
+        "send_timeout)",
     ),
     "limits-not-a-mapping": ("limits: [1]\n", 11, "limits: must be a mapping"),
     "pool-zero": (

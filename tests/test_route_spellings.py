@@ -102,5 +102,6 @@ routes:
 """
     assert parse_policy(text, "p.yaml", {}).warnings == (
         'p.yaml:10: routes[1].match.path: path /public/admin is inside path_prefix /public/ of route "pub" (line 5); '
-        'route "padmin" takes the requests it matches and its other spellings (/public/admin/, /public/admin.json, ...)',
+        'route "padmin" takes the requests it matches '
+        "and its other spellings (/public/admin/, /public/admin.json, ...)",
     )

@@ -76,7 +76,9 @@ class RouteTable:
 
     __slots__ = ("_exact", "_prefixes", "_prefix_lengths", "_claims")
 
-    def __init__(self, exact: dict[str, _Slot], prefixes: dict[str, _Slot], claims: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, exact: dict[str, _Slot], prefixes: dict[str, _Slot], claims: frozenset[str] = frozenset()
+    ) -> None:
         self._exact = exact
         self._prefixes = prefixes
         # Probing only the lengths that exist keeps lookup cost independent of how long the request path is.

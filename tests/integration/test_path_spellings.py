@@ -69,4 +69,3 @@ def test_other_paths_under_the_open_prefix_stay_open(path: str, spellings: Sidec
     reply = send_raw(spellings.proxy, head("GET", path, [("Connection", "close")]))
     assert reply.status == 200, reply.body
     assert reply.json()["path"] == "/static" + path[len("/public") :]
-
