@@ -87,7 +87,11 @@ CONFUSING: dict[str, tuple[bytes, Refused | Echoed]] = {
     "slashes-around-admin": (b"///admin///", Refused(401, "admin-area")),
     "empty-segment-then-dot-dot": (b"/public//../admin", Refused(401, "admin")),
     "double-slash-in-public": (b"/public//x", Echoed("/open/public/x")),
-    "semicolon-param": (b"/admin;x", Echoed("/open/root/admin;x")),
+    "semicolon-param": (b"/admin;x", Refused(401, "admin")),  # a spelling of the protected exact path (Tomcat)
+    "extension": (b"/admin.json", Refused(401, "admin")),  # Spring's suffix patterns
+    "trailing-dot-in-segment": (b"/admin.", Refused(401, "admin")),  # IIS strips it
+    "data-stream": (b"/admin::$DATA", Refused(401, "admin")),  # NTFS
+    "other-name": (b"/administrator", Echoed("/open/root/administrator")),
     "dot-dot-semicolon": (b"/public/..;/admin", Refused(400)),
     "encoded-dot-dot-semicolon": (b"/public/%2e%2e;/admin", Refused(400)),
     "dot-dot-inside-segment": (b"/public/..admin", Refused(400)),
