@@ -13,33 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.limited import Limited, limited_sidecar
 from tests.support.metrics import rejections
 from tests.support.rawsock import connect, head, read_reply, send_raw
-from tests.support.recorder import Recorder
-from tests.support.servers import SidecarProcess, ThreadServer
 
 POLICY = Path(__file__).with_name("slow_upload.yaml")  # min_body_rate 1 KiB/s after 1 s; one connection per route
 
 
-class Sidecar:
-    def __init__(self, process: SidecarProcess, recorder: Recorder, admin: httpx.Client) -> None:
-        self.process, self.recorder, self.admin = process, recorder, admin
-
-
 @pytest.fixture(scope="module")
-def slow(sidecar_env: dict[str, str]) -> Iterator[Sidecar]:
-    recorder = Recorder()
-    upstream = ThreadServer(lambda _url: recorder)
-    process = SidecarProcess(POLICY, {**sidecar_env, "RECORDER": upstream.url})
-    try:
-        process.start()
-        with httpx.Client(base_url=process.admin, timeout=30, trust_env=False) as admin:
-            yield Sidecar(process, recorder, admin)
-        assert process.stop() == 0
-    finally:
-        if process._process is not None and process._process.poll() is None:
-            process.stop()
-        upstream.stop()
+def slow(sidecar_env: dict[str, str]) -> Iterator[Limited]:
+    with limited_sidecar(sidecar_env, POLICY) as servers:
+        yield servers
+
+
+@pytest.fixture()
+def admin(slow: Limited) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=slow.sidecar.admin, timeout=30, trust_env=False) as http:
+        yield http
 
 
 def _send_paced(sock: socket.socket, piece: bytes, count: int, interval: float, stop: threading.Event) -> None:
@@ -54,13 +44,13 @@ def _send_paced(sock: socket.socket, piece: bytes, count: int, interval: float, 
             return
 
 
-def test_a_trickled_body_is_cut_and_the_routes_pool_share_given_back(slow: Sidecar) -> None:
+def test_a_trickled_body_is_cut_and_the_routes_pool_share_given_back(slow: Limited, admin: httpx.Client) -> None:
     """The attack found: one byte per piece, each well inside body_timeout, on a body of 100000 bytes. It averages
     10 bytes/s, far below 1 KiB/s: after the 1 s grace it is refused like a stalled body and its upstream connection
     dropped, so the route's next caller gets the route's only connection."""
-    before = rejections(slow.admin, "upload", "body_timeout")
+    before = rejections(admin, "upload", "body_timeout")
     stop = threading.Event()
-    with connect(slow.process.proxy) as sock:
+    with connect(slow.sidecar.proxy) as sock:
         sock.sendall(head("POST", "/upload/trickled", [("Content-Length", "100000")]) + b"x")
         trickle = threading.Thread(target=_send_paced, args=(sock, b"x", 1000, 0.1, stop), daemon=True)
         trickle.start()
@@ -76,24 +66,24 @@ def test_a_trickled_body_is_cut_and_the_routes_pool_share_given_back(slow: Sidec
     (upstream,) = [s for s in seen if s.path == "/upload/trickled"]
     assert (upstream.outcome, upstream.answered) == ("aborted", False)
     assert upstream.body_bytes < 1000
-    assert rejections(slow.admin, "upload", "body_timeout") == before + 1
-    slow.process.wait_for_log(
+    assert rejections(admin, "upload", "body_timeout") == before + 1
+    slow.sidecar.wait_for_log(
         "request", 10, request_id=problem["request_id"], reason="body_timeout", status=408, decision="reject"
     )
     # The route's one connection is free again: its next caller is answered, not 503 pool_share_full.
-    after = send_raw(slow.process.proxy, head("GET", "/upload/after", [("Connection", "close")]))
+    after = send_raw(slow.sidecar.proxy, head("GET", "/upload/after", [("Connection", "close")]))
     assert after.status == 200, after.body
     assert after.json()["path"] == "/upload/after"
 
 
-def test_an_upload_at_a_fine_rate_is_never_cut(slow: Sidecar) -> None:
+def test_an_upload_at_a_fine_rate_is_never_cut(slow: Limited, admin: httpx.Client) -> None:
     """2 KiB every 50 ms (about 40 KiB/s) for 3 s, three times the grace period: the whole body arrives."""
-    before = rejections(slow.admin, "upload", "body_timeout")
+    before = rejections(admin, "upload", "body_timeout")
     piece, count = b"y" * 2048, 60
-    with connect(slow.process.proxy) as sock:
+    with connect(slow.sidecar.proxy) as sock:
         sock.sendall(head("POST", "/upload/steady", [("Content-Length", str(len(piece) * count))]))
         _send_paced(sock, piece, count, 0.05, threading.Event())
         reply = read_reply(sock)
     assert reply.status == 200, reply.body
     assert (reply.json()["path"], reply.json()["body_bytes"]) == ("/upload/steady", len(piece) * count)
-    assert rejections(slow.admin, "upload", "body_timeout") == before
+    assert rejections(admin, "upload", "body_timeout") == before

@@ -26,11 +26,11 @@ class Limited:
 
 
 @contextmanager
-def limited_sidecar(env: Mapping[str, str]) -> Iterator[Limited]:
+def limited_sidecar(env: Mapping[str, str], policy: Path = LIMITS_POLICY) -> Iterator[Limited]:
     """`env` is the integration suite's `sidecar_env` (ISSUER, UPSTREAM); RECORDER is added here."""
     recorder = Recorder()
     upstream = ThreadServer(lambda _url: recorder)
-    process = SidecarProcess(LIMITS_POLICY, {**env, "RECORDER": upstream.url})
+    process = SidecarProcess(policy, {**env, "RECORDER": upstream.url})
     try:
         process.start()
         yield Limited(process, recorder)
