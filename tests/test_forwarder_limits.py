@@ -176,6 +176,20 @@ async def test_a_reload_resizes_the_pool() -> None:
         await runtime.close()
 
 
+async def test_the_minimum_body_rate_follows_the_policy_and_its_reloads() -> None:
+    head = "version: 1\nroutes: [{name: a, match: {path: /a}, upstream: 'http://127.0.0.1:1/a', allow: anyone}]\n"
+    runtime = Runtime.create(parse_policy(head, "p.yaml", {}), "one", Metrics(CollectorRegistry()))
+    try:
+        limits = runtime.forwarder.limits
+        assert (limits.min_body_rate, limits.min_body_rate_grace) == (240, 5.0)
+        faster = "limits: {min_body_rate: 4KiB, min_body_rate_grace: 2s}\n"
+        await runtime.swap(parse_policy(head + faster, "p.yaml", {}), "two")
+        limits = runtime.forwarder.limits
+        assert (limits.min_body_rate, limits.min_body_rate_grace) == (4096, 2.0)
+    finally:
+        await runtime.close()
+
+
 async def test_a_route_holds_at_most_its_share_of_the_pool(upstream: tuple[Recorder, str]) -> None:
     """One route's exchanges hold at most `per_route` connections; past it a request of that route waits for one
     of them within its timeout (then 503 pool_share_full, never reaching the upstream), while other routes go on."""
