@@ -136,11 +136,10 @@ class Forwarder:
     ) -> Forwarded:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
         connection included), each wait for the upstream to read the body, the wait for the response head once
-        the body is sent, and each silence while the response streams. A body over `max_body`, or silent for
-        `body_timeout`, or arriving slower than the limits' `min_body_rate` after its grace period, aborts the upstream
-        request and raises Rejection(body_too_large / body_timeout). The
-        connection counts against `route`'s share of the pool; a share in use for all of `timeout` raises
-        Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
+        the body is sent, and each silence while the response streams. A body over `max_body`, silent for
+        `body_timeout`, or slower than `self.limits.min_body_rate` after its grace period aborts the upstream request
+        and raises Rejection(body_too_large / body_timeout). The connection counts against `route`'s share of the
+        pool; a share in use for all of `timeout` raises Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
         origin, target = split_url(url)
         limits = self.limits
         received = _BodyProgress(not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace)
@@ -280,8 +279,8 @@ async def _upload(connection: Connection, receive: Receive, received: _BodyProgr
 
 
 async def _response_head(response: Response, uploader: asyncio.Future[None] | None, timeout: float) -> None:
-    """Wait for the response head: without a deadline while the body is still going up (body_timeout and the
-    upstream's reading bound that), then at most `timeout`."""
+    """Wait for the response head: without a deadline while the body is still going up (body_timeout,
+    min_body_rate and the upstream's reading bound that), then at most `timeout`."""
     while not response.head_done:
         if response.error is not None:
             raise response.error
