@@ -139,7 +139,8 @@ class Forwarder:
         the body is sent, and each silence while the response streams. A body over `max_body`, silent for
         `body_timeout`, or slower than `self.limits.min_body_rate` after its grace period aborts the upstream request
         and raises Rejection(body_too_large / body_timeout). The connection counts against `route`'s share of the
-        pool; a share in use for all of `timeout` raises Rejection(pool_share_full). `urls`: the route's rules for response headers that name the upstream's URL."""
+        pool; a share in use for all of `timeout` raises Rejection(pool_share_full). `urls`: the route's rules for
+        response headers that name the upstream's URL."""
         origin, target = split_url(url)
         limits = self.limits
         received = _BodyProgress(not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace)
