@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.upstream import target, target_url
+from tests.support.examples import examples
 
-SETTINGS = settings(max_examples=600, deadline=None, derandomize=True, database=None)
+SETTINGS = settings(max_examples=examples(600), deadline=None, derandomize=True, database=None)
 
 UPSTREAM = "https://h.example:443/invoke?api-version=2016-10-01&sp=%2Frun&sig=SECRET&code=K3Y&X-Amz-Signature=ab12"
 NAMES = ["api-version", "sp", "sig", "code", "X-Amz-Signature"]
