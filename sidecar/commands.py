@@ -28,7 +28,7 @@ from sidecar.reload import PolicyReloader
 from sidecar.runtime import Runtime, policy_hash
 from sidecar.server import Hooks, Listener, bind, run_listeners
 
-__all__ = ["check_command", "explain_command", "run_sidecar", "serve_command"]
+__all__ = ["check_command", "explain_command", "run_sidecar", "serve_command", "test_command"]
 
 
 def check_command(config: str | None) -> int:
@@ -66,6 +66,26 @@ def explain_command(config: str | None, args: Any) -> int:
     result = asyncio.run(explain(loaded[0], args.method, path, token, claims))
     print(render(result, args.json))
     return 0 if result.decision != "reject" else 1
+
+
+def test_command(config: str | None, cases_file: str) -> int:
+    """Exit 0: every case passed; 1: a case got another decision; 2: the policy or the cases file is not usable."""
+    from sidecar.policytest import load_cases, render, run_cases
+
+    if not config:
+        print("sidecar test: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
+        return 2
+    loaded = _load(config)
+    if loaded is None:
+        return 2
+    cases, errors = load_cases(cases_file, loaded[0], os.environ)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 2
+    outcomes = asyncio.run(run_cases(loaded[0], cases))
+    print(render(outcomes, cases_file))
+    return 1 if any(result.mismatches for result in outcomes) else 0
 
 
 def _summary(policy: Policy) -> str:
