@@ -92,9 +92,10 @@ def _summary(policy: Policy) -> str:
     anyone = sum(1 for route in policy.routes if isinstance(route.allow, Anyone))
     providers = len(policy.providers)
     routes = len(policy.routes)
+    warnings = len(policy.warnings)
     return (
         f"{providers} provider{'s' * (providers != 1)}, {routes} route{'s' * (routes != 1)} "
-        f"({routes - anyone} authenticated, {anyone} open to anyone), {len(policy.warnings)} warnings"
+        f"({routes - anyone} authenticated, {anyone} open to anyone), {warnings} warning{'s' * (warnings != 1)}"
     )
 
 

@@ -15,7 +15,14 @@ from typing import TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from sidecar.policy.checks import check_headers, check_route_providers, check_routes, check_unused_providers
+from sidecar.policy.checks import (
+    check_headers,
+    check_never_match,
+    check_route_providers,
+    check_routes,
+    check_unused_providers,
+    did_you_mean,
+)
 from sidecar.policy.limits import ServerLimits, UpstreamPool
 from sidecar.policy.limits_spec import IPNetwork, LimitsSpec, UpstreamPoolSpec, header_room_warnings, parse_networks
 from sidecar.policy.model import ANYONE, AllowRule, Anyone, IdentityHeaders, Match, Mode, Policy, Provider, Route
@@ -114,6 +121,8 @@ def _build(doc: Document) -> Policy | None:
         check_unused_providers(doc, list(providers), list(routes.values()))
     headers = _headers(doc, data.get("identity_headers"))
     traffic = _traffic(doc, data, providers.values())
+    check_never_match(doc, routes, providers)
+    doc.warn_line_ends()
     if top is None or headers is None or traffic is None or doc.has_errors:
         return None
     ordered = tuple(routes.values())
@@ -244,8 +253,9 @@ def validate_spec(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -
         for error in exc.errors(include_url=False):
             path = _locate(doc.data, (*prefix, *error["loc"]))
             if error["type"] == "extra_forbidden":
-                allowed = ", ".join(_fields_at(spec, error["loc"][:-1]))
-                doc.error(path, f'unknown key "{path[-1]}" (allowed: {allowed})')
+                allowed = _fields_at(spec, error["loc"][:-1])
+                hint = did_you_mean(str(path[-1]), allowed)
+                doc.error(path, f'unknown key "{path[-1]}"{hint} (allowed: {", ".join(allowed)})')
             else:
                 doc.error(path, _message(error))
         return None
