@@ -7,18 +7,9 @@ from pathlib import Path
 import pytest
 
 from sidecar.commands import check_command
+from tests.test_policy_load import route
 
-POLICY = """version: 1
-providers:
-  contoso:
-    issuer: https://login.example.com/tenant/v2.0
-    audiences: [api://app]
-routes:
-  - name: a
-    match: {path: /a}
-    upstream: https://up.example.com/a
-    allow: [{provider: contoso, users: [USERS]}]
-"""
+POLICY = route(allow="[{provider: contoso, users: [USERS]}]")
 
 
 @pytest.mark.parametrize(
