@@ -233,27 +233,25 @@ def test_hundreds_of_silent_admin_connections_are_closed_and_the_proxy_unaffecte
     assert _refusals(admin, "too_many_connections") >= before + 200 - ADMIN_MAX_CONNECTIONS
 
 
-def _pipeline_without_reading(address: str, request: bytes) -> None:
-    """30 connections each send 2 MiB of the same request, pipelined, and never read an answer."""
-    socks = [connect(address, timeout=0.5) for _ in range(30)]
-    burst = request * (256 * 1024 // len(request))  # 256 KiB, the most the sidecar reads at once
-    try:
-        for sock in socks:
-            for _ in range(8):
-                try:
-                    sock.sendall(burst)
-                except OSError:  # the server reads no more (TimeoutError) or has closed
-                    break
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def test_requests_pipelined_without_reading_the_answers_do_not_pile_up(target: SidecarProcess) -> None:
     """30 connections each send 2 MiB of pipelined `GET /healthz` (80,000 requests) and never read: each connection
     takes at most 8 more than the one being answered, so the process does not grow (before: by 227 MiB)."""
 
-    _under_attack(target, lambda: _pipeline_without_reading(target.admin, b"GET /healthz HTTP/1.1\r\n\r\n"))
+    def pipelined() -> None:
+        socks = [connect(target.admin, timeout=0.5) for _ in range(30)]
+        burst = b"GET /healthz HTTP/1.1\r\n\r\n" * 9709  # 256 KiB, the most the sidecar reads at once
+        try:
+            for sock in socks:
+                for _ in range(8):
+                    try:
+                        sock.sendall(burst)
+                    except OSError:  # the server reads no more (TimeoutError) or has closed
+                        break
+        finally:
+            for sock in socks:
+                sock.close()
+
+    _under_attack(target, pipelined)
 
 
 def test_requests_pipelined_to_the_proxy_without_reading_the_answers_do_not_pile_up(target: SidecarProcess) -> None:
@@ -261,7 +259,21 @@ def test_requests_pipelined_to_the_proxy_without_reading_the_answers_do_not_pile
     needed) and never read. Each connection takes at most PROXY_MAX_PIPELINED requests past the one being answered
     (before: the process grew by 290 MiB)."""
 
-    _under_attack(target, lambda: _pipeline_without_reading(target.proxy, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"))
+    def pipelined() -> None:
+        socks = [connect(target.proxy, timeout=0.5) for _ in range(30)]
+        burst = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 7710  # 256 KiB
+        try:
+            for sock in socks:
+                for _ in range(8):
+                    try:
+                        sock.sendall(burst)
+                    except OSError:  # the server reads no more (TimeoutError) or has closed
+                        break
+        finally:
+            for sock in socks:
+                sock.close()
+
+    _under_attack(target, pipelined)
 
 
 def test_a_client_that_pipelines_gets_its_answers_in_order_then_a_close(target: SidecarProcess) -> None:
