@@ -16,8 +16,8 @@ from sidecar.policy.allow import authorize
 from sidecar.policy.model import Anyone, Identity, Mode, Route
 from sidecar.policy.routes import NoRoute, WrongMethod
 from sidecar.runtime import Snapshot
+from sidecar.steps import Step
 from sidecar.tokens import bearer
-from sidecar.verify import Step
 
 __all__ = ["Decision", "decide"]
 

@@ -23,8 +23,9 @@ from sidecar.keys import KeyStore
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Policy
 from sidecar.runtime import Snapshot
+from sidecar.steps import Step
 from sidecar.upstream import target
-from sidecar.verify import Step, Verifier
+from sidecar.verify import Verifier
 
 __all__ = ["CLAIMS_NOTE", "Explanation", "explain", "render"]
 

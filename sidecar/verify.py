@@ -23,7 +23,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -36,9 +35,21 @@ from sidecar.introspect import CLAIMS_ALWAYS_KEPT, Introspector, Profile
 from sidecar.jwks import ASYMMETRIC_ALGORITHMS
 from sidecar.keys import KeyStore
 from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity, Provider
-from sidecar.timeclaims import check_times, seconds
+from sidecar.steps import (
+    CHECKED_STEP,
+    NOT_A_JWT,
+    Trace,
+    check,
+    claims_detail,
+    key_detail,
+    listed_detail,
+    note,
+    size_detail,
+    times_detail,
+)
+from sidecar.timeclaims import check_times
 
-__all__ = ["MAX_TOKEN_CHARS", "Step", "Verifier"]
+__all__ = ["MAX_TOKEN_CHARS", "Verifier"]
 
 _REFUSED_SIZE: Final = 4096
 _REFUSED_SECONDS: Final = 60.0
@@ -57,18 +68,6 @@ _SEGMENTS: Final = re.compile(r"([A-Za-z0-9_-]+={0,2})\.([A-Za-z0-9_-]+={0,2})\.
 # token we will not process at all, so MALFORMED_TOKEN (a token we cannot use), not FORBIDDEN_ALGORITHM (the algorithm
 # is not at fault).
 _REFUSED_HEADERS: Final = ("jku", "x5u", "jwk", "x5c", "crit")
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One check of a token, as `sidecar explain` shows it. `detail` names claim values, never the token."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-Trace = list[Step] | None
 
 
 class Verifier:
@@ -142,8 +141,12 @@ class Verifier:
         `trace` (explain, test) collects each check; a verifier's caches make a trace of a repeated token short."""
         # Refused before any parsing (RFC 8725 §3.x: bound the work an attacker can cause).
         if len(token) > self._size_cap(allowed_providers) or not token.isascii():
-            _check(
-                trace, "size", False, Reason.MALFORMED_TOKEN, lambda: _size(token, self._size_cap(allowed_providers))
+            check(
+                trace,
+                "size",
+                False,
+                Reason.MALFORMED_TOKEN,
+                lambda: size_detail(token, self._size_cap(allowed_providers)),
             )
         digest = hashlib.sha256(token.encode("ascii")).digest()
         if self._generation != self._keys.generation:
@@ -157,23 +160,23 @@ class Verifier:
         if refused is not None and refused[0] == allowed_providers:
             _, provider, kid, alg, keys = refused
             if await self._keys.keys(provider, kid, alg) == keys:  # raises as the full path would, keys gone
-                _check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "refused before with the same key")
+                check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "refused before with the same key")
         # A miss, or a hit for a provider this route does not allow: the full path names the precise reason
         # (wrong_issuer when issuers are distinct) or accepts it for another provider sharing the issuer.
-        _note(trace, "size", True, lambda: _size(token, self._size_cap(allowed_providers)))
+        note(trace, "size", True, lambda: size_detail(token, self._size_cap(allowed_providers)))
         opaque = self._introspection_provider(allowed_providers)
         segments = _SEGMENTS.fullmatch(token)
         header = _header(segments[1]) if segments is not None else None
         if segments is None or header is None:
             if opaque is not None:
                 return await self._introspect(opaque, token, trace, "not a JWT")
-            _check(trace, "format", False, Reason.MALFORMED_TOKEN, lambda: _NOT_A_JWT)
-        assert segments is not None and header is not None  # _check raised otherwise
+            check(trace, "format", False, Reason.MALFORMED_TOKEN, lambda: NOT_A_JWT)
+        assert segments is not None and header is not None  # check raised otherwise
         try:
             parsed = _read_header(header)
             payload = _json_segment(segments[2])
         except Rejection:
-            _note(
+            note(
                 trace,
                 "format",
                 False,
@@ -183,7 +186,7 @@ class Verifier:
                 ),
             )
             raise
-        _note(trace, "format", True, lambda: "three base64url segments, JSON header and payload")
+        note(trace, "format", True, lambda: "three base64url segments, JSON header and payload")
         if opaque is not None and not self._jwt_provider_exists(payload.get("iss"), allowed_providers):
             return await self._introspect(opaque, token, trace, "its iss is none of this route's JWT issuers")
         identity = await self._verify_jwt(token, digest, parsed, payload, allowed_providers, trace)
@@ -212,24 +215,28 @@ class Verifier:
         alg, kid, typ = header
         provider, issuer = self._provider_for(payload, allowed, trace)
         algorithms = self._algorithms[provider.name]
-        _check(
-            trace, "algorithm", alg in algorithms, Reason.FORBIDDEN_ALGORITHM, lambda: _listed("alg", alg, algorithms)
+        check(
+            trace,
+            "algorithm",
+            alg in algorithms,
+            Reason.FORBIDDEN_ALGORITHM,
+            lambda: listed_detail("alg", alg, algorithms),
         )
         if provider.require_typ is not None:
             required = provider.require_typ
             ok = _media_type(typ) == required
-            _check(trace, "type", ok, Reason.WRONG_TOKEN_TYPE, lambda: f"typ {typ!r}; required: {required}")
+            check(trace, "type", ok, Reason.WRONG_TOKEN_TYPE, lambda: f"typ {typ!r}; required: {required}")
         try:
             keys = await self._keys.keys(provider, kid, alg)
         except Rejection as rejection:
             missing = rejection.reason
-            _note(trace, "key", False, lambda: _key_missing(missing, kid))
+            note(trace, "key", False, lambda: key_detail(missing, kid))
             raise
-        _note(trace, "key", True, lambda: f"kid {kid!r} published by the issuer")
+        note(trace, "key", True, lambda: f"kid {kid!r} published by the issuer")
         if not any(_signed_by(token, key) for key in keys):  # several only when keys share the kid (bounded)
             self._refused[digest] = (allowed, provider, kid, alg, keys)
-            _check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "does not verify with the issuer's key")
-        _note(trace, "signature", True, lambda: "verified with the issuer's key")
+            check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "does not verify with the issuer's key")
+        note(trace, "signature", True, lambda: "verified with the issuer's key")
         return self._accept(payload, provider, issuer, trace)
 
     def _accept(self, payload: dict[str, Any], provider: Provider, issuer: str, trace: Trace) -> Identity:
@@ -238,20 +245,20 @@ class Verifier:
         try:
             claims = _checked(payload, issuer, audiences)
         except Rejection as rejection:
-            _note(trace, _CHECKED_STEP[rejection.reason], False, lambda: _claims_detail(payload, audiences))
+            note(trace, CHECKED_STEP[rejection.reason], False, lambda: claims_detail(payload, audiences))
             raise
-        _note(trace, "audience", True, lambda: _claims_detail(payload, audiences))
+        note(trace, "audience", True, lambda: claims_detail(payload, audiences))
         if provider.tenant is not None:
             tenant = provider.tenant
             ok = _lower(claims.get("tid")) == tenant
             # Entra: a token of another tenant, whatever its iss says
-            _check(trace, "tenant", ok, Reason.WRONG_ISSUER, lambda: f"tid {claims.get('tid')!r}; required: {tenant}")
+            check(trace, "tenant", ok, Reason.WRONG_ISSUER, lambda: f"tid {claims.get('tid')!r}; required: {tenant}")
         try:
             expires_at = check_times(claims, self._clock(), provider.leeway)
         except Rejection:
-            _note(trace, "lifetime", False, lambda: _times(claims, self._clock(), provider.leeway))
+            note(trace, "lifetime", False, lambda: times_detail(claims, self._clock(), provider.leeway))
             raise
-        _note(trace, "lifetime", True, lambda: _times(claims, self._clock(), provider.leeway))
+        note(trace, "lifetime", True, lambda: times_detail(claims, self._clock(), provider.leeway))
         assert expires_at is not None  # exp is required
         return Identity(provider=provider.name, claims=MappingProxyType(claims), expires_at=expires_at)
 
@@ -262,15 +269,15 @@ class Verifier:
 
     async def _introspect(self, provider: Provider, token: str, trace: Trace, why: str) -> Identity:
         if self._introspector is None:  # a runtime built without one cannot ask: the token may still be good
-            _check(trace, "introspection", False, Reason.INTROSPECTION_UNAVAILABLE, lambda: "no introspection client")
+            check(trace, "introspection", False, Reason.INTROSPECTION_UNAVAILABLE, lambda: "no introspection client")
         assert self._introspector is not None
         try:
             identity = await self._introspector.introspect(self._profiles[provider.name], token)
         except Rejection as rejection:
             refused = rejection.reason
-            _note(trace, "introspection", False, lambda: f"{why}: asked {provider.name}: {refused.value}")
+            note(trace, "introspection", False, lambda: f"{why}: asked {provider.name}: {refused.value}")
             raise
-        _note(trace, "introspection", True, lambda: f"{why}: {provider.name} says it is active")
+        note(trace, "introspection", True, lambda: f"{why}: {provider.name} says it is active")
         return identity
 
     def _introspection_provider(self, allowed: frozenset[str]) -> Provider | None:
@@ -295,10 +302,10 @@ class Verifier:
         issuer = payload.get("iss")
         if not isinstance(issuer, str):
             reason = Reason.WRONG_ISSUER if issuer is None else Reason.MALFORMED_TOKEN
-            _check(trace, "issuer", False, reason, lambda: self._issuers(issuer, allowed_providers))
+            check(trace, "issuer", False, reason, lambda: self._issuers(issuer, allowed_providers))
         assert isinstance(issuer, str)
         candidates = [p for p in self._by_issuer.get(issuer, ()) if p.name in allowed_providers]
-        _check(trace, "issuer", bool(candidates), Reason.WRONG_ISSUER, lambda: self._issuers(issuer, allowed_providers))
+        check(trace, "issuer", bool(candidates), Reason.WRONG_ISSUER, lambda: self._issuers(issuer, allowed_providers))
         if len(candidates) > 1:
             # Providers sharing an issuer differ by audience: pick by the (unverified) aud, which pyjwt then checks.
             # Only a choice among configured providers; the token never gets more than one signature check.
@@ -319,67 +326,6 @@ class Verifier:
 
     def _deadline(self, _digest: bytes, identity: Identity, _now: float) -> float:
         return identity.expires_at + self._providers[identity.provider].leeway
-
-
-_NOT_A_JWT: Final = "not a JWT: three base64url segments with a JSON header and payload"
-
-# Which step `_checked` failed at, by its reason.
-_CHECKED_STEP: Final = {
-    Reason.MALFORMED_TOKEN: "claims",
-    Reason.WRONG_AUDIENCE: "audience",
-    Reason.WRONG_ISSUER: "issuer",
-}
-
-
-def _check(trace: Trace, name: str, ok: bool, reason: Reason, detail: Callable[[], str]) -> None:
-    """Record the step when tracing (the detail is formatted only then), and refuse with `reason` when it failed."""
-    if trace is not None:
-        trace.append(Step(name, ok, detail()))
-    if not ok:
-        raise Rejection(reason)
-
-
-def _note(trace: Trace, name: str, ok: bool, detail: Callable[[], str]) -> None:
-    """Record a step decided elsewhere (a callee raised, or it passed)."""
-    if trace is not None:
-        trace.append(Step(name, ok, detail()))
-
-
-def _size(token: str, cap: int) -> str:
-    ascii_only = "ASCII" if token.isascii() else "not ASCII"
-    return f"{len(token)} characters, {ascii_only}; at most {cap} ASCII characters accepted"
-
-
-def _listed(name: str, value: object, accepted: frozenset[str]) -> str:
-    return f"{name} {value!r}; accepted: {', '.join(sorted(accepted))}"
-
-
-def _key_missing(reason: Reason, kid: str | None) -> str:
-    if reason is Reason.KEYS_UNAVAILABLE:
-        return "the issuer's keys are not available (not fetched, or too old to trust)"
-    return f"kid {kid!r} is not published by the issuer (or does not fit the algorithm)"
-
-
-def _claims_detail(payload: Mapping[str, Any], audiences: tuple[str, ...]) -> str:
-    missing = "; exp missing" if payload.get("exp") is None else ""
-    return f"aud {payload.get('aud')!r}; accepted: {', '.join(audiences)}{missing}"
-
-
-def _times(claims: Mapping[str, Any], now: float, leeway: float) -> str:
-    parts = [f"{name} {_when(claims[name], now)}" for name in ("exp", "nbf", "iat") if name in claims]
-    return f"{', '.join(parts) or 'exp missing'} (leeway {leeway:g} s)"
-
-
-def _when(value: object, now: float) -> str:
-    moment = seconds(value)
-    if moment is None:
-        return "(not a number)"
-    delta = int(moment - now)
-    try:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-    except (OverflowError, OSError, ValueError):
-        stamp = f"{moment:g}"
-    return f"{stamp} (in {delta} s)" if delta >= 0 else f"{stamp} ({-delta} s ago)"
 
 
 def _json_segment(segment: str) -> dict[str, Any]:

@@ -174,3 +174,20 @@ def test_no_policy_is_a_usage_error(
     monkeypatch.delenv("SIDECAR_CONFIG", raising=False)
     assert main(["test", str(tmp_path / "cases.yaml")]) == 2
     assert "no policy file" in capsys.readouterr().err
+
+
+def test_an_audit_mode_refusal_is_the_would_be_refusal_forwarded(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = demo / "demo.yaml"
+    text = policy.read_text()
+    policy.write_text(text.replace("  - name: payroll\n", "  - name: payroll\n    mode: audit\n", 1))
+    cases = (
+        "version: 1\ncases:\n"
+        "  - name: tom in audit mode\n    method: POST\n    path: /flows/payroll\n"
+        f"    caller: {{claims: {{oid: {TOM}}}}}\n"
+        "    expect: {status: 403, reason: not_allowed, decision: audit_forward}\n"
+    )
+    code, out, err = run(demo, write(demo, cases), capsys)
+    assert code == 0, out + err
+    assert "403 not_allowed route=payroll (audit: forwarded)" in out
