@@ -9,9 +9,10 @@ Entra's `tid`, then the time claims against the injected clock. pyjwt's exceptio
 away (the whole cache goes then: see KeyStore.generation); authorization is not this
 module's job and nothing about it is cached here. Opaque tokens go to the route's introspection provider.
 
-Given a `trace` list, each check appends a `Step` (its name, whether it held, what it compared) as it runs, and the
-first failing one ends the trace as it ends verification: `sidecar explain` and `sidecar test` show these steps,
-so they cannot disagree with the proxy. Without a trace (the proxy) the details are never formatted.
+Given a `trace` list, each check appends a `Step` (sidecar.steps: its name, whether it held, what it compared) as it
+runs, and the first failing one ends the trace as it ends verification: `sidecar explain` shows these steps, so it
+cannot disagree with the proxy. Without a trace (the proxy) the details are never formatted. `check_claims` runs
+hand-written claims (`explain --claims`, `sidecar test`) through the same checks but the header, key and signature.
 """
 
 from __future__ import annotations
