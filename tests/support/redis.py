@@ -1,0 +1,98 @@
+"""A real Redis server (Debian's redis-server) on a loopback port, started and stopped by the test that needs it, and
+a server that accepts connections and never answers (the one fault a real Redis cannot be made to show)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import LineReader, free_closed_port
+
+__all__ = ["RedisServer", "SilentServer", "redis_server_binary"]
+
+_INSTALL = Path(__file__).parents[1] / "peers" / "redis.sh"
+
+
+def redis_server_binary() -> str:
+    """redis-server's path, installed by tests/peers/redis.sh when missing; a clear failure (never a skip) when
+    it cannot be."""
+    found = shutil.which("redis-server")
+    if found is None:
+        result = subprocess.run(["bash", str(_INSTALL)], capture_output=True, text=True, timeout=600, check=False)
+        found = shutil.which("redis-server")
+        if found is None:
+            pytest.fail(f"redis-server is needed and {_INSTALL} could not install it:\n{result.stdout}{result.stderr}")
+    return found
+
+
+class RedisServer:
+    """One redis-server process: no persistence, its files in `directory`, optionally with a password."""
+
+    def __init__(self, directory: Path, password: str | None = None, port: int | None = None) -> None:
+        self.directory = directory
+        self.password = password
+        self.port = port or free_closed_port()
+        self._process: subprocess.Popen[str] | None = None
+        self._output: LineReader | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> RedisServer:
+        command = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "no"]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self._process.stdout is not None
+        self._output = LineReader(self._process.stdout)
+        self._output.wait_for(lambda line: "Ready to accept connections" in line, timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stops the server (by its PID) and waits for it: its port is free again for `start`."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=20)
+        if self._output is not None:
+            self._output.join()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._process = self._output = None
+
+
+class SilentServer:
+    """Accepts every connection on its port and never sends a byte: a Redis that hangs."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.sock.listen(256)
+        self.port = int(self.sock.getsockname()[1])
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return  # closed by stop()
+            self._held.append(connection)  # held open, never read from or written to
+
+    def stop(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on the thread; close() alone may not
+        self.sock.close()
+        self._thread.join(timeout=10)
+        for connection in self._held:
+            connection.close()
