@@ -33,12 +33,12 @@ def _store_url(value: str) -> str:
     if not hosts or any(not host.strip() for host in hosts.split(",")):
         raise ValueError("must name the Redis host (redis://host:6379/0)")
     if parts.scheme != "redis+sentinel":
+        if "," in hosts or not _DATABASE.fullmatch(parts.path):
+            raise ValueError("names one host and, as its path, an optional database number (redis://host:6379/0)")
         try:
             parts.port  # noqa: B018 - raises on a port that is not a number in range
         except ValueError:
             raise ValueError("has an invalid port") from None
-        if "," in hosts or not _DATABASE.fullmatch(parts.path):
-            raise ValueError("names one host and, as its path, an optional database number (redis://host:6379/0)")
     elif not parts.path.strip("/"):
         raise ValueError("must name the Sentinel service as its path (redis+sentinel://host:26379/mymaster)")
     if parts.fragment or value.endswith("#"):
