@@ -85,6 +85,8 @@ class Target:
     kind: str
     threads: int
     variant: str = ""  # the sidecar run through bench.launch with this experiment (bench/experiment.py)
+    policy: str = "policy.yaml"  # the sidecar's policy, in bench/ (bench/ratelimit.py runs others)
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the policy's ${VAR}s
 
     @property
     def name(self) -> str:
@@ -93,7 +95,8 @@ class Target:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}-{self.threads}" + (f"-{self.variant}" if self.variant else "")
+        policy = "" if self.policy == "policy.yaml" else "-" + self.policy.removesuffix(".yaml")
+        return f"{self.kind}-{self.threads}" + (f"-{self.variant}" if self.variant else "") + policy
 
     def start(self, run: Path, ports: Ports) -> tuple[Proc, int, float]:
         """Start it; return the process, the proxy port and the seconds from exec to ready (keys fetched)."""
@@ -121,7 +124,7 @@ class Target:
 
     def _sidecar(self, run: Path, ports: Ports, port: int, admin: int) -> Proc:
         launcher = ["-m", "bench.launch", self.variant] if self.variant else ["-m", "sidecar"]
-        argv = [str(_PYTHON), *launcher, "serve", "--config", str(BENCH_DIR / "policy.yaml")]
+        argv = [str(_PYTHON), *launcher, "serve", "--config", str(BENCH_DIR / self.policy)]
         argv += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
         argv += ["--drain-delay", "0"]  # stop at once: no load balancer to drain from here
         if self.threads > 1:
@@ -130,6 +133,7 @@ class Target:
             "BENCH_ISSUER": ports.issuer,
             "BENCH_UPSTREAM": f"http://127.0.0.1:{ports.upstream}",
             "BENCH_ECHO": f"http://127.0.0.1:{ports.echo}",
+            **dict(self.env),
         }
         return Proc.start(self.name, argv, run / f"{self.key}.out", env)
 
