@@ -24,6 +24,7 @@ demo: venv-runtime
 	$(BIN)/sidecar demo
 
 test: venv lint typecheck
+	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-pythons
 
