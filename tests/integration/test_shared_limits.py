@@ -156,3 +156,35 @@ def test_without_the_store_each_worker_process_counts_on_its_own(
     assert REPLICAS * LIMIT <= allowed <= REPLICAS * WORKERS * LIMIT
     assert counting_upstream[0].count == allowed
     assert {answer.status for answer in answers} == {200, 429}
+
+
+def test_a_reload_that_adds_the_store_makes_two_replicas_share_budgets(
+    tmp_path: Path,
+    issuer_server: tuple[DemoIssuer, ThreadServer],
+    counting_upstream: tuple[CountingUpstream, ThreadServer],
+) -> None:
+    issuer, small = issuer_server[0], POLICY.replace(f"requests: {LIMIT},", "requests: 2,")
+    redis = RedisServer(tmp_path).start()
+    env = {"ISSUER": issuer_server[1].url, "UPSTREAM": counting_upstream[1].url, "REDIS_URL": redis.url}
+    (tmp_path / "policy.yaml").write_text(small)
+    args = ("--drain-delay", "0", "--reload-interval", "0.1")
+    pair = [SidecarProcess(tmp_path / "policy.yaml", env, args) for _ in range(2)]
+    try:
+        for process in pair:
+            process.start()
+
+        def statuses(who: str) -> list[int]:
+            headers = {
+                "Authorization": f"Bearer {issuer.mint(CONTOSO_TENANT, {'aud': 'api://trigger-gateway', 'oid': who})}"
+            }
+            return [httpx.post(p.proxy + "/flows/run", headers=headers, timeout=30).status_code for p in (*pair, *pair)]
+
+        assert statuses("before") == [200, 200, 200, 200]  # each replica: its own budget of 2
+        (tmp_path / "policy.yaml").write_text(small + STORE)
+        for process in pair:
+            process.wait_for_log("policy reloaded")
+        assert statuses("after") == [200, 200, 429, 429]  # one budget of 2 for both
+    finally:
+        for process in pair:
+            process.stop()
+        redis.stop()
