@@ -18,24 +18,12 @@ import httpx
 import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, flow_policy
 from tests.support.servers import SidecarProcess, ThreadServer
 
 REQUESTS, LIMIT, WINDOW = 1_000, 100, 60
 REPLICAS, WORKERS = 3, 2
-POLICY = f"""\
-version: 1
-providers:
-  contoso:
-    issuer: ${{ISSUER}}/11111111-2222-3333-4444-555555555555/v2.0
-    audiences: [api://trigger-gateway]
-routes:
-  - name: flow
-    match: {{ path: /flows/run, methods: [POST] }}
-    upstream: ${{UPSTREAM}}/run
-    allow: [{{ provider: contoso }}]
-    rate_limit: {{ per: subject, requests: {LIMIT}, window: {WINDOW}s }}
-"""
+POLICY = flow_policy(LIMIT, f"{WINDOW}s")
 STORE = "rate_limit_store: { url: '${REDIS_URL}', timeout: 500ms, on_error: deny }\n"
 
 

@@ -14,29 +14,21 @@ import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support.metrics import rejections, sample
-from tests.support.redis import RedisServer, SilentServer
+from tests.support.redis import RedisServer, SilentServer, flow_policy
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
 PASSWORD = "store-password-0c1d"
 LIMIT = 3
-POLICY = f"""\
-version: 1
-providers:
-  contoso:
-    issuer: ${{ISSUER}}/11111111-2222-3333-4444-555555555555/v2.0
-    audiences: [api://trigger-gateway]
-routes:
-  - name: flow
-    match: {{ path: /flows/run, methods: [POST] }}
-    upstream: ${{UPSTREAM}}/run
-    allow: [{{ provider: contoso }}]
-    rate_limit: {{ per: subject, requests: {LIMIT}, window: 1h }}
+POLICY = (
+    flow_policy(LIMIT, "1h")
+    + """\
 rate_limit_store:
-  url: redis://127.0.0.1:${{REDIS_PORT}}/0
-  password: ${{file:PASSWORD_FILE}}
+  url: redis://127.0.0.1:${REDIS_PORT}/0
+  password: ${file:PASSWORD_FILE}
   timeout: 50ms
-  on_error: ${{ON_ERROR}}
+  on_error: ${ON_ERROR}
 """
+)
 # The store's timeout is 50 ms; without it a request behind a hung store would wait forever. This bound only says
 # "answered, and not after waiting on the store", generously (a loaded 2-core machine).
 ANSWERED_WITHIN = 2.0

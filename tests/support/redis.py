@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.servers import LineReader, free_closed_port
 
-__all__ = ["RedisServer", "SilentServer", "redis_server_binary"]
+__all__ = ["RedisServer", "SilentServer", "flow_policy", "redis_server_binary"]
 
 _INSTALL = Path(__file__).parents[1] / "peers" / "redis.sh"
 
@@ -28,6 +28,24 @@ def redis_server_binary() -> str:
         if found is None:
             pytest.fail(f"redis-server is needed and {_INSTALL} could not install it:\n{result.stdout}{result.stderr}")
     return found
+
+
+def flow_policy(requests: int, window: str) -> str:
+    """The store tests' policy (without its rate_limit_store): one route, POST /flows/run to ${UPSTREAM}/run, for
+    callers of the demo issuer's contoso tenant (${ISSUER}), `requests` per `window` each."""
+    return f"""\
+version: 1
+providers:
+  contoso:
+    issuer: ${{ISSUER}}/11111111-2222-3333-4444-555555555555/v2.0
+    audiences: [api://trigger-gateway]
+routes:
+  - name: flow
+    match: {{ path: /flows/run, methods: [POST] }}
+    upstream: ${{UPSTREAM}}/run
+    allow: [{{ provider: contoso }}]
+    rate_limit: {{ per: subject, requests: {requests}, window: {window} }}
+"""
 
 
 class RedisServer:
