@@ -17,7 +17,7 @@ from sidecar.policy.model import AllowRule, Identity, Match, RateKey, RateLimit,
 from sidecar.ratelimit import RateLimiter, StoreUnavailable
 from sidecar.sharedstore import RETRY_INTERVAL, SharedCounts, classify
 from tests.support.jwtkit import FakeClock
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, SentinelServer
 from tests.support.servers import free_closed_port
 
 FLOW = Route(
@@ -37,10 +37,15 @@ class Observer:
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server.url
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture()
@@ -75,6 +80,19 @@ async def test_a_prefix_keeps_deployments_apart(limiters: Any) -> None:
         assert await payments.hit(FLOW, "subject:p:lisa") is None
     assert await payments.hit(FLOW, "subject:p:lisa") is not None
     assert await billing.hit(FLOW, "subject:p:lisa") is None
+
+
+async def test_through_sentinel_the_primary_it_names_counts(
+    limiters: Any, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    sentinel = SentinelServer(tmp_path, redis_server.port).start()
+    try:
+        through_sentinel, direct = limiters(sentinel.url, prefix="sentinel"), limiters(prefix="sentinel")
+        for _ in range(3):
+            assert await through_sentinel.hit(FLOW, "subject:p:sam") is None
+        assert await direct.hit(FLOW, "subject:p:sam") is not None  # the same budget, on the same primary
+    finally:
+        sentinel.stop()
 
 
 def allowed() -> Decision:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.servers import LineReader, free_closed_port
 
-__all__ = ["RedisServer", "SilentServer", "flow_policy", "redis_server_binary"]
+__all__ = ["RedisServer", "SentinelServer", "SilentServer", "flow_policy", "redis_server_binary"]
 
 _INSTALL = Path(__file__).parents[1] / "peers" / "redis.sh"
 
@@ -85,6 +85,32 @@ class RedisServer:
         if self._process.stdout is not None:
             self._process.stdout.close()
         self._process = self._output = None
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (redis-server --sentinel) watching the primary on `primary_port` as `service`."""
+
+    def __init__(self, directory: Path, primary_port: int, service: str = "mymaster") -> None:
+        super().__init__(directory)
+        self.primary_port = primary_port
+        self.service = service
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
+
+    def start(self, timeout: float = 20.0) -> RedisServer:
+        config = self.directory / f"sentinel-{self.port}.conf"  # Sentinel rewrites its file: one of its own
+        config.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} 1\n"
+        )
+        command = [redis_server_binary(), str(config), "--sentinel"]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self._process.stdout is not None
+        self._output = LineReader(self._process.stdout)
+        self._output.wait_for(lambda line: f"+monitor master {self.service}" in line, timeout)
+        return self
 
 
 class SilentServer:
