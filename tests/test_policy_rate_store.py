@@ -80,6 +80,10 @@ ERRORS = {
         "{url: 'redis+sentinel://s:26379'}",
         "url: must name the Sentinel service as its path (redis+sentinel://host:26379/mymaster)",
     ),
+    "query": (
+        "{url: 'rediss://r:6380/0?ssl_cert_reqs=none'}",
+        "url: must not contain a query (?...) or a fragment (#...)",
+    ),
     "spaces": ("{url: 'redis://red is'}", "url: must not contain spaces or control characters"),
     "no-url": ("{timeout: 50ms}", "url: is required"),
     "zero-timeout": ("{url: 'redis://r', timeout: 0}", "timeout: must be more than 0s and at most 5s"),

@@ -41,8 +41,10 @@ def _store_url(value: str) -> str:
             raise ValueError("has an invalid port") from None
     elif not parts.path.strip("/"):
         raise ValueError("must name the Sentinel service as its path (redis+sentinel://host:26379/mymaster)")
-    if parts.fragment or value.endswith("#"):
-        raise ValueError("must not contain a fragment (#...)")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        # The client would take any query parameter as a connection option (one can turn TLS checks off), and one
+        # it cannot parse would fail every request: the store's options are this key's own.
+        raise ValueError("must not contain a query (?...) or a fragment (#...)")
     return value
 
 

@@ -5,10 +5,12 @@ and followed by a rest during which the store is not asked, and on_error decides
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.exceptions
+import trustme
 from limits import RateLimitItemPerSecond
 
 from sidecar.decide import Decision
@@ -93,6 +95,34 @@ async def test_through_sentinel_the_primary_it_names_counts(
         assert await direct.hit(FLOW, "subject:p:sam") is not None  # the same budget, on the same primary
     finally:
         sentinel.stop()
+
+
+@pytest.fixture()
+def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
+    """A Redis that speaks TLS only, with a certificate for localhost from a throwaway CA; and that CA's file."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = RedisServer(tmp_path, tls=(chain, key)).start()
+    yield server, ca_file
+    server.stop()
+
+
+async def test_rediss_counts_over_tls_and_verifies_the_server(
+    limiters: Any, observer: Observer, tls_redis: tuple[RedisServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca_file = tls_redis
+    with pytest.raises(StoreUnavailable) as untrusted:  # the system's CAs do not know this one: no connection
+        await limiters(server.url).hit(FLOW, "subject:p:tls")
+    assert untrusted.value.error == "unreachable"
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the CA the client trusts (OpenSSL's default locations)
+    trusted = limiters(server.url)
+    for _ in range(3):
+        assert await trusted.hit(FLOW, "subject:p:tls") is None
+    assert await trusted.hit(FLOW, "subject:p:tls") is not None
 
 
 def allowed() -> Decision:

@@ -51,19 +51,33 @@ routes:
 class RedisServer:
     """One redis-server process: no persistence, its files in `directory`, optionally with a password."""
 
-    def __init__(self, directory: Path, password: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        password: str | None = None,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,  # (certificate chain, key): TLS only, on `port`
+    ) -> None:
         self.directory = directory
         self.password = password
         self.port = port or free_closed_port()
+        self.tls = tls
         self._process: subprocess.Popen[str] | None = None
         self._output: LineReader | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://localhost:{self.port}/0"  # the name its certificate is for
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
-        command = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        command = [redis_server_binary(), "--bind", "127.0.0.1", "--save", ""]
+        if self.tls is None:
+            command += ["--port", str(self.port)]
+        else:  # port 0 turns plain TCP off
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            command += ["--tls-cert-file", str(self.tls[0]), "--tls-key-file", str(self.tls[1])]
         command += ["--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "no"]
         if self.password is not None:
             command += ["--requirepass", self.password]
