@@ -53,7 +53,11 @@ def _storage(config: RateLimitStore) -> tuple[RedisStorage, redis.asyncio.Connec
         options["password"] = config.password  # the URL's own password, when it has one, wins (redis-py)
     uri = "async+" + config.url
     if urlsplit(config.url).scheme == "redis+sentinel":
-        return RedisSentinelStorage(uri, implementation="redispy", key_prefix=config.prefix, **options), None
+        # use_replicas=False: Retry-After is read from the primary that counted, never from a lagging replica.
+        sentinel = RedisSentinelStorage(
+            uri, implementation="redispy", key_prefix=config.prefix, use_replicas=False, **options
+        )
+        return sentinel, None
     pool = redis.asyncio.ConnectionPool.from_url(config.url, **options)
     given: dict[str, Any] = {"connection_pool": pool}  # limits hands its options to redis-py (typed narrower)
     return RedisStorage(uri, implementation="redispy", key_prefix=config.prefix, **given), pool
@@ -102,3 +106,9 @@ class SharedCounts:
         """Ends the connections to the store (a reload that changes or drops `rate_limit_store`)."""
         if self._pool is not None:
             await self._pool.disconnect()
+            return
+        # Through Sentinel: limits keeps redis-py's clients on its bridge and has no close of its own.
+        bridge: Any = self._storage.bridge
+        await bridge.storage.aclose()
+        for sentinel in bridge.sentinel.sentinels:
+            await sentinel.aclose()

@@ -66,8 +66,13 @@ def test_every_setting_and_the_password_from_a_file(tmp_path: object) -> None:
 
 ERRORS = {
     "http": ("{url: 'http://redis:6379'}", "url: must be a redis://, rediss:// (TLS) or redis+sentinel:// URL"),
-    "no-host": ("{url: 'redis://'}", "url: must name the Redis host (redis://host:6379/0)"),
-    "bad-port": ("{url: 'redis://redis:port'}", "url: has an invalid port"),
+    "no-host": ("{url: 'redis://'}", "url: must name each host with its port (redis://host:6379/0)"),
+    "no-port": ("{url: 'redis://redis/0'}", "url: must name each host with its port (redis://host:6379/0)"),
+    "a-sentinel-without-port": (
+        "{url: 'redis+sentinel://s1:26379,s2/mymaster'}",
+        "url: must name each host with its port (redis://host:6379/0)",
+    ),
+    "bad-port": ("{url: 'redis://redis:99999'}", "url: has an invalid port"),
     "two-hosts": (
         "{url: 'redis://a:6379,b:6379'}",
         "url: names one host and, as its path, an optional database number (redis://host:6379/0)",
@@ -84,14 +89,17 @@ ERRORS = {
         "{url: 'rediss://r:6380/0?ssl_cert_reqs=none'}",
         "url: must not contain a query (?...) or a fragment (#...)",
     ),
-    "spaces": ("{url: 'redis://red is'}", "url: must not contain spaces or control characters"),
+    "spaces": ("{url: 'redis://red is:6379'}", "url: must not contain spaces or control characters"),
     "no-url": ("{timeout: 50ms}", "url: is required"),
-    "zero-timeout": ("{url: 'redis://r', timeout: 0}", "timeout: must be more than 0s and at most 5s"),
-    "long-timeout": ("{url: 'redis://r', timeout: 10s}", "timeout: must be more than 0s and at most 5s"),
-    "on-error": ("{url: 'redis://r', on_error: retry}", "on_error: must be 'allow' or 'deny'"),
-    "prefix": ("{url: 'redis://r', prefix: 'a b'}", "prefix: may contain only letters, digits, '_', '.', ':' and '-'"),
+    "zero-timeout": ("{url: 'redis://r:6379', timeout: 0}", "timeout: must be more than 0s and at most 5s"),
+    "long-timeout": ("{url: 'redis://r:6379', timeout: 10s}", "timeout: must be more than 0s and at most 5s"),
+    "on-error": ("{url: 'redis://r:6379', on_error: retry}", "on_error: must be 'allow' or 'deny'"),
+    "prefix": (
+        "{url: 'redis://r:6379', prefix: 'a b'}",
+        "prefix: may contain only letters, digits, '_', '.', ':' and '-'",
+    ),
     "unknown-key": (
-        "{url: 'redis://r', db: 1}",
+        "{url: 'redis://r:6379', db: 1}",
         'db: unknown key "db" (allowed: on_error, password, prefix, timeout, url)',
     ),
     "not-a-mapping": ("redis://r", "must be a mapping"),

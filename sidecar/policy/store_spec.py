@@ -21,6 +21,7 @@ __all__ = ["STORE_SCHEMES", "RateLimitStoreSpec", "cleartext_warning"]
 STORE_SCHEMES: Final = ("redis", "rediss", "redis+sentinel")
 _DATABASE = re.compile(r"/?\d*")  # redis(s)://host:port/0: an optional database number
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]+")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}")  # limits needs the port written out
 
 
 def _store_url(value: str) -> str:
@@ -30,8 +31,8 @@ def _store_url(value: str) -> str:
     if parts.scheme not in STORE_SCHEMES:
         raise ValueError("must be a redis://, rediss:// (TLS) or redis+sentinel:// URL")
     hosts = parts.netloc.rpartition("@")[2]
-    if not hosts or any(not host.strip() for host in hosts.split(",")):
-        raise ValueError("must name the Redis host (redis://host:6379/0)")
+    if not hosts or any(not _HOST_PORT.fullmatch(host) for host in hosts.split(",")):
+        raise ValueError("must name each host with its port (redis://host:6379/0)")
     if parts.scheme != "redis+sentinel":
         if "," in hosts or not _DATABASE.fullmatch(parts.path):
             raise ValueError("names one host and, as its path, an optional database number (redis://host:6379/0)")

@@ -15,6 +15,7 @@ from limits import RateLimitItemPerSecond
 
 from sidecar.decide import Decision
 from sidecar.decision import Reason
+from sidecar.policy.load import parse_policy
 from sidecar.policy.model import AllowRule, Identity, Match, RateKey, RateLimit, RateLimitStore, Route, StoreFailure
 from sidecar.ratelimit import RateLimiter, StoreUnavailable
 from sidecar.sharedstore import RETRY_INTERVAL, SharedCounts, classify
@@ -25,6 +26,9 @@ from tests.support.servers import free_closed_port
 FLOW = Route(
     "flow", Match(path="/flow"), "https://up.test/", (AllowRule("p"),), rate_limit=RateLimit(RateKey.SUBJECT, 3, 60)
 )
+
+
+ROUTE = "{name: a, match: {path: /a}, upstream: 'http://127.0.0.1:9/', allow: anyone}"
 
 
 class Observer:
@@ -185,6 +189,24 @@ async def test_use_swaps_the_store_and_hands_back_the_old_one(limiters: Any, red
     for _ in range(3):
         assert await limiter.hit(FLOW, "subject:p:ann") is None  # counted in this process now
     assert limiter.callers == 1
+
+
+ACCEPTED = [
+    "redis://redis:6379",
+    "redis://redis:6379/15",
+    "rediss://sidecar:s3cret@redis.example.com:6380/0",
+    "redis://[::1]:6379/0",
+    "redis+sentinel://s1:26379,s2:26379/mymaster",
+    "redis+sentinel://:pw@s1:26379/mymaster",
+]
+
+
+@pytest.mark.parametrize("url", ACCEPTED)
+async def test_every_url_the_policy_accepts_makes_a_store(url: str, observer: Observer) -> None:
+    """Checked at load, so that a store is never first found unusable by a request (made without any I/O)."""
+    policy = parse_policy(f"version: 1\nroutes: [{ROUTE}]\nrate_limit_store: {{url: '{url}'}}\n", "p.yaml", {})
+    assert policy.rate_limit_store is not None
+    await SharedCounts(policy.rate_limit_store, observer).close()
 
 
 CLASSIFIED = {
