@@ -102,6 +102,8 @@ class RateLimiter:
         if store == current:
             return None
         replaced, self._shared = self._shared, None
+        if store is None and self._observer is not None:
+            self._observer.store_answered()  # no store: nothing fails any more (the gauge may have been 0)
         if store is not None:
             from sidecar.sharedstore import SharedCounts  # deferred: only a policy with a store imports redis
 

@@ -178,13 +178,16 @@ async def test_the_observer_hears_of_changes_only(limiters: Any, observer: Obser
     assert observer.seen == ["up"]
 
 
-async def test_use_swaps_the_store_and_hands_back_the_old_one(limiters: Any, redis_url: str) -> None:
+async def test_use_swaps_the_store_and_hands_back_the_old_one(
+    limiters: Any, redis_url: str, observer: Observer
+) -> None:
     limiter = limiters()
     prefix = "test_use_swaps_the_store_and_hands_back_the_old_one"
     same = RateLimitStore(redis_url, 0.5, StoreFailure.DENY, prefix=prefix)
     assert limiter.use(same) is None  # unchanged: the connections stay
     replaced = limiter.use(None)
     assert replaced is not None
+    assert observer.seen[-1:] == ["up"]  # without a store the health gauge reads 1 again
     await replaced.close()
     for _ in range(3):
         assert await limiter.hit(FLOW, "subject:p:ann") is None  # counted in this process now
