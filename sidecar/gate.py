@@ -80,8 +80,8 @@ class Gate:
             finish(runtime.metrics, entry, started)
 
     async def _forward(self, call: _Call) -> None:
-        """Admit (a declared body within max_body, a free max_concurrent slot), then stream; the slot is given
-        back however the exchange ends."""
+        """Admit (a declared body within max_body, a free max_concurrent slot), count the rate limit, then stream;
+        the slot is given back however the exchange ends."""
         route = call.route
         refused = self._admission.admit(route, call.head)
         if refused is not None:
