@@ -25,6 +25,7 @@ from sidecar.ratelimit import StoreUnavailable
 __all__ = ["RETRY_INTERVAL", "SharedCounts", "StoreObserver", "classify"]
 
 RETRY_INTERVAL: Final = 1.0  # seconds a failed store is not asked
+_FAILURES: Final = (TimeoutError, redis.exceptions.RedisError, OSError)
 
 
 class StoreObserver(Protocol):
@@ -82,20 +83,29 @@ class SharedCounts:
         at once while the store is resting after a failure, else after at most the store's timeout."""
         if self._clock() < self._retry_at:
             raise StoreUnavailable("resting")  # not asked: not another error of the store
+        deadline = asyncio.get_running_loop().time() + self.config.timeout  # one for both calls
         try:
-            async with asyncio.timeout(self.config.timeout):
-                if await self._strategy.hit(item, route, key):
-                    self._answered()
-                    return None
-                stats = await self._strategy.get_window_stats(item, route, key)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            error = classify(exc)
-            self._retry_at = self._clock() + RETRY_INTERVAL
-            self._up = False
-            self._observer.store_failed(error)
-            raise StoreUnavailable(error) from exc
+            async with asyncio.timeout_at(deadline):
+                counted = await self._strategy.hit(item, route, key)
+        except _FAILURES as exc:
+            raise StoreUnavailable(self._failed(exc)) from exc
         self._answered()
+        if counted:
+            return None
+        try:
+            async with asyncio.timeout_at(deadline):
+                stats = await self._strategy.get_window_stats(item, route, key)
+        except _FAILURES as exc:
+            self._failed(exc)
+            return float(item.get_expiry())  # over the budget all the same: a whole window is the safe wait
         return max(stats.reset_time - time.time(), 0.0)  # limits stamps entries with time.time()
+
+    def _failed(self, exc: BaseException) -> str:
+        error = classify(exc)
+        self._retry_at = self._clock() + RETRY_INTERVAL
+        self._up = False
+        self._observer.store_failed(error)
+        return error
 
     def _answered(self) -> None:
         if not self._up:

@@ -171,6 +171,27 @@ async def test_a_failed_store_rests_then_is_asked_again(redis_url: str, observer
         await counts.close()
 
 
+async def test_over_the_budget_stays_refused_when_retry_after_cannot_be_read(
+    redis_url: str, observer: Observer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second call (the window's start, for Retry-After) failing after Redis refused the hit must not turn the
+    refusal into on_error's allow: the request waits a whole window. A fault injected between the two calls (a
+    real server cannot be made to fail exactly there)."""
+    counts = SharedCounts(RateLimitStore(redis_url, 0.5, StoreFailure.ALLOW, prefix="stats-fail"), observer)
+    item = RateLimitItemPerSecond(1, 60)
+    try:
+        assert await counts.hit(item, "flow", "k") is None
+
+        async def fails(*_: object) -> None:
+            raise redis.exceptions.TimeoutError()
+
+        monkeypatch.setattr(counts._strategy, "get_window_stats", fails)
+        assert await counts.hit(item, "flow", "k") == 60.0
+        assert observer.seen == ["up", "timeout"]
+    finally:
+        await counts.close()
+
+
 async def test_the_observer_hears_of_changes_only(limiters: Any, observer: Observer) -> None:
     limiter = limiters()
     for _ in range(5):
