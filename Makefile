@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SUPPORTED_PYTHONS := 3.11 3.12 3.13
 PYTHON_MINOR := $(shell python=$$(tools/find-python $(PYTHON) 2>/dev/null) && $$python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 OTHER_PYTHONS ?= $(filter-out $(PYTHON_MINOR),$(SUPPORTED_PYTHONS))
-FAST_TESTS := tests --ignore=tests/integration --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
+FAST_TESTS := tests --ignore=tests/integration --ignore=tests/ingress --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
 
 .PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
 
@@ -24,6 +24,7 @@ demo: venv-runtime
 	$(BIN)/sidecar demo
 
 test: venv lint typecheck
+	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-pythons
@@ -59,6 +60,8 @@ image:
 .PHONY: bench
 bench: venv
 	bash bench/setup.sh
+	@# The image's Python is chosen by measurement (BENCH_ARGS='--only pythons'): the sidecar on each candidate.
+	for version in 3.11 3.13; do tools/venv python$$version .venv-$$version runtime || exit 1; done
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Regenerate constraints.txt, the lock: one universal lock (environment markers where a Python needs another

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.experiment import run_experiments
+from bench.experiment import run_experiments, run_pythons
 from bench.flood import run_flood
 from bench.lab import lab
 from bench.machine import describe
@@ -25,6 +25,7 @@ from bench.targets import BENCH_DIR, REPO, Target, sidecar_has_workers
 
 _RESULTS = BENCH_DIR / "run" / "results.json"
 _PARTS = ("rounds", "streaming", "flood", "ratelimit", "profile")
+_EXTRA = ("experiments", "pythons")  # run only when asked for
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
-    parser.add_argument("--only", choices=[*_PARTS, "experiments"], action="append", help="run this part (repeatable)")
+    parser.add_argument("--only", choices=[*_PARTS, *_EXTRA], action="append", help="run this part (repeatable)")
     parser.add_argument("--experiments", action="store_true", help="also measure bench/launch.py's variants")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite --out from {_RESULTS}")
     return parser.parse_args(argv)
@@ -77,6 +78,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             results["profiles"] = run_profiles(shared)
         if "experiments" in parts:
             results["experiments"] = run_experiments(shared, args.rounds, args.seconds)
+        if "pythons" in parts:
+            results["pythons"] = run_pythons(shared, args.rounds, args.seconds)
         results.setdefault("elapsed_s", time.monotonic() - begun)
         _RESULTS.write_text(json.dumps(results, indent=1))
     return results

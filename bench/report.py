@@ -206,6 +206,28 @@ def _ratelimit_section(ratelimit: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
+    if not pythons:
+        return ["(not run this time: `make bench BENCH_ARGS='--only pythons'` adds it.)"]
+    lines = [
+        f"The one-worker sidecar on each Python (`.venv-3.X`, the same lock) and one Envoy thread as the peer, "
+        f"{pythons['rounds']} interleaved rounds of {pythons['seconds']:g} s rows; each figure is the median, each "
+        "ratio the median of the per-round ratios to the first Python. Other load: CPU (cores) outside the bench.",
+        "",
+        "| target | scenario | req/s | vs first | p50 | p99 | vs first | CPU µs/request | vs first | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in pythons["summary"]:
+        lines.append(
+            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
+            f"| {_num(row['rps_ratio'], 2, 'x')} "
+            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
+            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
+            f"| {_num(row.get('other_cores'), 2)} |"
+        )
+    return lines
+
+
 def _appendix(fig: Figures) -> list[str]:
     lines = [
         "Other load: CPU (in cores) the machine spent during the row outside the bench's own processes (proxy,",
@@ -306,6 +328,10 @@ def render(results: dict[str, Any], reading: str) -> str:
         "## Experiments: ideas measured from outside",
         "",
         *_experiments_section(results.get("experiments")),
+        "",
+        "## The image's Python",
+        "",
+        *_pythons_section(results.get("pythons")),
         "",
         "## Reading",
         "",

@@ -7,12 +7,14 @@ path with a trailing slash), except that HEAD gets no body here rather than one 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
 from sidecar.asgi import Receive, Scope, Send, lifespan
 
-__all__ = ["AdminApp", "Readiness", "admin_app"]
+__all__ = ["METRICS_BURST", "METRICS_PER_SECOND", "AdminApp", "Pacer", "Readiness", "admin_app"]
 
 Exposition = Callable[[], tuple[bytes, str]]
 _Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -20,6 +22,29 @@ _Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 _PATHS: Final = frozenset({"/metrics", "/healthz", "/readyz"})
 _METHODS: Final = frozenset({"GET", "HEAD"})  # on every path, /metrics too (Starlette added HEAD to GET routes)
+# Rendering the exposition costs milliseconds of the event loop the proxy shares (more with several workers' files):
+# per worker at most this many a second after a burst (a scrape past them waits its turn), far above what scrapers
+# need. Probes are never paced.
+METRICS_PER_SECOND: Final = 10.0
+METRICS_BURST: Final = 10
+
+
+class Pacer:
+    """At most `rate` a second after a burst of `burst` (GCRA: each call moves a theoretical arrival time on)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = 1.0 / rate
+        self._tolerance = self._interval * (burst - 1)
+        self._due = 0.0  # when the next call would be on schedule
+        self._clock = clock
+
+    def wait(self) -> float:
+        """Seconds to wait before going ahead; the slot is taken. Waits never pile up behind a flood: a connection
+        asks one request at a time, and the admin listener holds at most 32 (3.2 s of renders at 10 a second)."""
+        now = self._clock()
+        due = max(self._due, now)
+        self._due = due + self._interval
+        return max(0.0, due - self._tolerance - now)
 
 
 class Readiness(Protocol):
@@ -32,9 +57,10 @@ class Readiness(Protocol):
 
 
 class AdminApp:
-    def __init__(self, runtime: Readiness, exposition: Exposition) -> None:
+    def __init__(self, runtime: Readiness, exposition: Exposition, pacer: Pacer) -> None:
         self._runtime = runtime
         self._exposition = exposition
+        self._pacer = pacer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,10 +68,17 @@ class AdminApp:
                 await lifespan(receive, send)
             return
         method: str = scope["method"]
-        status, headers, body = self._answer(method, scope["path"])
+        status, headers, body = await self._paced(method, scope["path"])
         headers.append((b"content-length", str(len(body)).encode("ascii")))  # HEAD: the length GET would have
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body, "more_body": False})
+
+    async def _paced(self, method: str, path: str) -> _Answer:
+        if path == "/metrics" and method in _METHODS:
+            wait = self._pacer.wait()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return self._answer(method, path)
 
     def _answer(self, method: str, path: str) -> _Answer:
         if path not in _PATHS:
@@ -68,5 +101,5 @@ class AdminApp:
 
 
 def admin_app(runtime: Readiness, exposition: Exposition) -> AdminApp:
-    """`exposition()` renders the metrics (one registry, or every worker's in multiprocess mode)."""
-    return AdminApp(runtime, exposition)
+    """`exposition()` renders the metrics (one registry, or every worker's in multiprocess mode), paced."""
+    return AdminApp(runtime, exposition, Pacer(METRICS_PER_SECOND, METRICS_BURST))

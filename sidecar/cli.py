@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sidecar import __version__
+from sidecar.options import FORWARD_AUTH_INGRESSES
 
 __all__ = ["main"]
 
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", help="worker processes sharing the listeners (default 1)")
     serve.add_argument("--audit", action="store_true", help="every route in audit mode: count refusals, forward all")
     serve.add_argument("--forward-auth-path", help="serve forward-auth for an ingress at this path, e.g. /_auth")
+    serve.add_argument(
+        "--forward-auth-ingress",
+        choices=FORWARD_AUTH_INGRESSES,
+        help="the ingress asking: only its headers name the original request (required with --forward-auth-path)",
+    )
     serve.add_argument("--reload-interval", help="seconds between checks of the policy file (default 2)")
     serve.add_argument(
         "--reload-settle", help="seconds a policy file changed in place must stay unchanged before it loads (default 5)"

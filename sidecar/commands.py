@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from sidecar import log
 from sidecar.admin import admin_app
+from sidecar.admin_guard import ADMIN_IDLE_TIMEOUT, AdminGuard
 from sidecar.connection import Guard, protocol_for
 from sidecar.forward_auth import ForwardAuth
 from sidecar.gate import Gate
@@ -150,11 +151,18 @@ async def run_sidecar(
     registry = CollectorRegistry()
     runtime = Runtime.create(policy, digest, Metrics(registry))
     runtime.audit_all = options.audit
-    forward_auth = ForwardAuth(runtime, options.forward_auth_path) if options.forward_auth_path else None
+    forward_auth = ForwardAuth.configured(runtime, options)
     listeners = [
         *before,
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
-        Listener("admin", admin_app(runtime, exposition(registry)), admin, stop_last=True),
+        Listener(
+            "admin",
+            admin_app(runtime, exposition(registry)),
+            admin,
+            stop_last=True,
+            http=protocol_for(AdminGuard(runtime)),  # limits of its own: no token is needed to send to it
+            idle_timeout=ADMIN_IDLE_TIMEOUT,
+        ),
     ]
     reloader = (
         PolicyReloader(runtime, reload_from, os.environ, options.reload_interval, options.reload_settle)

@@ -1,18 +1,26 @@
-"""The proxy listener's HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
+"""The listeners' HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
 bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees;
-and a deadline for a client to make room for the response (send_timeout).
+and a deadline for a client to make room for the response (send_timeout). The proxy and admin listeners share it,
+each with its own Guard (the admin's: sidecar/admin_guard.py).
 
 uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
 headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
-memory for as long as it likes. The checks ride on parser callbacks uvicorn already receives: no task, no extra scan.
-Likewise uvicorn waits for ever for a client that stops reading a response, and with it the upstream connection that
-response streams from: a timer runs only while the transport is paused for want of room (a reset ends it).
+memory for as long as it likes. Worse, httptools joins the pieces of a header split across reads with `bytes +=`
+(and uvicorn the request target with `url +=`): every read copies the whole value so far, so a header without end
+costs time quadratic in its length and memory without bound, on the event loop every listener shares. Counting each
+read toward max_header_bytes as it arrives bounds both. The checks ride on parser callbacks uvicorn already
+receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
+with it the upstream connection that response streams from: a timer runs only while the transport is paused for
+want of room (a reset ends it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import socket
+import struct
 import time
 from typing import Any, ClassVar, Final
 
@@ -33,14 +41,23 @@ from sidecar.runtime import Runtime
 __all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
 
 _CLOSE: Final = (b"connection", b"close")
+PROXY_MAX_PIPELINED: Final = 16  # browsers and HTTP clients do not pipeline; a few proxies send a handful
 # The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
 # and `request_id` a client cut off by send_timeout is counted and logged under.
 SENDING: Final = "sidecar.sending"
+_SERIALS: Final = itertools.count()
+_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
 
 
 class Guard:
     """What a connection needs from the running sidecar: the current limits, and a refusal counted and logged
     like the gate's (route label `(none)`: no route is known before the head is read)."""
+
+    max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
+    # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
+    # and closes after answering those (RFC 9112 9.3.2: the client resends the rest). Each queued request holds its
+    # scope and headers: unbounded, a client that pipelines without reading grows the process without end.
+    max_pipelined: int | None = PROXY_MAX_PIPELINED
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -52,13 +69,19 @@ class Guard:
     def refusal(self, reason: Reason, client: str | None, method: str | None, started: float) -> bytes:
         """The whole response, bytes ready for the transport; the connection is closed after it."""
         rid = os.urandom(12).hex()
+        response = self.response(reason, rid)
+        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
+        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
+        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=outcome(reason).status)
+        finish(self._runtime.metrics, entry, started)
+        return response
+
+    def response(self, reason: Reason, rid: str | None = None) -> bytes:
+        """The problem+json refusal with `Connection: close`, as bytes."""
+        rid = rid or os.urandom(12).hex()
         body = problem_body(reason, rid, None)
         status = outcome(reason).status
         headers = [*problem_headers(reason, self._runtime.current.policy.realm, rid, body), _CLOSE]
-        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
-        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
-        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=status)
-        finish(self._runtime.metrics, entry, started)
         lines = [f"HTTP/1.1 {status} {outcome(reason).title}".encode("ascii")]
         lines += [name + b": " + value for name, value in headers]
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
@@ -70,9 +93,17 @@ class Guard:
         fields = {"route": route, "request_id": sending.get("request_id"), "client_ip": client}
         logger.warning("client stopped reading", extra={"fields": {**fields, "send_timeout": send_timeout}})
 
+    def evicted(self) -> None:
+        """A connection was reset to stay within `max_connections` (counted by guards that have a cap)."""
+
 
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops and `feed_data` raises (a HttpParserCallbackError)."""
+
+
+class _Pipelined(Exception):
+    """Raised from a parser callback: too many requests queued unanswered. Parsing stops; `_refuse` lets the
+    queued ones be answered and the connection close after them (the answers are the client's to read)."""
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -107,12 +138,28 @@ class GuardedProtocol(HttpToolsProtocol):
         self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
         self._unsent = 0  # bytes waiting for the client when that timer was armed
         self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
+        self._serial = next(_SERIALS)  # the order connections were made in (for the connection cap)
 
     # --- the connection ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        cap = self.guard.max_connections
+        if cap is not None and len(self.connections) > cap:
+            self._evict_oldest()
         self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def _evict_oldest(self) -> None:
+        """Resets the listener's oldest connection: whoever holds connections open cannot lock newer ones out (a
+        probe's lives for milliseconds), and memory stays bounded by the cap. A reset, not a close: a close would
+        wait for a client that does not read to take what was written to it."""
+        oldest = min((c for c in self.connections if isinstance(c, GuardedProtocol)), key=lambda c: c._serial)
+        self.connections.discard(oldest)  # counted out now: its connection_lost comes in a later loop turn
+        sock = oldest.transport.get_extra_info("socket")
+        if sock is not None:  # a reset (RST) the client sees as one, not an ordinary end of the connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        oldest.transport.abort()
+        self.guard.evicted()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -163,6 +210,9 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- parser callbacks ----------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        queued = self.guard.max_pipelined
+        if queued is not None and len(self.pipeline) >= queued:
+            raise _Pipelined
         super().on_message_begin()
         self.scope.setdefault("extensions", {})[SENDING] = self._sending
         self._in_head = self._head_started = True

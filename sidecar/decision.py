@@ -42,6 +42,7 @@ class Reason(enum.Enum):
     BODY_TIMEOUT = "body_timeout"
     OVERLOADED = "overloaded"
     POOL_SHARE_FULL = "pool_share_full"
+    FORWARD_AUTH_SPOOFED = "forward_auth_spoofed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,13 @@ _TABLE: Final[dict[Reason, Outcome]] = {
         False,
         "The route holds its whole share of upstream connections and none came free in time; see Retry-After.",
     ),
+    Reason.FORWARD_AUTH_SPOOFED: Outcome(
+        403,
+        "Forbidden",
+        None,
+        False,
+        "The forward-auth request names its original URI or method in a header the ingress does not set, or twice.",
+    ),
 }
 
 
@@ -168,6 +176,7 @@ _NOT_ABOUT_THE_CALLER: Final = frozenset(
         Reason.UPSTREAM_UNREACHABLE,
         Reason.UPSTREAM_TIMEOUT,
         Reason.CORS_REFUSED,  # a preflight is answered by the sidecar: there is nothing to forward
+        Reason.FORWARD_AUTH_SPOOFED,  # which request is asked about is unknown: there is nothing to decide
     }
     # Limits protect the sidecar and the upstream whoever calls: audit mode never lifts them.
     | LIMIT_REASONS

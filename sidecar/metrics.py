@@ -85,6 +85,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.admin_refusals = Counter(
+            "sidecar_admin_refusals",
+            "Admin listener connections closed by its limits, by reason: headers_too_large, header_timeout, "
+            "bad_request (answered, then closed), too_many_connections (the oldest reset past the cap).",
+            ["reason"],
+            registry=registry,
+        )
 
         self.config_reloads = Counter(
             "sidecar_config_reloads",
@@ -134,6 +141,9 @@ class Metrics:
     def cut_off(self, route: str) -> None:
         """A client connection reset after send_timeout in which it took none of its response (rare: uncached)."""
         self.client_write_timeouts.labels(route).inc()
+
+    def admin_refused(self, reason: str) -> None:
+        self.admin_refusals.labels(reason).inc()  # rare: no cached child
 
     # --- the shared rate-limit store (sidecar.sharedstore's observer) --------------------------------------------
 

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["Address", "ServeOptions", "parse_address"]
+__all__ = ["FORWARD_AUTH_INGRESSES", "Address", "ServeOptions", "parse_address"]
 
 DEFAULT_LISTEN: Final = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN: Final = "0.0.0.0:9901"
+# The ingresses forward-auth answers; each puts the original request in its own place (sidecar/forward_auth.py).
+FORWARD_AUTH_INGRESSES: Final = ("ingress-nginx", "nginx", "traefik", "caddy", "envoy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class ServeOptions:
     workers: int = 1
     audit: bool = False
     forward_auth_path: str | None = None
+    forward_auth_ingress: str | None = None
     reload_interval: float = 2.0
     reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.reload)
 
@@ -70,12 +73,26 @@ class ServeOptions:
             workers=_count("workers", pick("workers", 1)),
             audit=bool(flags.get("audit")) or environ.get("SIDECAR_AUDIT", "").lower() in ("1", "true", "yes"),
             forward_auth_path=pick("forward_auth_path"),
+            forward_auth_ingress=pick("forward_auth_ingress"),
             reload_interval=_seconds("reload-interval", pick("reload_interval", 2.0)),
             reload_settle=_seconds("reload-settle", pick("reload_settle", 5.0)),
         )
-        if options.forward_auth_path is not None and not options.forward_auth_path.startswith("/"):
-            raise ValueError(f"--forward-auth-path {options.forward_auth_path!r} must start with /")
+        _check_forward_auth(options.forward_auth_path, options.forward_auth_ingress)
         return options
+
+
+def _check_forward_auth(path: str | None, ingress: str | None) -> None:
+    """Both or neither: which headers are believed depends on the ingress, and guessing it is what let a client's
+    own X-Original-URL decide."""
+    names = "|".join(FORWARD_AUTH_INGRESSES)
+    if path is not None and not path.startswith("/"):
+        raise ValueError(f"--forward-auth-path {path!r} must start with /")
+    if path is not None and ingress is None:
+        raise ValueError(f"--forward-auth-path needs --forward-auth-ingress {names} (env SIDECAR_FORWARD_AUTH_INGRESS)")
+    if ingress is not None and ingress not in FORWARD_AUTH_INGRESSES:
+        raise ValueError(f"--forward-auth-ingress {ingress!r} is not one of {names}")
+    if ingress is not None and path is None:
+        raise ValueError("--forward-auth-ingress needs --forward-auth-path (env SIDECAR_FORWARD_AUTH_PATH)")
 
 
 def _seconds(name: str, value: Any) -> float:

@@ -38,6 +38,7 @@ class Listener:
     sock: socket.socket
     stop_last: bool = False  # admin and helpers: up until the proxy has drained
     http: type[asyncio.Protocol] | None = None  # the connection protocol; None: uvicorn's httptools one
+    idle_timeout: float = 75.0  # a kept-alive connection is closed after this long without a request
 
     @property
     def address(self) -> Address:
@@ -69,10 +70,10 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-def _config(app: ASGIApp, grace: float, http: type[asyncio.Protocol] | None = None) -> uvicorn.Config:
+def _config(listener: Listener, grace: float) -> uvicorn.Config:
     settings: dict[str, Any] = {
         "loop": "none",  # the loop is ours (uvloop, created by the caller)
-        "http": http or "httptools",
+        "http": listener.http or "httptools",
         "ws": "none",
         "lifespan": "off",
         "server_header": False,  # the upstream's own Server/Date pass through unchanged
@@ -80,15 +81,15 @@ def _config(app: ASGIApp, grace: float, http: type[asyncio.Protocol] | None = No
         "access_log": False,  # the gate writes one structured line per request itself
         "proxy_headers": False,  # never take the client address from X-Forwarded-For: it is the caller's to forge
         "log_config": None,
-        "timeout_keep_alive": 75,
+        "timeout_keep_alive": listener.idle_timeout,
         "timeout_graceful_shutdown": grace,
     }
-    return uvicorn.Config(app, **settings)
+    return uvicorn.Config(listener.app, **settings)
 
 
 async def run_listeners(listeners: Sequence[Listener], hooks: Hooks) -> None:
     """Serve every listener until a signal, then drain and shut down in order."""
-    servers = [(_Server(_config(listener.app, hooks.grace, listener.http)), listener) for listener in listeners]
+    servers = [(_Server(_config(listener, hooks.grace)), listener) for listener in listeners]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

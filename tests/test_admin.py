@@ -1,14 +1,20 @@
-"""The admin app as an ASGI callable: /readyz in each state a probe can find the sidecar in, and its imports."""
+"""The admin app as an ASGI callable: /readyz in each state a probe can find the sidecar in, and its imports; the
+admin listener's limits against the proxy's."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from sidecar.admin import admin_app
+from sidecar.admin import Pacer, admin_app
+from sidecar.admin_guard import ADMIN_LIMITS, AdminGuard
 from sidecar.asgi import Message
+from sidecar.policy.limits import ServerLimits
+from sidecar.runtime import Runtime
 
 TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
@@ -71,3 +77,34 @@ def test_lifespan_is_answered() -> None:
     app = admin_app(_Runtime(False, True), lambda: (b"", "text/plain"))
     asyncio.run(app({"type": "lifespan"}, receive, send))
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def _admin_limits(proxy: ServerLimits) -> ServerLimits:
+    policy = SimpleNamespace(limits=proxy, realm="r")
+    runtime = SimpleNamespace(current=SimpleNamespace(policy=policy))
+    return AdminGuard(cast(Runtime, runtime)).limits
+
+
+ADMIN_LIMITS_CASES = {
+    "proxy-defaults": (ServerLimits(), ADMIN_LIMITS),
+    "proxy-stricter-on-some": (
+        ServerLimits(max_header_bytes=4096, max_headers=100, header_timeout=1.0, body_timeout=30.0),
+        ServerLimits(max_header_bytes=4096, max_headers=32, header_timeout=1.0, body_timeout=5.0),
+    ),
+}
+
+
+@pytest.mark.parametrize(("proxy", "admin"), ADMIN_LIMITS_CASES.values(), ids=ADMIN_LIMITS_CASES.keys())
+def test_the_admin_listener_takes_the_stricter_of_its_limits_and_the_proxys(
+    proxy: ServerLimits, admin: ServerLimits
+) -> None:
+    assert _admin_limits(proxy) == admin
+    assert ADMIN_LIMITS == ServerLimits(max_header_bytes=8192, max_headers=32, header_timeout=5.0, body_timeout=5.0)
+
+
+def test_the_pacer_lets_a_burst_through_then_spaces_calls_at_the_rate() -> None:
+    now = [100.0]
+    pacer = Pacer(10.0, 10, clock=lambda: now[0])
+    assert [round(pacer.wait(), 6) for _ in range(12)] == [0.0] * 10 + [0.1, 0.2]
+    now[0] += 1.2  # the two waiting calls have gone ahead; the budget refills from then on
+    assert [round(pacer.wait(), 6) for _ in range(11)] == [0.0] * 10 + [0.1]

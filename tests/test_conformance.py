@@ -188,4 +188,6 @@ def test_the_table_is_big_and_covers_every_reason_a_request_head_can_get() -> No
     # tests/test_cors.py and tests/integration/test_rate_cors.py cover them (a failing rate-limit store:
     # tests/integration/test_store_failures.py).
     head_reasons -= {Reason.RATE_LIMITED, Reason.RATE_LIMIT_UNAVAILABLE, Reason.CORS_REFUSED}
+    # Forward-auth refuses a spoofed original before deciding: tests/integration/test_forward_auth.py covers it.
+    head_reasons -= {Reason.FORWARD_AUTH_SPOOFED}
     assert head_reasons <= {Reason(row.reason) for row in ROWS if row.reason != "allow"}

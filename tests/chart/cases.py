@@ -6,13 +6,19 @@ from typing import Any, Final
 
 from tests.chart.render import values_with
 
-__all__ = ["APP_CONTAINER", "EVERYTHING", "OPTION_SETS"]
+__all__ = ["APP_CONTAINER", "EVERYTHING", "OPTION_SETS", "PROMETHEUS_PODS"]
 
 APP_CONTAINER: Final = {
     "name": "app",
     "image": "registry.example/payroll-app:1.4.2",
     "args": ["--bind", "127.0.0.1:8081"],
     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+}
+
+# The pods of a Prometheus in the `monitoring` namespace: the peers that may scrape the admin port.
+PROMETHEUS_PODS: Final = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
 }
 
 # Every optional object and pod setting at once.
@@ -59,7 +65,7 @@ EVERYTHING: Final[dict[str, Any]] = values_with(
     networkPolicy={
         "enabled": True,
         "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
-        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "metricsFrom": [PROMETHEUS_PODS],
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}],
     },
     serviceMonitor={"enabled": True, "labels": {"release": "kube-prometheus"}, "interval": "15s"},
@@ -85,9 +91,13 @@ OPTION_SETS: Final[dict[str, dict[str, Any]]] = {
         podDisruptionBudget={"enabled": True, "minAvailable": None, "maxUnavailable": 1}
     ),
     "monitoring_only": values_with(
-        serviceMonitor={"enabled": True}, prometheusRule={"enabled": True}, grafanaDashboard={"enabled": True}
+        serviceMonitor={"enabled": True},
+        prometheusRule={"enabled": True},
+        grafanaDashboard={"enabled": True},
+        networkPolicy={"metricsFrom": [PROMETHEUS_PODS]},
     ),
     "ingress_only_network_policy": values_with(networkPolicy={"enabled": True}),
+    "no_network_policy_scraped": values_with(networkPolicy={"enabled": False}, serviceMonitor={"enabled": True}),
     "everything": EVERYTHING,
     "everything_sidecar_mode": {**EVERYTHING, "mode": "sidecar", "extraContainers": [APP_CONTAINER]},
 }

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.chart.cases import APP_CONTAINER, EVERYTHING, OPTION_SETS
+from tests.chart.cases import APP_CONTAINER, EVERYTHING, OPTION_SETS, PROMETHEUS_PODS
 from tests.chart.render import CHART, POLICY, Rendered, render, values_with
 
 
@@ -185,6 +186,53 @@ def test_the_network_policy_opens_only_the_proxy_port_and_admin_to_the_metrics_p
     assert {p["port"] for p in policy["egress"][0]["ports"]} == {53}  # DNS first, then the operator's rules
     ingress_only = render(OPTION_SETS["ingress_only_network_policy"]).one("NetworkPolicy")["spec"]
     assert ingress_only["policyTypes"] == ["Ingress"] and "from" not in ingress_only["ingress"][0]
+
+
+def test_the_network_policy_is_on_by_default_and_closes_the_admin_port_to_other_pods() -> None:
+    """Nothing but the pod's own node (the kubelet's probes: a NetworkPolicy never blocks it) reaches the admin
+    port until metricsFrom names the Prometheus pods; the proxy port stays open to any peer."""
+    policy = render(values_with()).one("NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert [([p["port"] for p in rule["ports"]], rule.get("from")) for rule in policy["ingress"]] == [(["http"], None)]
+    scraped = render(values_with(networkPolicy={"metricsFrom": [PROMETHEUS_PODS]})).one("NetworkPolicy")["spec"]
+    assert [([p["port"] for p in rule["ports"]], rule.get("from")) for rule in scraped["ingress"]] == [
+        (["http"], None),
+        (["admin"], [PROMETHEUS_PODS]),
+    ]
+    assert "NetworkPolicy" not in render(values_with(networkPolicy={"enabled": False})).kinds()
+
+
+def test_the_readme_s_metrics_from_example_lets_prometheus_scrape() -> None:
+    readme = (CHART / "README.md").read_text()
+    snippet = readme.split("With the policy on, list your Prometheus there:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    values = yaml.safe_load(snippet)
+    rendered = render(values_with(serviceMonitor={"enabled": True}, **values))
+    admin_rule = rendered.one("NetworkPolicy")["spec"]["ingress"][1]
+    assert admin_rule == {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [PROMETHEUS_PODS]}
+
+
+MEMORY = {
+    "one_worker": ({}, ("128Mi", "256Mi")),
+    "four_workers": ({"server": {"workers": 4}}, ("512Mi", "1024Mi")),
+    "per_worker_amounts": (
+        {"server": {"workers": 2}, "memoryPerWorkerMiB": {"request": 100, "limit": 300}},
+        ("200Mi", "600Mi"),
+    ),
+    "explicit_memory_wins": (
+        {
+            "server": {"workers": 4},
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        },
+        ("1Gi", "2Gi"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("values", "memory"), MEMORY.values(), ids=MEMORY.keys())
+def test_memory_requests_and_limits_scale_with_the_workers(values: dict[str, Any], memory: tuple[str, str]) -> None:
+    resources = render(values_with(**values)).container()["resources"]
+    assert (resources["requests"]["memory"], resources["limits"]["memory"]) == memory
+    assert resources["requests"]["cpu"] == values.get("resources", {}).get("requests", {}).get("cpu", "100m")
 
 
 def test_autoscaling_owns_the_replica_count_and_the_budget_selects_the_pods() -> None:

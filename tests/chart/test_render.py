@@ -11,20 +11,20 @@ import pytest
 from tests.chart.cases import EVERYTHING, OPTION_SETS
 from tests.chart.render import lint, render, validate, values_with
 
-BASE = ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+BASE = ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]  # the NetworkPolicy is on by default
 MONITORING = ["PrometheusRule", "Service", "ServiceMonitor"]
 EXPECTED_KINDS = {
     "gateway_defaults": BASE,
-    "gateway_existing_configmap": ["Deployment", "Service", "ServiceAccount"],
-    "no_service_account": ["ConfigMap", "Deployment", "Service"],
+    "gateway_existing_configmap": ["Deployment", "NetworkPolicy", "Service", "ServiceAccount"],
+    "no_service_account": ["ConfigMap", "Deployment", "NetworkPolicy", "Service"],
     "pdb_max_unavailable": [*BASE, "PodDisruptionBudget"],
     "monitoring_only": [*BASE, "ConfigMap", *MONITORING],
-    "ingress_only_network_policy": [*BASE, "NetworkPolicy"],
+    "ingress_only_network_policy": BASE,
+    "no_network_policy_scraped": ["ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "ServiceMonitor"],
     "everything": [
         *BASE,
         "ConfigMap",
         "HorizontalPodAutoscaler",
-        "NetworkPolicy",
         "PodDisruptionBudget",
         *MONITORING,
     ],
@@ -77,6 +77,14 @@ REFUSED = {
         "rollOnConfigChange needs an inline policy",
     ),
     "sidecar_mode_without_app": (values_with(mode="sidecar"), "mode sidecar needs your application in extraContainers"),
+    "scraped_but_admin_closed": (
+        values_with(serviceMonitor={"enabled": True}),
+        "networkPolicy.metricsFrom is empty, so only the node reaches the admin port",
+    ),
+    "metrics_service_but_admin_closed": (
+        values_with(metricsService={"enabled": True}),
+        "networkPolicy.metricsFrom is empty, so only the node reaches the admin port",
+    ),
     "pdb_both_bounds": (
         values_with(podDisruptionBudget={"enabled": True, "maxUnavailable": 1}),
         "set minAvailable or maxUnavailable, not both",

@@ -34,7 +34,9 @@ def sidecar_env(upstream: ThreadServer, issuer_server: tuple[DemoIssuer, ThreadS
 
 @pytest.fixture(scope="session")
 def sidecar(sidecar_env: dict[str, str]) -> Iterator[SidecarProcess]:
-    process = SidecarProcess(POLICY, sidecar_env, ("--drain-delay", "0", "--forward-auth-path", "/_auth")).start()
+    process = SidecarProcess(
+        POLICY, sidecar_env, ("--drain-delay", "0", "--forward-auth-path", "/_auth", "--forward-auth-ingress", "nginx")
+    ).start()
     yield process
     assert process.stop() == 0
     # The canary: no line the sidecar wrote holds a token (every JWT starts with "eyJ") or an upstream secret.

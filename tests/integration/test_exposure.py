@@ -61,7 +61,9 @@ def exposed(
     config: Path = tmp_path_factory.mktemp("exposure") / "exposure.yaml"
     config.write_text(POLICY)
     env = {"ISSUER": issuer_server[1].url, "UPSTREAM": upstream.url}
-    process = SidecarProcess(config, env, ("--drain-delay", "0", "--forward-auth-path", "/_auth")).start()
+    process = SidecarProcess(
+        config, env, ("--drain-delay", "0", "--forward-auth-path", "/_auth", "--forward-auth-ingress", "nginx")
+    ).start()
     yield process
     assert process.stop() == 0
 
@@ -163,7 +165,7 @@ def test_no_response_or_log_line_holds_token_material_or_an_unverified_claim(
         if name != "verified-not-allowed":  # audit mode forwards a verified caller's identity: that is its job
             audited = responses[f"{name}-audit"] = _send(exposed, f"canary-{name}-2", b"/audited", credential)
             assert audited.status in (200, 400, 401, 431), (name, audited.status)  # forwarded: credentials only
-        asked = [*credential, (b"X-Original-URI", path.encode())]
+        asked = [*credential, (b"X-Original-URI", path.encode()), (b"X-Original-Method", b"GET")]
         responses[f"{name}-forward-auth"] = _send(exposed, f"canary-{name}-3", b"/_auth", asked)
     token = canary.tokens[-1].encode()
     twice = [(b"Authorization", b"Bearer " + token), (b"Authorization", b"Bearer " + token)]

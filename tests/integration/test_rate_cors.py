@@ -107,7 +107,9 @@ def sidecar(
     policy = Path(tmp_path_factory.mktemp("rate_cors")) / "policy.yaml"
     policy.write_text(POLICY)
     env = {"ISSUER": issuer_server[1].url, "UPSTREAM": recorder[1].url}
-    process = SidecarProcess(policy, env, ("--drain-delay", "0", "--forward-auth-path", "/_auth")).start()
+    process = SidecarProcess(
+        policy, env, ("--drain-delay", "0", "--forward-auth-path", "/_auth", "--forward-auth-ingress", "nginx")
+    ).start()
     yield process
     assert process.stop() == 0
 

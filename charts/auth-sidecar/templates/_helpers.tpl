@@ -83,6 +83,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* `resources`, with memory requests and limits of server.workers x memoryPerWorkerMiB where not set there. */}}
+{{- define "auth-sidecar.resources" -}}
+{{- $resources := deepCopy .Values.resources }}
+{{- $workers := int .Values.server.workers }}
+{{- range $kind, $mib := dict "requests" .Values.memoryPerWorkerMiB.request "limits" .Values.memoryPerWorkerMiB.limit }}
+{{- $amounts := get $resources $kind | default dict }}
+{{- if not (hasKey $amounts "memory") }}
+{{- $_ := set $amounts "memory" (printf "%dMi" (mul (int $mib) $workers)) }}
+{{- end }}
+{{- $_ := set $resources $kind $amounts }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
 {{/* The PromQL label matchers that pick this release's series (the alerts' scope). */}}
 {{- define "auth-sidecar.alertSelector" -}}
 {{- if .Values.prometheusRule.selector }}
@@ -105,6 +119,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.extraContainers) }}
 {{- fail "auth-sidecar: mode sidecar needs your application in extraContainers" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) (or .Values.metricsService.enabled .Values.serviceMonitor.enabled) }}
+{{- fail "auth-sidecar: networkPolicy.metricsFrom is empty, so only the node reaches the admin port and Prometheus could not scrape it: list your Prometheus pods in networkPolicy.metricsFrom (or set networkPolicy.enabled: false)" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- if not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) }}
