@@ -26,6 +26,7 @@ demo: venv-runtime
 
 test: venv lint typecheck
 	bash tests/peers/install.sh
+	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-pythons
 

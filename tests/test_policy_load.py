@@ -220,9 +220,8 @@ SINGLE_ERRORS = {
     "unknown-top-key": (
         route() + "rutes: []\n",
         11,
-        'rutes: unknown key "rutes": did you mean "routes"? (allowed: identity_headers, limits, providers, realm, '
-        "routes, trusted_proxies, "
-        "upstream_pool, version)",
+        'rutes: unknown key "rutes": did you mean "routes"? (allowed: identity_headers, limits, providers, '
+        "rate_limit_store, realm, routes, trusted_proxies, upstream_pool, version)",
     ),
     "routes-empty": ("version: 1\nroutes: []\n", 2, "routes: must not be empty"),
     "routes-not-list": ("version: 1\nroutes: {a: 1}\n", 2, "routes: must be a list"),

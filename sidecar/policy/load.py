@@ -25,13 +25,25 @@ from sidecar.policy.checks import (
 )
 from sidecar.policy.limits import ServerLimits, UpstreamPool
 from sidecar.policy.limits_spec import IPNetwork, LimitsSpec, UpstreamPoolSpec, header_room_warnings, parse_networks
-from sidecar.policy.model import ANYONE, AllowRule, Anyone, IdentityHeaders, Match, Mode, Policy, Provider, Route
+from sidecar.policy.model import (
+    ANYONE,
+    AllowRule,
+    Anyone,
+    IdentityHeaders,
+    Match,
+    Mode,
+    Policy,
+    Provider,
+    RateLimitStore,
+    Route,
+)
 from sidecar.policy.provider_spec import ProviderSpec
 from sidecar.policy.providers import build_provider
 from sidecar.policy.route_options import build_cors, build_rate_limit
 from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
+from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
 __all__ = [
@@ -121,6 +133,7 @@ def _build(doc: Document) -> Policy | None:
         check_unused_providers(doc, list(providers), list(routes.values()))
     headers = _headers(doc, data.get("identity_headers"))
     traffic = _traffic(doc, data, providers.values())
+    store = _store(doc, data.get("rate_limit_store"))
     check_never_match(doc, routes, providers)
     doc.warn_line_ends()
     if top is None or headers is None or traffic is None or doc.has_errors:
@@ -137,6 +150,7 @@ def _build(doc: Document) -> Policy | None:
         limits=traffic[0],
         upstream_pool=traffic[1],
         trusted_proxies=traffic[2],
+        rate_limit_store=store,
     )
 
 
@@ -189,6 +203,20 @@ def _traffic(doc: Document, data: Mapping[str, object], providers: Iterable[Prov
     for name, message in header_room_warnings(server, providers):
         doc.warn(("providers", name, "max_token_bytes"), message)
     return server, pool.build(), tuple(networks)
+
+
+def _store(doc: Document, raw: object) -> RateLimitStore | None:
+    """`rate_limit_store`, or None (absent, or invalid: then an error is on `doc`)."""
+    if not isinstance(raw, dict):
+        return None  # absent; any other type is reported by the top level
+    spec = validate_spec(RateLimitStoreSpec, raw, ("rate_limit_store",), doc)
+    if spec is None:
+        return None
+    store = spec.build()
+    warning = cleartext_warning(store)
+    if warning is not None:
+        doc.warn(("rate_limit_store", "url"), warning)
+    return store
 
 
 def _mapping(raw: object) -> bool:
