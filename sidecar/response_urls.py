@@ -18,7 +18,7 @@ from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 
 from sidecar.decision import Rejection
 from sidecar.paths import normalise
-from sidecar.upstream import Headers, Target, param_key, target
+from sidecar.upstream import Headers, Target, shadows, target
 
 __all__ = ["ResponseUrls", "response_urls"]
 
@@ -48,7 +48,7 @@ class ResponseUrls:
     upstream_path: str  # normalised as request paths are
     public: str  # the route's exact path, or its prefix as written
     prefix: bool
-    query_names: frozenset[str]  # the upstream's parameter names, as `param_key` reads them
+    query_names: frozenset[str]  # the upstream's parameter names' skeletons (`upstream.param_skeleton`)
     secrets: re.Pattern[bytes] | None  # the upstream's query values, decoded, with their `+`-as-space forms; any case
 
     def rewritten(self, key: bytes, value: bytes, url: str) -> bytes | None:
@@ -110,7 +110,7 @@ class ResponseUrls:
         return None
 
     def _upstream_param(self, pair: str) -> bool:
-        return any(param_key(part.partition("=")[0]) in self.query_names for part in pair.split(";"))
+        return shadows(pair, self.query_names)
 
     def _refresh(self, value: str, base: str) -> str | None:
         match = _REFRESH_VALUE.fullmatch(value)
