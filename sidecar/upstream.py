@@ -88,6 +88,8 @@ _PERCENT_U: Final = re.compile(rb"%[uU]([0-9a-fA-F]{4})")
 _DECODINGS: Final = 8
 # What separates pairs to some parser once the query is decoded: `&`, and `;` (older Python and Go).
 _SEPARATORS: Final = re.compile("[&;]")
+# C0 (NUL, CR, LF, tab...), DEL and C1: replaced by a space in identity header values.
+_CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _BRACKET: Final = re.compile(r"[\[\]]")
 
 
@@ -255,8 +257,11 @@ def identity_header_values(identity: Identity | None, names: IdentityHeaders, ke
 
 
 def _header_value(value: str) -> bytes:
-    # Claims are the issuer's, but a header must not carry CR/LF or non-Latin-1 text.
-    return value.encode("utf-8").replace(b"\r", b" ").replace(b"\n", b" ")
+    """A claim as a header value: every control character a space and blanks trimmed (RFC 9110 §5.5: no CR/LF, no
+    NUL, no other control in a field value). Claims are the issuer's, but a CR/LF would start another header line, a
+    NUL cuts the value short for C parsers (`admin@corp.com\\0x` read as `admin@corp.com`), and the listener refuses to
+    send any of them (forward-auth's answer would fail). UTF-8, as issuers write non-ASCII names."""
+    return _CONTROLS.sub(" ", value).strip(" ").encode("utf-8")
 
 
 def response_headers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import request_headers, response_headers, target, target_url
+from sidecar.upstream import identity_header_values, request_headers, response_headers, target, target_url
 
 TRIGGER = (
     "https://prod-1.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"
@@ -118,6 +118,29 @@ def test_claim_values_cannot_inject_header_lines() -> None:
             )
         )[b"x-auth-subject"]
     )
+
+
+# Every control character (C0 with NUL, DEL, C1) in a claim: RFC 9110 §5.5 allows none in a field value, a C parser
+# cuts the value at a NUL (`admin@corp.com\0x` read as `admin@corp.com`), and the listener refuses to send them.
+CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
+
+
+@pytest.mark.parametrize("keep_empty", [False, True], ids=["proxy", "forward-auth"])
+def test_claim_values_carry_no_control_character(keep_empty: bool) -> None:
+    claims = {
+        "sub": "a\x00b",
+        "upn": "\x00lisa\x7f@contoso.com\x85\r\n",
+        "tid": "t" + CONTROLS + "u",
+        "roles": ["R\x00", "W\x1b"],
+    }
+    headers = identity_header_values(Identity("p", claims, 0), IdentityHeaders(), keep_empty=keep_empty)
+    assert headers == [
+        (b"x-auth-subject", b"a b"),
+        (b"x-auth-user", b"lisa @contoso.com"),
+        (b"x-auth-tenant", b"t" + b" " * len(CONTROLS) + b"u"),
+        (b"x-auth-roles", b"R ,W"),
+        (b"x-auth-provider", b"p"),
+    ]
 
 
 def test_response_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
