@@ -143,12 +143,11 @@ class ResponseUrls:
         """Each link-value's target and `anchor` rewritten; one whose target or anchor names the upstream outside
         the route is left out; a value that is not a list of link-values is dropped whole (it cannot be rewritten,
         so it may not pass)."""
-        kept, position = [], 0
-        while position < len(value) and value[position:].strip():
-            match = _LINK_VALUE.match(value, position)
-            if match is None or match.end() == position:
-                return None
-            position = match.end()
+        matches = _consecutive(_LINK_VALUE, value)
+        if matches is None:
+            return None
+        kept = []
+        for match in matches:
             rewritten = self._reference(match.group(1).strip(), base)
             params = self._link_params(match.group(2), base)
             if rewritten is not None and params is not None:
@@ -159,12 +158,11 @@ class ResponseUrls:
         """A link-value's parameters with its `anchor` (RFC 8288 §3.2: the link's context, a URL; also `anchor*`)
         rewritten as a target is, or None: the anchor names the upstream outside the route, or the parameters
         cannot be read (then the anchor cannot be checked)."""
-        shown, position = [], 0
-        while position < len(params) and params[position:].strip():
-            match = _LINK_PARAM.match(params, position)
-            if match is None or match.end() == position:
-                return None
-            position = match.end()
+        matches = _consecutive(_LINK_PARAM, params)
+        if matches is None:
+            return None
+        shown = []
+        for match in matches:
             name, raw = match.group(1), match.group(2) or ""
             if name.lower().rstrip("*") != "anchor":
                 shown.append(match.group(0))
@@ -176,6 +174,19 @@ class ResponseUrls:
             quoted = rewritten.replace("\\", "\\\\").replace('"', '\\"')
             shown.append(match.group(0) if rewritten == anchor else f'; anchor="{quoted}"')
         return "".join(shown)
+
+
+def _consecutive(pattern: re.Pattern[str], text: str) -> list[re.Match[str]] | None:
+    """`text` read as back-to-back matches of `pattern` (blanks may follow), or None where it is not that."""
+    matches: list[re.Match[str]] = []
+    position = 0
+    while position < len(text) and text[position:].strip():
+        match = pattern.match(text, position)
+        if match is None or match.end() == position:
+            return None
+        matches.append(match)
+        position = match.end()
+    return matches
 
 
 def _link_param_value(raw: str, *, extended: bool) -> str:
