@@ -17,13 +17,14 @@ from bench.flood import run_flood
 from bench.lab import lab
 from bench.machine import describe
 from bench.profiling import run_profiles
+from bench.ratelimit import run_ratelimit
 from bench.report import write
 from bench.rounds import run_rounds
 from bench.streaming import run_streaming
 from bench.targets import BENCH_DIR, REPO, Target, sidecar_has_workers
 
 _RESULTS = BENCH_DIR / "run" / "results.json"
-_PARTS = ("rounds", "streaming", "flood", "profile")
+_PARTS = ("rounds", "streaming", "flood", "ratelimit", "profile")
 _EXTRA = ("experiments", "pythons")  # run only when asked for
 
 
@@ -71,6 +72,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if "flood" in parts:
             flooded = [Target("envoy", 1), Target("sidecar", 1)] + ([Target("sidecar", 2)] if workers else [])
             results["flood"] = run_flood(shared, flooded)
+        if "ratelimit" in parts:
+            results["ratelimit"] = run_ratelimit(shared, args.rounds, args.seconds)
         if "profile" in parts:
             results["profiles"] = run_profiles(shared)
         if "experiments" in parts:

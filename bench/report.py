@@ -185,6 +185,27 @@ def _experiments_section(experiments: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _ratelimit_section(ratelimit: dict[str, Any] | None) -> list[str]:
+    if not ratelimit:
+        return ["(not run this time: `make bench BENCH_ARGS='--only ratelimit'` adds it.)"]
+    lines = [
+        "A one-worker sidecar, `bench/ratelimit-memory.yaml` and `bench/ratelimit-redis.yaml`: the route of the rows",
+        "above with a `rate_limit` no request reaches (the allowed path's cost), counted in the worker's memory or in",
+        f"a local redis-server (`rate_limit_store`); {ratelimit['rounds']} interleaved rounds of "
+        f"{ratelimit['seconds']:g} s rows, medians. Redis CPU: redis-server's own, per request (its warm-up included).",
+        "",
+        "| store | scenario | req/s | p50 | p99 | sidecar CPU µs/request | Redis CPU µs/request | every answer 200 |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in ratelimit["summary"]:
+        lines.append(
+            f"| {row['store']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} | {_ms(row['p50_us'])} "
+            f"| {_ms(row['p99_us'])} | {_num(row['cpu_us_per_req'])} | {_num(row['redis_cpu_us_per_req'])} "
+            f"| {'yes' if row['ok'] else 'no'} |"
+        )
+    return lines
+
+
 def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
     if not pythons:
         return ["(not run this time: `make bench BENCH_ARGS='--only pythons'` adds it.)"]
@@ -295,6 +316,10 @@ def render(results: dict[str, Any], reading: str) -> str:
         "fetch at the first miss, then one per `jwks_min_refresh` (30 s), per worker process.",
         "",
         *_flood_table(results.get("flood", [])),
+        "",
+        "## Rate limits in Redis (issue 14)",
+        "",
+        *_ratelimit_section(results.get("ratelimit")),
         "",
         "## Profile of the hot path",
         "",

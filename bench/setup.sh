@@ -7,6 +7,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v curl >/dev/null || missing+=(curl)
+command -v redis-server >/dev/null || missing+=(redis-server)  # the rate-limit row's store (its own, on loopback)
 if ((${#missing[@]})); then
     echo "bench: installing ${missing[*]} (Debian)"
     apt-get update -qq

@@ -85,6 +85,8 @@ class Target:
     kind: str
     threads: int
     variant: str = ""  # the sidecar run through bench.launch with this experiment (bench/experiment.py)
+    policy: str = "policy.yaml"  # the sidecar's policy, in bench/ (bench/ratelimit.py runs others)
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the policy's ${VAR}s
     python: str = ""  # the sidecar on `.venv-<python>` (e.g. 3.13) instead of `.venv` (bench/experiment.py)
 
     @property
@@ -94,10 +96,12 @@ class Target:
 
     @property
     def key(self) -> str:
+        policy = "" if self.policy == "policy.yaml" else "-" + self.policy.removesuffix(".yaml")
         return (
             f"{self.kind}-{self.threads}"
             + (f"-{self.variant}" if self.variant else "")
             + (f"-py{self.python}" if self.python else "")
+            + policy
         )
 
     def start(self, run: Path, ports: Ports) -> tuple[Proc, int, float]:
@@ -129,7 +133,7 @@ class Target:
         python = REPO / f".venv-{self.python}" / "bin" / "python" if self.python else _PYTHON
         if not python.exists():
             raise SystemExit(f"bench: {python} is missing: `make bench` builds it (tools/venv python{self.python} ...)")
-        argv = [str(python), *launcher, "serve", "--config", str(BENCH_DIR / "policy.yaml")]
+        argv = [str(python), *launcher, "serve", "--config", str(BENCH_DIR / self.policy)]
         argv += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
         argv += ["--drain-delay", "0"]  # stop at once: no load balancer to drain from here
         if self.threads > 1:
@@ -138,6 +142,7 @@ class Target:
             "BENCH_ISSUER": ports.issuer,
             "BENCH_UPSTREAM": f"http://127.0.0.1:{ports.upstream}",
             "BENCH_ECHO": f"http://127.0.0.1:{ports.echo}",
+            **dict(self.env),
         }
         return Proc.start(self.name, argv, run / f"{self.key}.out", env)
 

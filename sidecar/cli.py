@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--claims", help="claims as JSON, applied to the rules without verification")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
+    test = commands.add_parser(
+        "test",
+        help="decide each case of a cases file through the policy (exit 0: all pass, 1: a mismatch, 2: bad input)",
+    )
+    test.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+    test.add_argument("cases", help="cases file: requests, callers and the decision each must get")
+
     demo = commands.add_parser("demo", help="run the embedded demo on 127.0.0.1 and print the walk-through")
     demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy HOST:PORT (loopback only)")
     demo.add_argument("--admin-listen", default="127.0.0.1:9901", help="admin HOST:PORT (loopback only)")
@@ -81,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.commands import explain_command
 
         return explain_command(args.config or os.environ.get("SIDECAR_CONFIG"), args)
+    if args.command == "test":
+        from sidecar.commands import test_command
+
+        return test_command(args.config or os.environ.get("SIDECAR_CONFIG"), args.cases)
     from sidecar.demo.run import demo_command
 
     return demo_command(args.listen, args.admin_listen, args.issuer_port, args.upstream_port)

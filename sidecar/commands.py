@@ -28,7 +28,7 @@ from sidecar.reload import PolicyReloader
 from sidecar.runtime import Runtime, policy_hash
 from sidecar.server import Hooks, Listener, bind, run_listeners
 
-__all__ = ["check_command", "explain_command", "run_sidecar", "serve_command"]
+__all__ = ["check_command", "explain_command", "run_sidecar", "serve_command", "test_command"]
 
 
 def check_command(config: str | None) -> int:
@@ -48,11 +48,8 @@ def check_command(config: str | None) -> int:
 def explain_command(config: str | None, args: Any) -> int:
     from sidecar.explain import explain, render
 
-    if not config:
-        print("sidecar explain: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
-        return 2
-    loaded = _load(config)
-    if loaded is None:
+    policy = _policy("explain", config)
+    if policy is None:
         return 2
     token = sys.stdin.readline().strip() if args.token == "-" else args.token
     try:
@@ -63,18 +60,45 @@ def explain_command(config: str | None, args: Any) -> int:
         print("sidecar explain: --claims must be a JSON object", file=sys.stderr)
         return 2
     path = args.path.split("?", 1)[0].encode("utf-8")
-    result = asyncio.run(explain(loaded[0], args.method, path, token, claims))
+    result = asyncio.run(explain(policy, args.method, path, token, claims))
     print(render(result, args.json))
     return 0 if result.decision != "reject" else 1
+
+
+def test_command(config: str | None, cases_file: str) -> int:
+    """Exit 0: every case passed; 1: a case got another decision; 2: the policy or the cases file is not usable."""
+    from sidecar.policytest import load_cases, render, run_cases
+
+    policy = _policy("test", config)
+    if policy is None:
+        return 2
+    cases, errors = load_cases(cases_file, policy, os.environ)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 2
+    outcomes = asyncio.run(run_cases(policy, cases))
+    print(render(outcomes, cases_file))
+    return 1 if any(result.mismatches for result in outcomes) else 0
+
+
+def _policy(command: str, config: str | None) -> Policy | None:
+    """The policy for a command that decides requests (its errors printed), or None."""
+    if not config:
+        print(f"sidecar {command}: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
+        return None
+    loaded = _load(config)
+    return loaded[0] if loaded is not None else None
 
 
 def _summary(policy: Policy) -> str:
     anyone = sum(1 for route in policy.routes if isinstance(route.allow, Anyone))
     providers = len(policy.providers)
     routes = len(policy.routes)
+    warnings = len(policy.warnings)
     return (
         f"{providers} provider{'s' * (providers != 1)}, {routes} route{'s' * (routes != 1)} "
-        f"({routes - anyone} authenticated, {anyone} open to anyone), {len(policy.warnings)} warnings"
+        f"({routes - anyone} authenticated, {anyone} open to anyone), {warnings} warning{'s' * (warnings != 1)}"
     )
 
 

@@ -1,12 +1,13 @@
 """The decision for a request head: normalise -> route -> token -> verify -> authorize. No I/O but verification.
 
-The proxy, the forward-auth endpoint and `sidecar explain` all decide through `decide()`, so they cannot disagree.
+The proxy, the forward-auth endpoint, `sidecar explain` and `sidecar test` all decide through `decide()`, so they
+cannot disagree. The last two may pass a `trace` (the verifier's steps) and hand-written `claims` in place of a token.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar.decision import Reason, Rejection, auditable
@@ -15,6 +16,7 @@ from sidecar.policy.allow import authorize
 from sidecar.policy.model import Anyone, Identity, Mode, Route
 from sidecar.policy.routes import NoRoute, WrongMethod
 from sidecar.runtime import Snapshot
+from sidecar.steps import Step
 from sidecar.tokens import bearer
 
 __all__ = ["Decision", "decide"]
@@ -41,8 +43,16 @@ class Decision:
 
 
 async def decide(
-    snapshot: Snapshot, method: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], audit_all: bool = False
+    snapshot: Snapshot,
+    method: str,
+    raw_path: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    audit_all: bool = False,
+    *,
+    trace: list[Step] | None = None,
+    claims: Mapping[str, object] | None = None,
 ) -> Decision:
+    """`claims` (explain, test): a caller given by its claims, checked by the verifier except for the signature."""
     try:
         path = normalise(raw_path)
     except Rejection as rejection:
@@ -58,10 +68,13 @@ async def decide(
         return decision
     started = time.perf_counter()
     try:
-        token = bearer(headers)
-        if token is None:
-            raise Rejection(Reason.MISSING_TOKEN)
-        decision.identity = await snapshot.verifier.verify(token, route.providers)
+        if claims is not None:
+            decision.identity = snapshot.verifier.check_claims(claims, route.providers, trace)
+        else:
+            token = bearer(headers)
+            if token is None:
+                raise Rejection(Reason.MISSING_TOKEN)
+            decision.identity = await snapshot.verifier.verify(token, route.providers, trace)
         if authorize(route, decision.identity) is None:
             decision.reason = Reason.NOT_ALLOWED
     except Rejection as rejection:

@@ -32,6 +32,7 @@ class Reason(enum.Enum):
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     RATE_LIMITED = "rate_limited"
+    RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
     CORS_REFUSED = "cors_refused"
     CONFLICTING_HEADERS = "conflicting_headers"
     BAD_REQUEST = "bad_request"
@@ -100,6 +101,13 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.UPSTREAM_TIMEOUT: Outcome(504, "Gateway Timeout", None, False, "The upstream did not answer in time."),
     Reason.RATE_LIMITED: Outcome(
         429, "Too Many Requests", None, False, "Too many requests from this caller on this route; see Retry-After."
+    ),
+    Reason.RATE_LIMIT_UNAVAILABLE: Outcome(
+        503,
+        "Service Unavailable",
+        None,
+        False,
+        "The rate-limit store did not answer in time, and this sidecar refuses what it cannot count; see Retry-After.",
     ),
     Reason.CORS_REFUSED: Outcome(
         403, "Forbidden", None, False, "The preflight asks for an origin, method or header this route does not allow."

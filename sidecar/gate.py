@@ -64,8 +64,6 @@ class Gate:
         source = origin(entry["client_ip"], head.forwarded_for, snapshot.policy.trusted_proxies)
         entry["client_ip"] = source.client_ip
         try:
-            if decision.route is not None and decision.route.rate_limit is not None:
-                await runtime.limiter.admit(decision, entry)  # only allowed requests count
             if decision.reason is not None:
                 count_refusal(runtime.metrics, decision)
                 if not decision.forwarded:
@@ -82,17 +80,38 @@ class Gate:
             finish(runtime.metrics, entry, started)
 
     async def _forward(self, call: _Call) -> None:
-        """Admit (a declared body within max_body, a free max_concurrent slot), then stream; the slot is given
-        back however the exchange ends."""
+        """Admit (a declared body within max_body, a free max_concurrent slot), count the rate limit, then stream;
+        the slot is given back however the exchange ends."""
         route = call.route
         refused = self._admission.admit(route, call.head)
         if refused is not None:
             await self._refuse_limit(call, refused)
             return
         try:
-            await self._stream(call)
+            if route.rate_limit is None or await self._within_rate_limit(call):
+                await self._stream(call)
         finally:
             self._admission.release(route)
+
+    async def _within_rate_limit(self, call: _Call) -> bool:
+        """Count the request against its route's rate limit, once admitted (a request refused for its size or
+        the route's load spends no slot). False: refused here (429, or 503 when the store fails with on_error:
+        deny); an audit-mode route counts the would-be refusal and forwards."""
+        decision, runtime = call.decision, self._runtime
+        allowed = decision.reason is None
+        await runtime.limiter.admit(decision, call.entry)  # only allowed requests count
+        if not allowed or decision.reason is None:
+            return True
+        count_refusal(runtime.metrics, decision)
+        if decision.forwarded:
+            call.entry["decision"] = "audit_forward"
+            return True
+        call.entry["decision"] = "reject"
+        extra = refusal_headers(decision, call.scope["headers"], call.scope["method"])
+        await refuse(
+            call.send, decision.reason, call.snapshot.policy.realm, call.rid, call.route.name, call.entry, extra=extra
+        )
+        return False
 
     async def _refuse_limit(self, call: _Call, reason: Reason) -> None:
         """A limit's refusal of a request the policy allowed: counted, logged and answered like every refusal."""

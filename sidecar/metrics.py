@@ -13,11 +13,13 @@ from sidecar.policy.model import Mode
 if TYPE_CHECKING:
     from sidecar.keys import KeySetStatus
 
-__all__ = ["NO_ROUTE_LABEL", "Metrics", "method_label"]
+__all__ = ["NO_ROUTE_LABEL", "STORE_ERRORS", "Metrics", "method_label"]
 
 # Route names match [A-Za-z0-9_.-]+, so this label can never clash with a real route.
 NO_ROUTE_LABEL: Final = "(none)"
 _KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+# sidecar_ratelimit_store_errors_total{error}: no answer in time, no connection, credentials refused, anything else.
+STORE_ERRORS: Final = ("timeout", "unreachable", "auth", "error")
 _BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -106,6 +108,7 @@ class Metrics:
         )
 
         self._key_metrics(registry)
+        self._store_metrics(registry)
         # The labelled children per label values, looked up once: `labels()` costs several µs per call. Bounded:
         # route names come from the policy, methods from `method_label`, codes are three digits, reasons an enum.
         self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -141,6 +144,34 @@ class Metrics:
 
     def admin_refused(self, reason: str) -> None:
         self.admin_refusals.labels(reason).inc()  # rare: no cached child
+
+    # --- the shared rate-limit store (sidecar.sharedstore's observer) --------------------------------------------
+
+    def _store_metrics(self, registry: CollectorRegistry) -> None:
+        self.ratelimit_store_errors = Counter(
+            "sidecar_ratelimit_store_errors",
+            "Calls to the rate-limit store (rate_limit_store: Redis) that failed, by error: timeout, unreachable, "
+            "auth, error. Each one's request was decided by on_error.",
+            ["error"],
+            registry=registry,
+        )
+        for error in STORE_ERRORS:  # exported at 0 from the start: rate() and alerts see the first error
+            self.ratelimit_store_errors.labels(error)
+        self.ratelimit_store_up = Gauge(
+            "sidecar_ratelimit_store_up",
+            "0 while the rate-limit store fails (its last call failed: requests are decided by on_error), else 1 "
+            "(also without a store: limits counted in memory cannot fail). The lowest of all workers.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.ratelimit_store_up.set(1)
+
+    def store_failed(self, error: str) -> None:
+        self.ratelimit_store_errors.labels(error).inc()
+        self.ratelimit_store_up.set(0)
+
+    def store_answered(self) -> None:
+        self.ratelimit_store_up.set(1)
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
 

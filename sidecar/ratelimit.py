@@ -1,16 +1,15 @@
 """Per-caller rate limits: a moving window per (route, caller), counted by the `limits` library, behind our interface.
 
-Only requests the policy allows are counted: a refused request (401, 403, ...) never spends a caller's budget, so a
-flood of bad tokens costs what any refusal costs and cannot use up the budget of callers behind the same address.
-The counts live in this process (limits' MemoryStorage, with our sweep for expired entries): with several workers
-each keeps its own, so a caller gets up to workers x requests. limits' Redis storage is how replicas will share
-counts; only the storage given to `RateLimiter` changes then.
+Only requests the policy and the route's admission (max_body, max_concurrent) let through are counted: a refused
+request (401, 403, 413, 503, ...) never spends a caller's budget, so a flood of bad tokens costs what any refusal
+costs and cannot use up the budget of callers behind the same address. Without `rate_limit_store` the counts live in
+this process (sidecar.ratestore): with several workers each keeps its own, so a caller gets up to workers x requests.
+With it they live in Redis (sidecar.sharedstore), one budget for every replica; when the store does not answer in
+time a request is decided by the store's `on_error`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import functools
 import ipaddress
 import math
@@ -19,16 +18,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from sidecar.decision import Reason
-from sidecar.policy.model import RateKey, RateLimit, Route
+from sidecar.policy.model import RateKey, RateLimit, RateLimitStore, Route, StoreFailure
+from sidecar.ratestore import ProcessStorage
 
 if TYPE_CHECKING:  # sidecar.decide imports the runtime, which holds a RateLimiter
     from sidecar.decide import Decision
+    from sidecar.sharedstore import SharedCounts, StoreObserver
 
-__all__ = ["DEFAULT_MAX_KEYS", "SWEEP_INTERVAL", "ProcessStorage", "RateLimiter", "caller_key", "client_network"]
+__all__ = ["DEFAULT_MAX_KEYS", "STORE_RETRY_AFTER", "RateLimiter", "StoreUnavailable", "caller_key", "client_network"]
 
 # A bound on the callers tracked at once (every route together). Each costs about 0.5 KB plus 0.2 KB per request
 # in its window. The storage forgets a caller one window after its last counted request; beyond the bound a new
@@ -36,8 +36,15 @@ __all__ = ["DEFAULT_MAX_KEYS", "SWEEP_INTERVAL", "ProcessStorage", "RateLimiter"
 # must not grow memory without bound, nor reach the upstream unlimited.
 DEFAULT_MAX_KEYS: Final = 100_000
 _NO_VALUE: Final = "-"  # callers without the claim (or address) share one budget
-SWEEP_INTERVAL: Final = 1.0  # seconds between two sweeps for expired entries; they linger at most this much longer
-_SWEEP_STEP: Final = 1_000  # callers pruned between two yields to the event loop
+STORE_RETRY_AFTER: Final = 1  # seconds, on a 503 rate_limit_unavailable: the store is asked again after a second
+
+
+class StoreUnavailable(Exception):
+    """The shared store gave no answer in time, or refused us: the request is decided by `on_error`."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error  # what went wrong: a label of sidecar_ratelimit_store_errors_total, or "resting"
 
 
 def caller_key(limit: RateLimit, decision: Decision, client_ip: str | None) -> str:
@@ -68,61 +75,52 @@ def client_network(address: str, ipv6_prefix: int) -> str:
     return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
-class ProcessStorage(MemoryStorage):
-    """limits' MemoryStorage (its counting, its moving window), with a cheaper sweep for expired entries.
-
-    Upstream starts a sweep after every hit once the last one is done, and sweeps with one thread hop per caller:
-    about 30 us a request, and for 100,000 callers 4 s in which the event loop ran at a third of its speed (both
-    measured here). This one sweeps at most once per SWEEP_INTERVAL and prunes in place on the loop, which is safe
-    without the per-caller locks because no await splits the work on one caller (nor limits' acquire_entry)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self._clock = clock  # the clock limits stamps entries with
-        self._next_sweep = -math.inf
-
-    # The two private hooks limits' acquire_entry reaches through name mangling. limits is pinned; a test fails if
-    # the schedule hook is no longer called, and were the sweep hook renamed, limits' own sweep would run (slower).
-    async def _MemoryStorage__schedule_expiry(self) -> None:
-        now = self._clock()
-        if now >= self._next_sweep and (self.timer is None or self.timer.done()):
-            self._next_sweep = now + SWEEP_INTERVAL
-            self.timer = asyncio.create_task(self._MemoryStorage__expire_events())
-
-    async def _MemoryStorage__expire_events(self) -> None:
-        for done, key in enumerate(list(self.events), start=1):
-            events = self.events.get(key)
-            if events:  # newest first: cut at the first entry that has expired
-                del events[bisect.bisect_left(events, -self._clock(), key=lambda entry: -entry.expiry) :]
-            if not events:
-                self.events.pop(key, None)
-                self.locks.pop(key, None)
-            if done % _SWEEP_STEP == 0:
-                await asyncio.sleep(0)
-
-
 class RateLimiter:
-    """One per process. `hit` counts a request against its route's `rate_limit`."""
+    """One per process. `hit` counts a request against its route's `rate_limit`, in this process or in the store."""
 
     def __init__(
         self,
         storage: ProcessStorage | None = None,
         max_keys: int = DEFAULT_MAX_KEYS,
-        clock: Callable[[], float] = time.time,  # the storage's clock: limits' MemoryStorage reads time.time()
+        clock: Callable[[], float] = time.time,  # the storage's clock
+        store: RateLimitStore | None = None,
+        observer: StoreObserver | None = None,  # the shared store's metrics (required with `store`)
     ) -> None:
         self._storage = storage if storage is not None else ProcessStorage(clock)
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._items: dict[RateLimit, RateLimitItem] = {}
         self._max_keys = max_keys
         self._clock = clock
+        self._observer = observer
+        self._shared: SharedCounts | None = None
+        self.use(store)
+
+    def use(self, store: RateLimitStore | None) -> SharedCounts | None:
+        """Count in `store` from now on (None: in this process). Returns the shared counts replaced, for the
+        caller to close; an unchanged store keeps its connections."""
+        current = self._shared.config if self._shared is not None else None
+        if store == current:
+            return None
+        replaced, self._shared = self._shared, None
+        if store is None and self._observer is not None:
+            self._observer.store_answered()  # no store: nothing fails any more (the gauge may have been 0)
+        if store is not None:
+            from sidecar.sharedstore import SharedCounts  # deferred: only a policy with a store imports redis
+
+            assert self._observer is not None, "a shared store needs an observer"
+            self._shared = SharedCounts(store, self._observer)
+        return replaced
 
     async def hit(self, route: Route, key: str) -> float | None:
-        """None: within the budget (and counted); else the seconds until a slot frees."""
+        """None: within the budget (and counted); else the seconds until a slot frees. With a shared store,
+        raises StoreUnavailable when it does not answer within its timeout."""
         limit = route.rate_limit
         assert limit is not None
         item = self._items.get(limit)
         if item is None:
             item = self._items[limit] = RateLimitItemPerSecond(limit.requests, limit.window)
+        if self._shared is not None:
+            return await self._shared.hit(item, route.name, key)
         if len(self._storage.events) >= self._max_keys and item.key_for(route.name, key) not in self._storage.events:
             return float(limit.window)  # full: a new caller waits until the storage forgets some
         if await self._strategy.hit(item, route.name, key):
@@ -131,12 +129,23 @@ class RateLimiter:
         return max(stats.reset_time - self._clock(), 0.0)
 
     async def admit(self, decision: Decision, entry: dict[str, Any]) -> None:
-        """Count an allowed request; over its budget the decision becomes `rate_limited` with a Retry-After.
-        Refused requests are not counted. The access-log `entry` gives the client address, and gets the reason."""
+        """Count an allowed request; over its budget the decision becomes `rate_limited` with a Retry-After. When
+        the shared store fails, `on_error` decides: allow leaves the decision as it is (the access-log entry says
+        the request went uncounted), deny makes it `rate_limit_unavailable`. Refused requests are not counted.
+        The access-log `entry` gives the client address, and gets the reason."""
         route = decision.route
         if decision.reason is not None or route is None or route.rate_limit is None:
             return
-        wait = await self.hit(route, caller_key(route.rate_limit, decision, entry.get("client_ip")))
+        try:
+            wait = await self.hit(route, caller_key(route.rate_limit, decision, entry.get("client_ip")))
+        except StoreUnavailable as exc:
+            entry["ratelimit_store"] = exc.error
+            assert self._shared is not None
+            if self._shared.config.on_error is StoreFailure.ALLOW:
+                return
+            decision.reason, decision.retry_after = Reason.RATE_LIMIT_UNAVAILABLE, STORE_RETRY_AFTER
+            entry.update(reason=Reason.RATE_LIMIT_UNAVAILABLE.value, retry_after=STORE_RETRY_AFTER)
+            return
         if wait is None:
             return
         decision.reason = Reason.RATE_LIMITED
@@ -145,5 +154,10 @@ class RateLimiter:
 
     @property
     def callers(self) -> int:
-        """Callers tracked now (all routes): what `max_keys` bounds."""
+        """Callers tracked now in this process (all routes): what `max_keys` bounds."""
         return len(self._storage.events)
+
+    async def close(self) -> None:
+        self._storage.close()
+        if self._shared is not None:
+            await self._shared.close()

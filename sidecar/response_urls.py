@@ -1,7 +1,8 @@
 """What the client sees of the upstream's URL in response headers: nothing secret. A `Location`, `Content-Location`,
-`Refresh` or `Link` naming the upstream is rewritten to the route's public path (as nginx's `proxy_redirect
-default`), without the upstream's own query parameters; one naming the upstream's host outside the route is dropped;
-and no header that holds a value of the upstream URL's query (its signature, in any common encoding) passes.
+`Refresh` or `Link` (its target and its `anchor`) naming the upstream is rewritten to the route's public path (as
+nginx's `proxy_redirect default`), without the upstream's own query parameters; one naming the upstream's host outside
+the route, in any spelling of that host (`host_key`), is dropped; and no header that holds a value of the upstream
+URL's query (its signature, in any common encoding) passes.
 
 Pure: no I/O. It runs for every response of a route: a header that names no URL costs a set lookup, and the
 secret scan starts with one search over all the values.
@@ -17,8 +18,9 @@ from typing import Final
 from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 
 from sidecar.decision import Rejection
+from sidecar.host_key import host_key
 from sidecar.paths import normalise
-from sidecar.upstream import Headers, Target, param_key, target
+from sidecar.upstream import Headers, Target, shadows, target
 
 __all__ = ["ResponseUrls", "response_urls"]
 
@@ -35,6 +37,13 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REFRESH_VALUE: Final = re.compile(r"""(\s*[\d.]*\s*[;,]?\s*(?:url\s*=\s*)?)(['"]?)(.*?)\2\s*""", re.I | re.S)
 # One link-value of a Link header: `<uri-reference>` and its parameters (quoted strings may hold `,` and `<`).
 _LINK_VALUE: Final = re.compile(r'\s*<([^>]*)>((?:[^",<]|"(?:[^"\\]|\\.)*")*)(?:,|$)', re.S)
+# One `; name[=value]` parameter of a link-value (RFC 8288 §3): a token or a quoted string.
+_LINK_PARAM: Final = re.compile(r'\s*;\s*([^\s=;"]*)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;"]*))?', re.S)
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
+# What a browser's URL parser ignores or reads differently from `urlsplit`: leading and trailing C0 controls and
+# spaces are stripped, tabs and newlines removed, and `\` is `/` in an http(s) URL.
+_C0_AND_SPACE: Final = "".join(map(chr, range(0x21)))
+_BROWSER_VIEW: Final = str.maketrans({"\t": None, "\n": None, "\r": None, "\\": "/"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +51,13 @@ class ResponseUrls:
     """One route's rules: its upstream URL split up, the path clients call, and the upstream's secret values."""
 
     scheme: str
-    host: str  # lower-case, no brackets around IPv6
+    host: str  # `host_key` of the upstream's host
     port: int
     base: str  # the upstream URL without its query (for a prefix route, the URL of the root)
     upstream_path: str  # normalised as request paths are
     public: str  # the route's exact path, or its prefix as written
     prefix: bool
-    query_names: frozenset[str]  # the upstream's parameter names, as `param_key` reads them
+    query_names: frozenset[str]  # the upstream's parameter names' skeletons (`upstream.param_skeleton`)
     secrets: re.Pattern[bytes] | None  # the upstream's query values, decoded, with their `+`-as-space forms; any case
 
     def rewritten(self, key: bytes, value: bytes, url: str) -> bytes | None:
@@ -79,14 +88,15 @@ class ResponseUrls:
     def _reference(self, reference: str, base: str) -> str | None:
         """A URI reference as the client may see it: unchanged when it names another host; the public path (its
         query without the upstream's parameters, its fragment) when it names the upstream within the route; None
-        when it names the upstream's host anywhere else (another path, port or scheme)."""
+        when it names the upstream's host anywhere else (another path, port or scheme), in any spelling of that host,
+        also as a browser reads it (`\\` for `/`)."""
         try:
             parts = urlsplit(urljoin(base, reference))
             port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
         except ValueError:  # an invalid port or IPv6 literal: nothing a client could follow
             return None
-        if (parts.hostname or "") != self.host:
-            return reference
+        if host_key(parts.hostname or "") != self.host:
+            return None if self._upstream_to_browsers(reference, base) else reference
         if parts.scheme.lower() != self.scheme or port != self.port:
             return None
         path = self._public_path(parts.path or "/")
@@ -109,8 +119,18 @@ class ResponseUrls:
             return self.public.rstrip("/") + path[len(stem) :]
         return None
 
+    def _upstream_to_browsers(self, reference: str, base: str) -> bool:
+        """Whether a browser's URL parser reads `reference` as naming the upstream's host (`urlsplit` did not)."""
+        seen = reference.strip(_C0_AND_SPACE).translate(_BROWSER_VIEW)
+        if seen == reference:
+            return False
+        try:
+            return host_key(urlsplit(urljoin(base, seen)).hostname or "") == self.host
+        except ValueError:
+            return True  # unreadable: not passed on
+
     def _upstream_param(self, pair: str) -> bool:
-        return any(param_key(part.partition("=")[0]) in self.query_names for part in pair.split(";"))
+        return shadows(pair, self.query_names)
 
     def _refresh(self, value: str, base: str) -> str | None:
         match = _REFRESH_VALUE.fullmatch(value)
@@ -120,18 +140,62 @@ class ResponseUrls:
         return None if rewritten is None else match.group(1) + match.group(2) + rewritten + match.group(2)
 
     def _links(self, value: str, base: str) -> str | None:
-        """Each link-value's target rewritten; one naming the upstream outside the route is left out; a value
-        that is not a list of link-values is dropped whole (it cannot be rewritten, so it may not pass)."""
-        kept, position = [], 0
-        while position < len(value) and value[position:].strip():
-            match = _LINK_VALUE.match(value, position)
-            if match is None or match.end() == position:
-                return None
-            position = match.end()
+        """Each link-value's target and `anchor` rewritten; one whose target or anchor names the upstream outside
+        the route is left out; a value that is not a list of link-values is dropped whole (it cannot be rewritten,
+        so it may not pass)."""
+        matches = _consecutive(_LINK_VALUE, value)
+        if matches is None:
+            return None
+        kept = []
+        for match in matches:
             rewritten = self._reference(match.group(1).strip(), base)
-            if rewritten is not None:
-                kept.append(f"<{rewritten}>{match.group(2).rstrip()}")
+            params = self._link_params(match.group(2), base)
+            if rewritten is not None and params is not None:
+                kept.append(f"<{rewritten}>{params.rstrip()}")
         return ", ".join(kept) or None
+
+    def _link_params(self, params: str, base: str) -> str | None:
+        """A link-value's parameters with its `anchor` (RFC 8288 §3.2: the link's context, a URL; also `anchor*`)
+        rewritten as a target is, or None: the anchor names the upstream outside the route, or the parameters
+        cannot be read (then the anchor cannot be checked)."""
+        matches = _consecutive(_LINK_PARAM, params)
+        if matches is None:
+            return None
+        shown = []
+        for match in matches:
+            name, raw = match.group(1), match.group(2) or ""
+            if name.lower().rstrip("*") != "anchor":
+                shown.append(match.group(0))
+                continue
+            anchor = _link_param_value(raw, extended=name.endswith("*")).strip()
+            rewritten = self._reference(anchor, base)
+            if rewritten is None:
+                return None
+            quoted = rewritten.replace("\\", "\\\\").replace('"', '\\"')
+            shown.append(match.group(0) if rewritten == anchor else f'; anchor="{quoted}"')
+        return "".join(shown)
+
+
+def _consecutive(pattern: re.Pattern[str], text: str) -> list[re.Match[str]] | None:
+    """`text` read as back-to-back matches of `pattern` (blanks may follow), or None where it is not that."""
+    matches: list[re.Match[str]] = []
+    position = 0
+    while position < len(text) and text[position:].strip():
+        match = pattern.match(text, position)
+        if match is None or match.end() == position:
+            return None
+        matches.append(match)
+        position = match.end()
+    return matches
+
+
+def _link_param_value(raw: str, *, extended: bool) -> str:
+    """A parameter's value: a quoted string unquoted; an RFC 8187 `charset'language'value` percent-decoded."""
+    if raw.startswith('"'):
+        return _QUOTED_PAIR.sub(r"\1", raw[1:-1])
+    if extended:
+        return unquote(raw.rpartition("'")[2], errors="replace")
+    return raw
 
 
 def holds_secret(value: bytes, secrets: re.Pattern[bytes]) -> bool:
@@ -162,7 +226,7 @@ def response_urls(upstream: str, public: str, prefix: bool) -> ResponseUrls:
         upstream_path = goal.path or "/"  # only exact matches map back then
     return ResponseUrls(
         scheme,
-        (parts.hostname or "").lower(),
+        host_key(parts.hostname or ""),
         port,
         goal.origin + (goal.path or "/"),
         upstream_path,

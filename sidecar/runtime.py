@@ -62,7 +62,7 @@ class Runtime:
         self.current = self._snapshot(policy, policy_digest)
         self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
         self.audit_all = False  # `--audit`: every route in audit mode
-        self._limiter: RateLimiter | None = None  # per-caller counts of this process; they outlive reloads
+        self._limiter: RateLimiter | None = None  # per-caller counts (this process's outlive reloads)
         self._control_client: httpx.AsyncClient | None = None
         self._fetching: asyncio.Future[None] | None = None
         metrics.config_info.labels(policy_digest).set(1)
@@ -93,7 +93,7 @@ class Runtime:
         if self._limiter is None:
             from sidecar.ratelimit import RateLimiter  # deferred on purpose (see above)
 
-            self._limiter = RateLimiter()
+            self._limiter = RateLimiter(store=self.current.policy.rate_limit_store, observer=self.metrics)
         return self._limiter
 
     def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
@@ -142,6 +142,10 @@ class Runtime:
             # Answers judged under a provider this policy changed (audiences, endpoint, ...) or whose rules now read
             # other claims are dropped; an unchanged provider keeps its cache.
             self.introspector.retain(self.current.verifier.profiles)
+        if self._limiter is not None:  # a changed rate_limit_store counts there from now on
+            replaced = self._limiter.use(policy.rate_limit_store)
+            if replaced is not None:
+                await replaced.close()
         pool = policy.upstream_pool
         self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
         self.forwarder.apply(policy.limits)  # min_body_rate: for bodies whose reading starts from now on
@@ -156,5 +160,7 @@ class Runtime:
         if self._refreshing is not None:
             self._refreshing.cancel()
         await self.forwarder.close()
+        if self._limiter is not None:
+            await self._limiter.close()
         if self._control_client is not None:
             await self._control_client.aclose()

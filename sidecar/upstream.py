@@ -7,11 +7,12 @@ Pure: no I/O, no HTTP client. The proxy calls these with what the gate decided.
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from sidecar.policy.model import Identity, IdentityHeaders
 
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Target",
     "identity_header_values",
-    "param_key",
+    "param_skeleton",
     "request_headers",
     "response_headers",
+    "shadows",
     "target",
     "target_url",
 ]
@@ -79,8 +81,16 @@ _ANSWERED_HERE: Final = frozenset({b"expect"})
 # listener knows has no body, and which keeps its length whatever its status).
 _NO_CONTENT: Final = 204
 _NOT_MODIFIED: Final = 304
-# PHP turns spaces and dots in a parameter name into `_` (and so, here, every other blank).
-_NAME_BLANKS: Final = str.maketrans({" ": "_", ".": "_", "\t": "_", "\n": "_", "\r": "_", "\x0b": "_", "\x0c": "_"})
+# .NET's (System.Web) non-standard escape of one UTF-16 unit, decoded by `HttpUtility.UrlDecode` as `%XX` is.
+_PERCENT_U: Final = re.compile(rb"%[uU]([0-9a-fA-F]{4})")
+# How often a query pair may decode before it is read as no client means it: a name or value escaped more often than
+# this is dropped, and reading one costs at most this many passes.
+_DECODINGS: Final = 8
+# What separates pairs to some parser once the query is decoded: `&`, and `;` (older Python and Go).
+_SEPARATORS: Final = re.compile("[&;]")
+# C0 (NUL, CR, LF, tab...), DEL and C1: replaced by a space in identity header values.
+_CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BRACKET: Final = re.compile(r"[\[\]]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,7 @@ class Target:
     origin: str  # scheme://host[:port]
     path: str  # already percent-encoded as written in the policy
     query: str  # the upstream's own query string, as written
-    query_names: frozenset[str]  # its parameter names, as `param_key` reads them
+    query_names: frozenset[str]  # its parameter names' skeletons (`param_skeleton`)
 
     def redacted(self) -> str:
         """For logs: origin and path only, never the query (it holds the SAS signature)."""
@@ -100,45 +110,79 @@ class Target:
 @functools.lru_cache(maxsize=1024)
 def target(upstream: str) -> Target:
     parts = urlsplit(upstream)
-    names = frozenset(param_key(pair.partition("=")[0]) for pair in parts.query.split("&") if pair)
+    names = frozenset(param_skeleton(_decoded(name) or name) for name in _names(parts.query))
     return Target(f"{parts.scheme}://{parts.netloc}", parts.path, parts.query, names)
 
 
 def target_url(upstream: Target, rest: str, client_query: bytes) -> str:
     """The URL to call: the upstream path (+ the rest of a prefix route's path) and a query in which the
-    upstream's own parameters win. A client parameter that some framework could read as one of them is dropped
-    (see `param_key`; a `;` inside a pair separates parameters to older parsers, so each part counts): the
-    endpoints behind trigger URLs read names case-insensitively, and PHP and others let the last copy win."""
+    upstream's own parameters win: a client parameter that some framework could read as one of them is dropped
+    (`shadows`). Other client parameters are appended as sent."""
     path = upstream.path.rstrip("/") + rest if rest else upstream.path
     query = upstream.query
     if client_query:
-        kept = [pair for pair in client_query.decode("latin-1").split("&") if _keeps(pair, upstream.query_names)]
+        pairs = client_query.decode("latin-1").split("&")
+        kept = [pair for pair in pairs if pair and not shadows(pair, upstream.query_names)]
         if kept:
             query = "&".join([query, *kept]) if query else "&".join(kept)
     url = upstream.origin + (path or "/")
     return url + "?" + query if query else url
 
 
-def _keeps(pair: str, upstream_names: frozenset[str]) -> bool:
-    return bool(pair) and not any(param_key(part.partition("=")[0]) in upstream_names for part in pair.split(";"))
+def _names(query: str) -> Iterable[str]:
+    return (pair.partition("=")[0] for pair in query.split("&") if pair)
 
 
-def param_key(raw: str) -> str:
-    """A query parameter's name as the most lenient parsers read it, for comparison only: percent-decoded (`+` as
-    space; twice more for servers that decode again, `%2573ig`), cut at a NUL (C parsers) and at `[` (PHP and Rails
-    read `sig[]` as `sig`), blanks and dots as `_` and `_` trimmed from both ends (PHP reads `+sig`, ` sig` and `sig.`
-    as `sig` or `sig_`), and case folded as .NET and Unicode compatibility do (`SIG`, `ſig`, fullwidth letters)."""
-    if not raw.isascii():  # a client query arrives as Latin-1 text of its bytes: read raw UTF-8 as such
-        raw = raw.encode("latin-1", "replace").decode("utf-8", "replace")
-    name = unquote_plus(raw, errors="replace")
-    for _ in range(2):
-        if "%" not in name:
-            break
-        name = unquote(name, errors="replace")
-    name = name.partition("\x00")[0].partition("[")[0]
-    if not name.isascii():
-        name = unicodedata.normalize("NFKC", name).upper()
-    return name.lower().translate(_NAME_BLANKS).strip("_")
+def shadows(pair: str, names: frozenset[str]) -> bool:
+    """Whether some framework could read the query `pair` (Latin-1 text of its bytes) as a parameter whose skeleton is
+    in `names`. The pair is decoded as far as it decodes (`%XX` and `%uXXXX`, again and again: servers that decode
+    twice, or the whole query before splitting it), then every part between `&` and `;` counts, each name read as
+    C parsers (cut at a NUL), PHP and Rails (cut at `[`) and Rack 2 (leading brackets stripped) read it. A pair still
+    decoding after `_DECODINGS` passes is dropped too: no client means that."""
+    decoded = _decoded(pair)
+    if decoded is None:
+        return True
+    for part in _SEPARATORS.split(decoded):
+        if part and any(param_skeleton(read) in names for read in _reads(part.partition("=")[0])):
+            return True
+    return False
+
+
+def _decoded(raw: str) -> str | None:
+    """`raw` percent-decoded until nothing changes (as UTF-8, invalid bytes as U+FFFD), or None past `_DECODINGS`."""
+    try:
+        data = raw.encode("latin-1")  # a client query's bytes, as the listener gave them
+    except UnicodeEncodeError:
+        data = raw.encode("utf-8")  # an upstream URL written with other characters in the policy
+    for _ in range(_DECODINGS + 1):
+        step = unquote_to_bytes(_PERCENT_U.sub(_utf16_unit, data))
+        if step == data:
+            return data.decode("utf-8", "replace")
+        data = step
+    return None
+
+
+def _utf16_unit(match: re.Match[bytes]) -> bytes:
+    return chr(int(match.group(1), 16)).encode("utf-8", "surrogatepass")
+
+
+def _reads(name: str) -> set[str]:
+    """The names a parser may read: as written, cut at a NUL (C parsers), cut at `[` (PHP and Rails: `sig[]`), and
+    Rack 2's first run of non-brackets after any leading ones (`[]sig`, `]sig`, `[sig]`)."""
+    reads: set[str] = set()
+    for whole in (name, name.partition("\x00")[0]):
+        reads.update((whole, whole.partition("[")[0], _BRACKET.split(whole.lstrip("[]"), maxsplit=1)[0]))
+    return reads
+
+
+def param_skeleton(name: str) -> str:
+    """A decoded parameter name reduced to what no lenient parser tells apart: compatibility-decomposed (fullwidth
+    letters, `ſ`), case folded as .NET and Unicode do (`SIG`, `ı`), and every character that is not a letter or digit
+    removed (blanks, `+`, `.`, `_`, `-` and brackets, which PHP turns into `_` or trims; zero-width characters, the
+    BOM, controls and combining marks). Two names with the same skeleton are the same name here."""
+    folded = unicodedata.normalize("NFKD", name).upper().lower()
+    folded = unicodedata.normalize("NFKD", folded.casefold())
+    return "".join(char for char in folded if char.isalnum())
 
 
 def _header_key(name: bytes) -> bytes:
@@ -213,8 +257,11 @@ def identity_header_values(identity: Identity | None, names: IdentityHeaders, ke
 
 
 def _header_value(value: str) -> bytes:
-    # Claims are the issuer's, but a header must not carry CR/LF or non-Latin-1 text.
-    return value.encode("utf-8").replace(b"\r", b" ").replace(b"\n", b" ")
+    """A claim as a header value: every control character a space and blanks trimmed (RFC 9110 §5.5: no CR/LF, no
+    NUL, no other control in a field value). Claims are the issuer's, but a CR/LF would start another header line, a
+    NUL cuts the value short for C parsers (`admin@corp.com\\0x` read as `admin@corp.com`), and the listener refuses to
+    send any of them (forward-auth's answer would fail). UTF-8, as issuers write non-ASCII names."""
+    return _CONTROLS.sub(" ", value).strip(" ").encode("utf-8")
 
 
 def response_headers(

@@ -8,6 +8,11 @@ Entra's `tid`, then the time claims against the injected clock. pyjwt's exceptio
 (`_decode`). Verified identities are cached by token digest until `exp` + leeway, and only until an issuer takes a key
 away (the whole cache goes then: see KeyStore.generation); authorization is not this
 module's job and nothing about it is cached here. Opaque tokens go to the route's introspection provider.
+
+Given a `trace` list, each check appends a `Step` (sidecar.steps: its name, whether it held, what it compared) as it
+runs, and the first failing one ends the trace as it ends verification: `sidecar explain` shows these steps, so it
+cannot disagree with the proxy. Without a trace (the proxy) the details are never formatted. `check_claims` runs
+hand-written claims (`explain --claims`, `sidecar test`) through the same checks but the header, key and signature.
 """
 
 from __future__ import annotations
@@ -26,10 +31,23 @@ import jwt
 from cachetools import TLRUCache, TTLCache
 
 from sidecar.decision import Reason, Rejection
+from sidecar.handclaims import completed
 from sidecar.introspect import CLAIMS_ALWAYS_KEPT, Introspector, Profile
 from sidecar.jwks import ASYMMETRIC_ALGORITHMS
 from sidecar.keys import KeyStore
 from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity, Provider
+from sidecar.steps import (
+    CHECKED_STEP,
+    NOT_A_JWT,
+    Trace,
+    check,
+    claims_detail,
+    key_detail,
+    listed_detail,
+    note,
+    size_detail,
+    times_detail,
+)
 from sidecar.timeclaims import check_times
 
 __all__ = ["MAX_TOKEN_CHARS", "Verifier"]
@@ -119,11 +137,18 @@ class Verifier:
         # another route's providers take the full path again.
         self._refused: TTLCache[bytes, _Refused] = TTLCache(maxsize=_REFUSED_SIZE, ttl=_REFUSED_SECONDS)
 
-    async def verify(self, token: str, allowed_providers: frozenset[str]) -> Identity:
-        """The verified identity behind `token`, accepted only from `allowed_providers`; raises Rejection."""
+    async def verify(self, token: str, allowed_providers: frozenset[str], trace: Trace = None) -> Identity:
+        """The verified identity behind `token`, accepted only from `allowed_providers`; raises Rejection.
+        `trace` (explain, test) collects each check; a verifier's caches make a trace of a repeated token short."""
         # Refused before any parsing (RFC 8725 §3.x: bound the work an attacker can cause).
         if len(token) > self._size_cap(allowed_providers) or not token.isascii():
-            raise Rejection(Reason.MALFORMED_TOKEN)
+            check(
+                trace,
+                "size",
+                False,
+                Reason.MALFORMED_TOKEN,
+                lambda: size_detail(token, self._size_cap(allowed_providers)),
+            )
         digest = hashlib.sha256(token.encode("ascii")).digest()
         if self._generation != self._keys.generation:
             self._generation = self._keys.generation
@@ -136,23 +161,48 @@ class Verifier:
         if refused is not None and refused[0] == allowed_providers:
             _, provider, kid, alg, keys = refused
             if await self._keys.keys(provider, kid, alg) == keys:  # raises as the full path would, keys gone
-                raise Rejection(Reason.BAD_SIGNATURE)
+                check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "refused before with the same key")
         # A miss, or a hit for a provider this route does not allow: the full path names the precise reason
         # (wrong_issuer when issuers are distinct) or accepts it for another provider sharing the issuer.
+        note(trace, "size", True, lambda: size_detail(token, self._size_cap(allowed_providers)))
         opaque = self._introspection_provider(allowed_providers)
         segments = _SEGMENTS.fullmatch(token)
         header = _header(segments[1]) if segments is not None else None
         if segments is None or header is None:
             if opaque is not None:
-                return await self._introspect(opaque, token)
-            raise Rejection(Reason.MALFORMED_TOKEN)
-        parsed = _read_header(header)
-        payload = _json_segment(segments[2])
+                return await self._introspect(opaque, token, trace, "not a JWT")
+            check(trace, "format", False, Reason.MALFORMED_TOKEN, lambda: NOT_A_JWT)
+        assert segments is not None and header is not None  # check raised otherwise
+        try:
+            parsed = _read_header(header)
+            payload = _json_segment(segments[2])
+        except Rejection:
+            note(
+                trace,
+                "format",
+                False,
+                lambda: (
+                    "the header names its own key (jku, x5u, jwk, x5c) or crit, "
+                    "or alg, kid or the payload is not of the JSON type required"
+                ),
+            )
+            raise
+        note(trace, "format", True, lambda: "three base64url segments, JSON header and payload")
         if opaque is not None and not self._jwt_provider_exists(payload.get("iss"), allowed_providers):
-            return await self._introspect(opaque, token)
-        identity = await self._verify_jwt(token, digest, parsed, payload, allowed_providers)
+            return await self._introspect(opaque, token, trace, "its iss is none of this route's JWT issuers")
+        identity = await self._verify_jwt(token, digest, parsed, payload, allowed_providers, trace)
         self._cache[digest] = identity
         return identity
+
+    def check_claims(
+        self, payload: Mapping[str, object], allowed_providers: frozenset[str], trace: Trace = None
+    ) -> Identity:
+        """Claims written by hand (`sidecar explain --claims`, `sidecar test`), completed (handclaims), through every
+        check that needs no token: the issuer picks the provider, then `exp`, audience, Entra's `tid` and the time
+        claims. No header, key or signature: that is what hand-written claims skip."""
+        claims = completed(payload, allowed_providers, self._providers, self._clock())
+        provider, issuer = self._provider_for(claims, allowed_providers, trace)
+        return self._accept(claims, provider, issuer, trace)
 
     async def _verify_jwt(
         self,
@@ -161,21 +211,55 @@ class Verifier:
         header: tuple[str, str | None, object],
         payload: dict[str, Any],
         allowed: frozenset[str],
+        trace: Trace,
     ) -> Identity:
         alg, kid, typ = header
-        provider, issuer = self._provider_for(payload, allowed)
-        if alg not in self._algorithms[provider.name]:
-            raise Rejection(Reason.FORBIDDEN_ALGORITHM)
-        if provider.require_typ is not None and _media_type(typ) != provider.require_typ:
-            raise Rejection(Reason.WRONG_TOKEN_TYPE)
-        keys = await self._keys.keys(provider, kid, alg)
+        provider, issuer = self._provider_for(payload, allowed, trace)
+        algorithms = self._algorithms[provider.name]
+        check(
+            trace,
+            "algorithm",
+            alg in algorithms,
+            Reason.FORBIDDEN_ALGORITHM,
+            lambda: listed_detail("alg", alg, algorithms),
+        )
+        if provider.require_typ is not None:
+            required = provider.require_typ
+            ok = _media_type(typ) == required
+            check(trace, "type", ok, Reason.WRONG_TOKEN_TYPE, lambda: f"typ {typ!r}; required: {required}")
+        try:
+            keys = await self._keys.keys(provider, kid, alg)
+        except Rejection as rejection:
+            missing = rejection.reason
+            note(trace, "key", False, lambda: key_detail(missing, kid))
+            raise
+        note(trace, "key", True, lambda: f"kid {kid!r} published by the issuer")
         if not any(_signed_by(token, key) for key in keys):  # several only when keys share the kid (bounded)
             self._refused[digest] = (allowed, provider, kid, alg, keys)
-            raise Rejection(Reason.BAD_SIGNATURE)
-        claims = _checked(payload, issuer, self._audiences[provider.name])
-        if provider.tenant is not None and _lower(claims.get("tid")) != provider.tenant:
-            raise Rejection(Reason.WRONG_ISSUER)  # Entra: a token of another tenant, whatever its iss says
-        expires_at = check_times(claims, self._clock(), provider.leeway)
+            check(trace, "signature", False, Reason.BAD_SIGNATURE, lambda: "does not verify with the issuer's key")
+        note(trace, "signature", True, lambda: "verified with the issuer's key")
+        return self._accept(payload, provider, issuer, trace)
+
+    def _accept(self, payload: dict[str, Any], provider: Provider, issuer: str, trace: Trace) -> Identity:
+        """The checks after the signature: claim types, audience, issuer, Entra's `tid`, time claims."""
+        audiences = self._audiences[provider.name]
+        try:
+            claims = _checked(payload, issuer, audiences)
+        except Rejection as rejection:
+            note(trace, CHECKED_STEP[rejection.reason], False, lambda: claims_detail(payload, audiences))
+            raise
+        note(trace, "audience", True, lambda: claims_detail(payload, audiences))
+        if provider.tenant is not None:
+            tenant = provider.tenant
+            ok = _lower(claims.get("tid")) == tenant
+            # Entra: a token of another tenant, whatever its iss says
+            check(trace, "tenant", ok, Reason.WRONG_ISSUER, lambda: f"tid {claims.get('tid')!r}; required: {tenant}")
+        try:
+            expires_at = check_times(claims, self._clock(), provider.leeway)
+        except Rejection:
+            note(trace, "lifetime", False, lambda: times_detail(claims, self._clock(), provider.leeway))
+            raise
+        note(trace, "lifetime", True, lambda: times_detail(claims, self._clock(), provider.leeway))
         assert expires_at is not None  # exp is required
         return Identity(provider=provider.name, claims=MappingProxyType(claims), expires_at=expires_at)
 
@@ -184,10 +268,18 @@ class Verifier:
         """The introspection profiles of this verifier's policy (what `Introspector.retain` keeps on a reload)."""
         return list(self._profiles.values())
 
-    async def _introspect(self, provider: Provider, token: str) -> Identity:
+    async def _introspect(self, provider: Provider, token: str, trace: Trace, why: str) -> Identity:
         if self._introspector is None:  # a runtime built without one cannot ask: the token may still be good
-            raise Rejection(Reason.INTROSPECTION_UNAVAILABLE)
-        return await self._introspector.introspect(self._profiles[provider.name], token)
+            check(trace, "introspection", False, Reason.INTROSPECTION_UNAVAILABLE, lambda: "no introspection client")
+        assert self._introspector is not None
+        try:
+            identity = await self._introspector.introspect(self._profiles[provider.name], token)
+        except Rejection as rejection:
+            refused = rejection.reason
+            note(trace, "introspection", False, lambda: f"{why}: asked {provider.name}: {refused.value}")
+            raise
+        note(trace, "introspection", True, lambda: f"{why}: {provider.name} says it is active")
+        return identity
 
     def _introspection_provider(self, allowed: frozenset[str]) -> Provider | None:
         names = sorted(self._introspected & allowed)
@@ -203,17 +295,18 @@ class Verifier:
             cap = self._size_caps[allowed] = max(sizes, default=DEFAULT_MAX_TOKEN_BYTES)
         return cap
 
-    def _provider_for(self, payload: dict[str, Any], allowed_providers: frozenset[str]) -> tuple[Provider, str]:
+    def _provider_for(
+        self, payload: Mapping[str, Any], allowed_providers: frozenset[str], trace: Trace = None
+    ) -> tuple[Provider, str]:
         """The one provider whose keys may sign this token (an allowed provider that accepts exactly this issuer),
         and that issuer. Never chosen by trying keys."""
         issuer = payload.get("iss")
-        if issuer is None:
-            raise Rejection(Reason.WRONG_ISSUER)
         if not isinstance(issuer, str):
-            raise Rejection(Reason.MALFORMED_TOKEN)
+            reason = Reason.WRONG_ISSUER if issuer is None else Reason.MALFORMED_TOKEN
+            check(trace, "issuer", False, reason, lambda: self._issuers(issuer, allowed_providers))
+        assert isinstance(issuer, str)
         candidates = [p for p in self._by_issuer.get(issuer, ()) if p.name in allowed_providers]
-        if not candidates:
-            raise Rejection(Reason.WRONG_ISSUER)
+        check(trace, "issuer", bool(candidates), Reason.WRONG_ISSUER, lambda: self._issuers(issuer, allowed_providers))
         if len(candidates) > 1:
             # Providers sharing an issuer differ by audience: pick by the (unverified) aud, which pyjwt then checks.
             # Only a choice among configured providers; the token never gets more than one signature check.
@@ -222,6 +315,15 @@ class Verifier:
                 if not provider.audiences.isdisjoint(audiences):
                     return provider, issuer
         return candidates[0], issuer
+
+    def _issuers(self, issuer: object, allowed: frozenset[str]) -> str:
+        """What the issuer step compared: `iss`, and every issuer this route accepts, by provider."""
+        accepted = "; ".join(
+            f"{name}: {', '.join(sorted(self._providers[name].issuers))}"
+            for name in sorted(allowed)
+            if name in self._providers and self._providers[name].issuers
+        )
+        return f"iss {issuer!r}; this route accepts {accepted or 'no JWT issuer'}"
 
     def _deadline(self, _digest: bytes, identity: Identity, _now: float) -> float:
         return identity.expires_at + self._providers[identity.provider].leeway

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from sidecar.fetch import FetchError
 from sidecar.jwks import ASYMMETRIC_ALGORITHMS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
 from sidecar.keyset import jwks_uri_of
+from tests.support.examples import examples
 from tests.support.jwtkit import ec_key, ed_key, rsa_key
 from tests.test_properties import SETTINGS as TOKEN_SETTINGS
 from tests.test_properties import json_values
 
-SETTINGS = settings(TOKEN_SETTINGS, max_examples=300)  # derandomised, no database: reproducible
+SETTINGS = settings(TOKEN_SETTINGS, max_examples=examples(300))  # derandomised, no database: reproducible
 GOOD = rsa_key("good")
 OTHER = [rsa_key("rsa-2"), ec_key("ec-1"), ec_key("ec-384", "P-384"), ed_key("ed-1")]
 MESSAGE = b"header.payload"

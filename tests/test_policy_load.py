@@ -43,6 +43,9 @@ PROVIDER_KEYS = (
     "algorithms, audiences, entra, introspection, issuer, jwks_min_refresh, jwks_refresh, jwks_uri, leeway, "
     "max_stale, max_token_bytes, require_typ"
 )
+COLON_MISPLACED = (
+    '(yaml): a ": " where no key can start: is the line indented too far, or does a value hold ": " (then quote it)?'
+)
 DURATION = 'must be a duration: seconds (30) or a number with a unit ("500ms", "60s", "5m", "1h")'
 
 
@@ -217,8 +220,8 @@ SINGLE_ERRORS = {
     "unknown-top-key": (
         route() + "rutes: []\n",
         11,
-        'rutes: unknown key "rutes" (allowed: identity_headers, limits, providers, realm, routes, trusted_proxies, '
-        "upstream_pool, version)",
+        'rutes: unknown key "rutes": did you mean "routes"? (allowed: identity_headers, limits, providers, '
+        "rate_limit_store, realm, routes, trusted_proxies, upstream_pool, version)",
     ),
     "routes-empty": ("version: 1\nroutes: []\n", 2, "routes: must not be empty"),
     "routes-not-list": ("version: 1\nroutes: {a: 1}\n", 2, "routes: must be a list"),
@@ -284,7 +287,7 @@ SINGLE_ERRORS = {
     "provider-unknown-key": (
         route().replace("    audiences:", "    audience: x\n    audiences:"),
         5,
-        f'providers.contoso.audience: unknown key "audience" (allowed: {PROVIDER_KEYS})',
+        f'providers.contoso.audience: unknown key "audience": did you mean "audiences"? (allowed: {PROVIDER_KEYS})',
     ),
     "jwks-uri-http": (
         route().replace("    audiences:", "    jwks_uri: http://keys.example.com/\n    audiences:"),
@@ -341,8 +344,9 @@ SINGLE_ERRORS = {
     "route-unknown-key": (
         route("    users: [x]\n"),
         11,
-        'routes[0].users: unknown key "users" (allowed: allow, cors, forward_query, forward_token, match, max_body, '
-        "max_concurrent, mode, name, rate_limit, timeout, upstream)",
+        'routes[0].users: unknown key "users": users belongs in an allow rule: allow: [{provider: ..., users: ...}] '
+        "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, mode, name, rate_limit, "
+        "timeout, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -353,7 +357,8 @@ SINGLE_ERRORS = {
     "match-unknown-key": (
         route(match="{prefix: /a}"),
         8,
-        'routes[0].match.prefix: unknown key "prefix" (allowed: methods, path, path_prefix)',
+        'routes[0].match.prefix: unknown key "prefix": did you mean "path_prefix"? '
+        "(allowed: methods, path, path_prefix)",
     ),
     "path-relative": (route(match="{path: a}"), 8, 'routes[0].match.path: must start with "/"'),
     "path-query": (
@@ -460,8 +465,8 @@ SINGLE_ERRORS = {
     "rule-unknown-key": (
         route(allow="[{provider: contoso, roles: [x]}]"),
         10,
-        'routes[0].allow[0].roles: unknown key "roles" (allowed: app_tokens_only, apps, claims, groups, provider, '
-        "scopes, user_tokens_only, users)",
+        'routes[0].allow[0].roles: unknown key "roles": did you mean claims: {roles: [...]}? '
+        "(allowed: app_tokens_only, apps, claims, groups, provider, scopes, user_tokens_only, users)",
     ),
     "users-empty": (route(allow="[{provider: contoso, users: []}]"), 10, "routes[0].allow[0].users: must not be empty"),
     "users-null": (
@@ -515,15 +520,57 @@ SINGLE_ERRORS = {
         "routes[0].allow[0].claims.scp: a scope never contains a space: list each scope as its own item",
     ),
     # YAML itself
-    "yaml-syntax": (route() + "realm: [unclosed\n", 12, "(yaml): expected ',' or ']', but got '<stream end>'"),
-    "yaml-tab": (route() + "realm:\tx: y\n", 11, "(yaml): found character '\\t' that cannot start any token"),
+    "yaml-syntax": (
+        route() + "realm: [unclosed\n",
+        11,
+        '(yaml): a list in [...] that is not closed with "]", or items not separated by ","\n'
+        "    realm: [unclosed\n"
+        "           ^",
+    ),
+    "yaml-tab": (
+        route() + "realm:\tx: y\n",
+        11,
+        "(yaml): a tab: YAML indents with spaces only\n    realm: x: y\n          ^",
+    ),
+    "yaml-indentation": (
+        route().replace("    upstream:", "   upstream:"),
+        9,
+        "(yaml): this line is not indented like the lines above it: the keys of one mapping, and the items of one "
+        "list, start in the same column (YAML nests by indentation, with spaces)\n"
+        "       upstream: https://up.example.com/a\n"
+        "       ^",
+    ),
+    "yaml-value-with-colon": (
+        route() + "realm: a: b\n",
+        11,
+        COLON_MISPLACED + "\n    realm: a: b\n            ^",
+    ),
+    "yaml-unclosed-quote": (
+        route() + 'realm: "abc\n',
+        11,
+        '(yaml): a quoted value that is never closed: the file ends inside the quotes\n    realm: "abc\n           ^',
+    ),
+    "yaml-secret-hidden": (
+        route().replace("upstream: https://up.example.com/a", "upstream: https://up.example.com/a?sig=s3cr3t  x: y"),
+        9,
+        COLON_MISPLACED
+        + "\n        upstream: https://up.example.com/a?***  x: y\n    "
+        + " " * 45
+        + "^",  # under the ":" after x
+    ),
     "yaml-alias": (
         route().replace("[{provider: contoso}]", "&rules [{provider: contoso}]")
         + "  - {name: b, match: {path: /b}, upstream: 'http://h', allow: *rules}\n",
         11,
-        "(yaml): YAML aliases (*name) are not supported: write the value where it applies",
+        "(yaml): YAML aliases (*name) are not supported: write the value where it applies\n"
+        "      - {name: b, match: {path: /b}, upstream: 'http://h', allow: *rules}\n"
+        "                                                                  ^",
     ),
-    "yaml-two-documents": (route() + "---\nversion: 1\n", 11, "(yaml): but found another document"),
+    "yaml-two-documents": (
+        route() + "---\nversion: 1\n",
+        11,
+        '(yaml): a second document ("---"): a policy file holds one\n    ---\n    ^',
+    ),
     "yaml-unknown-tag": (
         route(allow="!!python/object:os.system [{provider: contoso}]"),
         10,
@@ -704,6 +751,117 @@ def test_unused_provider_warns() -> None:
     )
 
 
+DID_YOU_MEAN = {
+    "authority-outside-entra": (
+        route().replace("    audiences:", "    authority: http://127.0.0.1:9400\n    audiences:"),
+        'p.yaml:5: providers.contoso.authority: unknown key "authority": authority belongs under entra: '
+        "entra: {tenant: ..., authority: ...}",
+    ),
+    "tenant-outside-entra": (
+        route().replace("    audiences:", f"    tenant: {'1' * 8}\n    audiences:"),
+        'p.yaml:5: providers.contoso.tenant: unknown key "tenant": tenant belongs under entra: entra: {tenant: ...}',
+    ),
+    "role-in-a-rule": (
+        route(allow="[{provider: contoso, role: [Payroll.Invoke]}]"),
+        'p.yaml:10: routes[0].allow[0].role: unknown key "role": did you mean claims: {roles: [...]}?',
+    ),
+    "groups-on-a-route": (
+        route("    groups: [x]\n"),
+        'p.yaml:11: routes[0].groups: unknown key "groups": groups belongs in an allow rule: '
+        "allow: [{provider: ..., groups: ...}]",
+    ),
+    "typo": (
+        route().replace("    audiences:", "    algoritms: [RS256]\n    audiences:"),
+        'p.yaml:5: providers.contoso.algoritms: unknown key "algoritms": did you mean "algorithms"?',
+    ),
+    "nothing-close": (route("    colour: blue\n"), 'p.yaml:11: routes[0].colour: unknown key "colour" (allowed:'),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), DID_YOU_MEAN.values(), ids=DID_YOU_MEAN.keys())
+def test_unknown_keys_say_where_they_belong(text: str, message: str) -> None:
+    (found,) = errors(text)
+    assert found.startswith(message), found
+
+
+# --- rules that can never match ------------------------------------------------------------------------------
+
+TID = "11111111-2222-3333-4444-555555555555"
+OID = "aaaaaaaa-0000-0000-0000-00000000000a"
+# The provider is Entra; `route()` puts the rule on line 10 and the first route body line at 11.
+ENTRA_HEAD = HEAD.replace("    issuer: https://login.example.com/tenant/v2.0\n", f"    entra: {{tenant: {TID}}}\n")
+USERS_GUID = (
+    "is not an object id: Entra names a user by oid (a GUID, on the user's Overview page) or upn; "
+    "a display name never matches"
+)
+APPS_GUID = (
+    "is not an application (client) id: Entra's azp and appid are GUIDs (the app registration's Overview page); "
+    "an app's name never matches"
+)
+GROUPS_GUID = (
+    "is not a group object id: Entra's groups claim lists GUIDs, unless the app registration is set to emit names "
+    "(sAMAccountName or cloud group names)"
+)
+NEVER_MATCH = {
+    "entra-user-display-name": (
+        route(allow="\n      - provider: contoso\n        users:\n          - Lisa Smith\n"),
+        f'p.yaml:13: routes[0].allow[0].users[0]: "Lisa Smith" {USERS_GUID}',
+    ),
+    "entra-app-name": (
+        route(allow=f"[{{provider: contoso, apps: [{OID}, payroll-app]}}]"),
+        f'p.yaml:10: routes[0].allow[0].apps[1]: "payroll-app" {APPS_GUID}',
+    ),
+    "entra-group-name": (
+        route(allow="[{provider: contoso, groups: [Payroll Admins]}]"),
+        f'p.yaml:10: routes[0].allow[0].groups[0]: "Payroll Admins" {GROUPS_GUID}',
+    ),
+    "http-upstream-with-query": (
+        route().replace("https://up.example.com/a", "http://up.example.com/a?sig=s3cr3t"),
+        "p.yaml:9: routes[0].upstream: http:// sends the query (a signature such as sig) in clear text to "
+        "up.example.com: anyone on the way can read and replay it; use https://",
+    ),
+    "scopes-beside-app-only-rules": (
+        route(
+            allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, "
+            "{provider: contoso, scopes: [Flows.Run]}]"
+        ),
+        "p.yaml:10: routes[0].allow[1].scopes: scopes match only user (delegated) tokens, and the route's other rules "
+        "take app tokens only: an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
+    ),
+    "upn-on-app-only-rule": (
+        route(allow="[{provider: contoso, app_tokens_only: true, users: [svc@contoso.com]}]"),
+        "p.yaml:10: routes[0].allow[0].users: app tokens carry no upn: the entries with @ never match an app",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "warning"), NEVER_MATCH.values(), ids=NEVER_MATCH.keys())
+def test_rules_that_never_match_warn(text: str, warning: str) -> None:
+    warnings = parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings
+    assert warning in warnings, warnings
+    assert "s3cr3t" not in "\n".join(warnings)
+
+
+MATCHABLE = {
+    "entra-guids": f"[{{provider: contoso, users: [{OID}], apps: [{OID.upper()}], groups: [{OID}]}}]",
+    "entra-pairwise-sub": "[{provider: contoso, users: [AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ]}]",
+    "scopes-beside-user-rules": "[{provider: contoso, users: [" + OID + "]}, {provider: contoso, scopes: [Run]}]",
+}
+
+
+@pytest.mark.parametrize("allow", MATCHABLE.values(), ids=MATCHABLE.keys())
+def test_matchable_rules_do_not_warn(allow: str) -> None:
+    assert parse(route(allow=allow).replace(HEAD, ENTRA_HEAD, 1)).warnings == ()
+
+
+def test_names_are_fine_on_an_issuer_that_is_not_entra() -> None:
+    assert parse(route(allow="[{provider: contoso, apps: [payroll-app], groups: [admins]}]")).warnings == ()
+
+
+def test_loopback_http_upstream_with_query_does_not_warn() -> None:
+    assert parse(route().replace("https://up.example.com/a", "http://127.0.0.1:9401/a?sig=x")).warnings == ()
+
+
 # --- ${VAR} and ${file:...} -----------------------------------------------------------------------------------
 
 
@@ -765,6 +923,28 @@ def test_file_substitution(tmp_path: Path) -> None:
     (only,) = parse(text).routes
     assert only.upstream == "https://h/?sig=abc:def"
     assert only.allow != ANYONE and only.allow[0].users == UserSet(frozenset({"ghi\n", "jkl"}), frozenset())
+
+
+def test_a_trailing_newline_in_a_substituted_value_is_named(tmp_path: Path) -> None:
+    twice = tmp_path / "sig"
+    twice.write_text("from-file\n\n")  # one newline is dropped, the second is the value's
+    text = route().replace("https://up.example.com/a", "https://up.example.com/a?sig=${SIG}")
+    assert errors(text, {"SIG": "s3cr3t\n"}) == [
+        "p.yaml:9: routes[0].upstream: the value of ${SIG} ends with a newline (written with `echo`?): remove it "
+        "(must not contain spaces or control characters)"
+    ]
+    text = route().replace("https://up.example.com/a", f"https://up.example.com/a?sig=${{file:{twice}}}")
+    assert errors(text) == [
+        f"p.yaml:9: routes[0].upstream: the value of ${{file:{twice}}} ends with a newline (written with `echo`?): "
+        "remove it (must not contain spaces or control characters)"
+    ]
+
+
+def test_a_trailing_newline_no_check_refuses_is_warned_about() -> None:
+    policy = parse(route(allow="[{provider: contoso, users: ['${OID}']}]"), {"OID": "x-oid\r\n"})
+    assert policy.warnings == (
+        "p.yaml:10: routes[0].allow[0].users[0]: the value of ${OID} ends with a newline, which is kept as part of it",
+    )
 
 
 def test_file_substitution_errors(tmp_path: Path) -> None:

@@ -171,8 +171,8 @@ ERRORS = {
     "cors-unknown-key": (
         "    cors: {origins: [https://app.example.com], allow_credentials: true}\n",
         AUTHENTICATED,
-        'p.yaml:9: routes[0].cors.allow_credentials: unknown key "allow_credentials" (allowed: credentials, '
-        "expose_headers, headers, max_age, methods, origins)",
+        'p.yaml:9: routes[0].cors.allow_credentials: unknown key "allow_credentials": did you mean "credentials"? '
+        "(allowed: credentials, expose_headers, headers, max_age, methods, origins)",
     ),
 }
 

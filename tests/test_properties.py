@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from sidecar.decision import Rejection
 from sidecar.policy.model import Identity
 from tests.support.conformance import World, entra, signed
+from tests.support.examples import examples
 
 SETTINGS = settings(
-    max_examples=400,
+    max_examples=examples(400),
     deadline=None,
     derandomize=True,
     database=None,

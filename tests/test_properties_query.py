@@ -1,6 +1,7 @@
-"""Property tests for the upstream's own query: however a client spells one of its parameter names (case, escapes,
-PHP's array and blank rules, NUL truncation, `;` separators), the client's copy never reaches the upstream; and a
-parameter whose letters and digits differ from every upstream name always does (nothing else is dropped)."""
+"""Property tests for the upstream's own query: however a client spells one of its parameter names (case, escapes
+including .NET's `%uXXXX`, PHP's array and blank rules, Rack's leading brackets, NUL truncation, invisible and control
+characters, `;` separators, a whole pair encoded inside another one), the client's copy never reaches the upstream;
+and a parameter whose letters and digits differ from every upstream name always does (nothing else is dropped)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.upstream import target, target_url
+from tests.support.examples import examples
 
-SETTINGS = settings(max_examples=600, deadline=None, derandomize=True, database=None)
+SETTINGS = settings(max_examples=examples(600), deadline=None, derandomize=True, database=None)
 
 UPSTREAM = "https://h.example:443/invoke?api-version=2016-10-01&sp=%2Frun&sig=SECRET&code=K3Y&X-Amz-Signature=ab12"
 NAMES = ["api-version", "sp", "sig", "code", "X-Amz-Signature"]
@@ -19,9 +21,13 @@ KEPT = "&id=7"
 
 
 def _encode(char: str, how: int) -> str:
-    """The character as written (0), percent-encoded once (1) or twice (2), any hex case."""
+    """The character as written (0), percent-encoded once (1) or twice (2), or as .NET's `%uXXXX` once (3) or
+    encoded again (4)."""
     if how == 0:
         return char
+    if how >= 3:
+        escaped = f"%u{ord(char):04X}"
+        return escaped if how == 3 else escaped.replace("%", "%25")
     escaped = "".join(f"%{byte:02X}" for byte in char.encode())
     return escaped if how == 1 else escaped.replace("%", "%25")
 
@@ -31,9 +37,13 @@ def shadowing_names(draw: st.DrawFn) -> str:
     """An upstream parameter's name, mangled the ways frameworks still read as that name."""
     name = draw(st.sampled_from(NAMES))
     cased = "".join(c.upper() if draw(st.booleans()) else c.lower() for c in name)
-    written = "".join(_encode(c, draw(st.integers(0, 2))) for c in cased)
-    lead = draw(st.sampled_from(["", "+", "%20", "+%20", "%09", "_", "."]))
-    tail = draw(st.sampled_from(["", "[]", "%5B%5D", "[0]", "[x", "%00", "%00junk", "+", "%20", ".", "_", "._ "]))
+    letters = [_encode(c, draw(st.integers(0, 4))) for c in cased]
+    odd = ["%E2%80%8B", "%EF%BB%BF", "%01", "%7F", "%CC%81", "%C0%80", "-"]  # zero-width, BOM, controls, a mark
+    if draw(st.booleans()):  # one of them between two letters
+        letters.insert(draw(st.integers(0, len(letters))), draw(st.sampled_from(odd)))
+    written = "".join(letters)
+    lead = draw(st.sampled_from(["", "+", "%20", "+%20", "%09", "_", ".", "[", "]", "[]", "%5B", *odd]))
+    tail = draw(st.sampled_from(["", "[]", "%5B%5D", "[0]", "[x", "]", "%00", "%00junk", "+", "%20", ".", "_", *odd]))
     return lead + written + tail
 
 
@@ -41,6 +51,19 @@ def shadowing_names(draw: st.DrawFn) -> str:
 @SETTINGS
 def test_no_spelling_of_an_upstream_parameter_reaches_the_upstream(name: str, value: str, semicolon: bool) -> None:
     pair = f"x=1;{name}={value}" if semicolon else f"{name}={value}"
+    assert target_url(target(UPSTREAM), "", f"{pair}&id=7".encode()) == UPSTREAM + KEPT
+
+
+@given(shadowing_names(), st.sampled_from(["&", ";"]), st.integers(1, 3), st.booleans(), st.text("abc=", max_size=4))
+@SETTINGS
+def test_an_upstream_parameter_encoded_inside_another_never_reaches_the_upstream(
+    name: str, separator: str, times: int, in_value: bool, value: str
+) -> None:
+    # Servers that decode the whole query before splitting it read `x=%26sig%3Dv` as `x=&sig=v`.
+    inner = f"{separator}{name}={value}"
+    for _ in range(times):
+        inner = "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in inner)
+    pair = f"x={inner}" if in_value else f"x{inner}=1"
     assert target_url(target(UPSTREAM), "", f"{pair}&id=7".encode()) == UPSTREAM + KEPT
 
 

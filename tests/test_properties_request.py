@@ -19,9 +19,10 @@ from sidecar.paths import normalise
 from sidecar.policy.model import ANYONE, Identity, IdentityHeaders, Match, Route
 from sidecar.policy.routes import NoRoute, RouteHit, RouteTable, WrongMethod, conflicts
 from sidecar.upstream import HOP_BY_HOP, request_headers, response_headers, target, target_url
+from tests.support.examples import examples
 
-SETTINGS = settings(max_examples=1000, deadline=None, derandomize=True, database=None)
-HEADER_SETTINGS = settings(SETTINGS, max_examples=400)  # each example draws a dozen headers: slower
+SETTINGS = settings(max_examples=examples(1000), deadline=None, derandomize=True, database=None)
+HEADER_SETTINGS = settings(SETTINGS, max_examples=examples(400))  # each example draws a dozen headers: slower
 
 # ---------------------------------------------------------------------------------------------------- paths
 

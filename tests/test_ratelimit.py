@@ -1,20 +1,19 @@
 """Rate limits per caller: the moving window, whose budget a request spends, what is never counted, and the bound on
-memory. The limiter runs on limits' real MemoryStorage (our sweep); its clock (limits reads `time.time()`) is a
-FakeClock."""
+memory. The limiter runs on limits' moving-window strategy over our in-process storage (sidecar.ratestore), whose
+clock is a FakeClock."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
-import limits.aio.storage.memory as limits_memory
 import pytest
 
 from sidecar.decide import Decision
 from sidecar.decision import Reason
 from sidecar.policy.model import AllowRule, Identity, Match, Mode, RateKey, RateLimit, Route
-from sidecar.ratelimit import SWEEP_INTERVAL, ProcessStorage, RateLimiter, caller_key
+from sidecar.ratelimit import RateLimiter, caller_key
+from sidecar.ratestore import SWEEP_INTERVAL, ProcessStorage
 from tests.support.jwtkit import FakeClock
 
 THREE_A_MINUTE = RateLimit(RateKey.SUBJECT, requests=3, window=60)
@@ -37,10 +36,8 @@ def allowed(on: Route, who: Identity | None = None) -> Decision:
 
 
 @pytest.fixture()
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    clock = FakeClock(1_700_000_000.0)
-    monkeypatch.setattr(limits_memory, "time", SimpleNamespace(time=clock))
-    return clock
+def clock() -> FakeClock:
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture()
@@ -57,7 +54,7 @@ def limiter(storage: ProcessStorage, clock: FakeClock) -> RateLimiter:
 
 
 async def forgotten(storage: ProcessStorage) -> None:
-    """Wait for limits' expiry sweep (a task a hit starts) to finish: then expired callers are gone."""
+    """Wait for the expiry sweep (a task a hit starts) to finish: then expired callers are gone."""
     for _ in range(3):  # bounded: a sweep started before the clock moved, then the one the last hit started
         if storage.timer is not None:
             await storage.timer
@@ -212,7 +209,7 @@ async def test_many_callers_are_forgotten_one_window_after_their_last_request(
 async def test_the_expiry_sweep_starts_at_most_once_per_interval(
     limiter: RateLimiter, storage: ProcessStorage, clock: FakeClock
 ) -> None:
-    """limits' own schedule starts a sweep after every hit; ours (its private hook, overridden) does not."""
+    """limits' MemoryStorage starts a sweep after every hit; ours starts one at most once per SWEEP_INTERVAL."""
     flow = route()
     await limiter.hit(flow, "subject:a")
     first = storage.timer

@@ -24,6 +24,7 @@ TRIGGER = f"{INVOKE}?api-version=2016-10-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0
 EXACT = response_urls(TRIGGER, "/flows/payroll", False)
 FILES_SECRET = "c0de%2Bsecret%3D%3D"
 FILES = response_urls(f"http://10.0.0.5:8080/api/v1?code={FILES_SECRET}", "/files/", True)
+LOOP = response_urls("http://127.0.0.1:9512/pub?sig=PUBSECRET456789", "/public/", True)
 
 LOCATIONS = {
     # exact route (upstream: the trigger URL)
@@ -58,6 +59,40 @@ LOCATIONS = {
     "prefix-double-slash-is-no-host": (FILES, "/api/v1//evil.example", "/files/evil.example"),
     "prefix-backslash": (FILES, "/api/v1/\\evil.example", None),
     "prefix-unreserved-escape-decoded": (FILES, "/api/v1/%7Euser", "/files/~user"),
+    # the upstream's host in another spelling (as browsers and curl read it) is the upstream's host
+    "host-with-a-trailing-dot": (EXACT, f"https://{HOST}.:443/workflows/abc/runs/1?sig=OTHER", None),
+    "host-upper-case-trailing-dot": (EXACT, f"https://{HOST.upper()}./workflows/abc/runs/1?sig=OTHER", None),
+    "host-percent-encoded": (EXACT, f"https://{HOST.replace('-', '%2D')}/workflows/abc/runs/1?sig=OTHER", None),
+    "host-with-a-trailing-dot-in-the-route": (
+        EXACT,
+        f"https://{HOST}./workflows/abc/triggers/manual/paths/invoke?sig=X",
+        "/flows/payroll",
+    ),
+    "ipv4-trailing-dot": (FILES, "http://10.0.0.5.:8080/api/v2?code=OTHER", None),
+    "ipv4-as-one-number": (FILES, "http://167772165:8080/api/v2", None),
+    "ipv4-short-form": (FILES, "http://10.5:8080/api/v2", None),
+    "ipv4-octal": (FILES, "http://012.0.0.05:8080/api/v2", None),
+    "ipv4-hex": (FILES, "http://0xa.0x0.0x0.0x5:8080/api/v2", None),
+    "ipv4-percent-encoded": (FILES, "http://10.0.0.%35:8080/api/v2", None),
+    "ipv4-mapped-ipv6": (FILES, "http://[::ffff:10.0.0.5]:8080/api/v2", None),
+    "ipv4-mapped-ipv6-in-the-route": (FILES, "http://[::ffff:a00:5]:8080/api/v1/x?code=Z&a=1", "/files/x?a=1"),
+    "ipv4-other-address-passes": (FILES, "http://10.0.0.6:8080/api/v2", "http://10.0.0.6:8080/api/v2"),
+    "not-a-number-is-a-name": (FILES, "http://10.0.0.5x:8080/api/v2", "http://10.0.0.5x:8080/api/v2"),
+    "localhost-is-not-a-remote-upstream": (FILES, "http://localhost:8080/api/v2", "http://localhost:8080/api/v2"),
+    "browser-reads-a-backslash-as-a-slash": (FILES, "http://10.0.0.5:8080\\@evil.example/api/v2", None),
+    # a loopback upstream: every loopback address, `localhost` and the unspecified address are its host
+    "loopback-trailing-dot": (LOOP, "http://127.0.0.1.:9512/other?sig=OTHERSIGNATURE1", None),
+    "loopback-as-one-number": (LOOP, "http://2130706433:9512/other?sig=OTHERSIGNATURE1", None),
+    "loopback-short-form": (LOOP, "http://127.1:9512/other", None),
+    "loopback-percent-encoded": (LOOP, "http://127.0.0.%31:9512/other", None),
+    "loopback-ipv4-mapped": (LOOP, "http://[::ffff:127.0.0.1]:9512/other", None),
+    "loopback-ipv6": (LOOP, "http://[::1]:9512/other", None),
+    "loopback-other-address": (LOOP, "http://127.0.0.2:9512/other", None),
+    "loopback-unspecified": (LOOP, "http://0.0.0.0:9512/other", None),
+    "loopback-localhost": (LOOP, "http://LocalHost.:9512/other", None),
+    "loopback-name-under-localhost": (LOOP, "http://app.localhost:9512/other", None),
+    "loopback-in-the-route": (LOOP, "http://localhost:9512/pub/x?sig=PUBSECRET456789&a=1", "/public/x?a=1"),
+    "loopback-other-host-passes": (LOOP, "http://10.0.0.5:9512/other", "http://10.0.0.5:9512/other"),
 }
 
 
@@ -83,6 +118,8 @@ REFRESHES = {
     "no-url": ("5", "5"),
     "other-host": ("1; url=https://example.com/", "1; url=https://example.com/"),
     "outside": (f"0; url=https://{HOST}/elsewhere", None),
+    "outside-host-with-a-trailing-dot": (f"0; url=https://{HOST}./runs/1?sig=OTHER", None),
+    "outside-host-percent-encoded": (f"0;URL='https://{HOST.replace('p', '%70')}/runs/1'", None),
 }
 
 
@@ -104,6 +141,24 @@ LINKS = {
     ),
     "all-outside": (f"<https://{HOST}/runs/1>; rel=status", None),
     "not-a-link-list": (f"https://{HOST}/runs/1; rel=status", None),
+    "target-host-with-a-trailing-dot": (f"<https://{HOST}./runs/1?sig=OTHER>; rel=status", None),
+    # RFC 8288 §3.2: `anchor` names the link's context, a URL like the target
+    "anchor-outside": (f'<https://ok.example/>; rel=x; anchor="https://{HOST}/runs/1?sig=OTHER"', None),
+    "anchor-outside-other-spelling": (f'<https://ok.example/>; ANCHOR = "https://{HOST}.:443/runs/1"', None),
+    "anchor-outside-token": (f"<https://ok.example/>; rel=x; anchor=https://{HOST}/runs/1", None),
+    "anchor-outside-extended": (f"<https://ok.example/>; anchor*=UTF-8''https%3A%2F%2F{HOST}%2Fruns%2F1", None),
+    "anchor-outside-value-left-out": (
+        f'<https://ok.example/a>; anchor="https://{HOST}/runs/1", <https://ok.example/b>; rel="next"',
+        '<https://ok.example/b>; rel="next"',
+    ),
+    "anchor-in-the-route-rewritten": (
+        f'<https://ok.example/>; rel=x; anchor="{TRIGGER}&page=2"; title="t"',
+        '<https://ok.example/>; rel=x; anchor="/flows/payroll?page=2"; title="t"',
+    ),
+    "anchor-elsewhere-passes": (
+        '<https://ok.example/>; anchor="https://docs.example.com/"',
+        '<https://ok.example/>; anchor="https://docs.example.com/"',
+    ),
 }
 
 
@@ -111,6 +166,12 @@ LINKS = {
 def test_link(link: str, expected: str | None) -> None:
     seen = shown(EXACT, b"link", link.encode())
     assert (seen.decode() if seen is not None else None) == expected
+
+
+def test_a_link_anchor_on_a_loopback_upstream_in_another_spelling_is_left_out() -> None:
+    link = b'<https://ok/>; rel=x; anchor="http://127.0.0.1:9512/other?sig=OTHERSIGNATURE1"'
+    assert shown(LOOP, b"link", link) is None
+    assert shown(LOOP, b"link", link.replace(b"127.0.0.1", b"2130706433")) is None
 
 
 SECRET_SPELLINGS = {

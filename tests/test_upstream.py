@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import request_headers, response_headers, target, target_url
+from sidecar.upstream import identity_header_values, request_headers, response_headers, target, target_url
 
 TRIGGER = (
     "https://prod-1.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"
@@ -18,7 +18,7 @@ URLS = {
     "sig-dropped": (TRIGGER, "", b"sig=evil&id=7", TRIGGER + "&id=7"),
     "sig-any-case-dropped": (TRIGGER, "", b"SIG=a&sIg=b&Sp=c", TRIGGER),
     "sig-percent-encoded-dropped": (TRIGGER, "", b"%53ig=a&%73%69%67=b", TRIGGER),
-    "sig-plus-in-name-not-confused": (TRIGGER, "", b"s+ig=a", TRIGGER + "&s+ig=a"),
+    "sig-letters-with-a-plus-dropped": (TRIGGER, "", b"s+ig=a&id=7", TRIGGER + "&id=7"),
     "empty-pairs-skipped": (TRIGGER, "", b"&&x=1&", TRIGGER + "&x=1"),
     "prefix-rest-appended": ("http://127.0.0.1:8081", "/status/a", b"", "http://127.0.0.1:8081/status/a"),
     "prefix-rest-with-base-path": ("http://h/api/", "/x", b"q=1", "http://h/api/x?q=1"),
@@ -120,6 +120,29 @@ def test_claim_values_cannot_inject_header_lines() -> None:
     )
 
 
+# Every control character (C0 with NUL, DEL, C1) in a claim: RFC 9110 §5.5 allows none in a field value, a C parser
+# cuts the value at a NUL (`admin@corp.com\0x` read as `admin@corp.com`), and the listener refuses to send them.
+CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
+
+
+@pytest.mark.parametrize("keep_empty", [False, True], ids=["proxy", "forward-auth"])
+def test_claim_values_carry_no_control_character(keep_empty: bool) -> None:
+    claims = {
+        "sub": "a\x00b",
+        "upn": "\x00lisa\x7f@contoso.com\x85\r\n",
+        "tid": "t" + CONTROLS + "u",
+        "roles": ["R\x00", "W\x1b"],
+    }
+    headers = identity_header_values(Identity("p", claims, 0), IdentityHeaders(), keep_empty=keep_empty)
+    assert headers == [
+        (b"x-auth-subject", b"a b"),
+        (b"x-auth-user", b"lisa @contoso.com"),
+        (b"x-auth-tenant", b"t" + b" " * len(CONTROLS) + b"u"),
+        (b"x-auth-roles", b"R ,W"),
+        (b"x-auth-provider", b"p"),
+    ]
+
+
 def test_response_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
     upstream = [
         (b"Content-Type", b"text/plain"),
@@ -196,6 +219,37 @@ SHADOWS = {
     "raw-utf8-long-s": b"\xc5\xbfig=x",
     "other-upstream-name": b"API-Version=1",
     "other-name-trailing-dot": b"sp.=x",
+    # .NET (System.Web) decodes the non-standard %uXXXX escape, also after one more decoding
+    "percent-u-escape": b"%u0073ig=x",
+    "percent-u-upper-case": b"%U0073ig=x",
+    "percent-u-last-letter": b"si%u0067=x",
+    "percent-u-encoded-again": b"%25u0073ig=x",
+    # Rack < 3 strips leading brackets (`[sig]`, `]sig`, `[]sig` are `sig`)
+    "rack-brackets-around": b"[sig]=x",
+    "rack-leading-close-bracket": b"]sig=x",
+    "rack-leading-empty-brackets": b"[]sig=x",
+    # servers that decode the whole query before splitting it
+    "encoded-ampersand-in-the-name": b"x%26sig=x",
+    "encoded-equals-in-the-name": b"sig%3Dx",
+    "encoded-pair-in-the-value": b"x=%26sig%3Dx",
+    "encoded-semicolon-pair-in-the-value": b"x=1%3Bsig%3Dx",
+    "encoded-twice-pair-in-the-value": b"x=%2526sig%253Dx",
+    "encoded-whole-pair": b"%73%69%67%3dx",
+    "encoded-pair-in-the-name": b"x%3D1%26sig%3Dx",
+    # invisible or control characters around the name, and letters with a mark
+    "zero-width-space-after": b"sig%E2%80%8B=x",
+    "zero-width-space-before": b"%E2%80%8Bsig=x",
+    "byte-order-mark-before": b"%EF%BB%BFsig=x",
+    "byte-order-mark-after": b"sig%EF%BB%BF=x",
+    "control-byte": b"sig%01=x",
+    "del": b"sig%7f=x",
+    "combining-mark": b"s%CC%81ig=x",
+    "overlong-nul": b"sig%C0%80=x",
+    # the same letters and digits in any other spelling
+    "dash-inside": b"s-ig=x",
+    "plus-inside": b"s+ig=x",
+    "other-name-underscore-for-dash": b"api_version=1",
+    "other-name-letters-only": b"apiversion=1",
 }
 
 
@@ -209,14 +263,24 @@ KEPT = {
     "name-inside": b"xsig=1",
     "value-is-sig": b"name=sig",
     "empty-name": b"=sig",
-    "dash-is-not-underscore": b"s-ig=1",
-    "plus-inside": b"s+ig=1",
+    "other-letter-with-a-mark": b"sig%C3%A9=1",
+    "encoded-ampersand-in-a-value": b"q=a%26b",
+    "encoded-url-in-a-value": b"next=%2Fx%3Fsig%3D1",
+    "encoded-equals-before-the-name": b"a%3Dsig=1",
+    "encoded-three-times": b"q=%252541",
 }
 
 
 @pytest.mark.parametrize("pair", KEPT.values(), ids=KEPT.keys())
 def test_other_client_parameters_still_reach_the_upstream(pair: bytes) -> None:
     assert target_url(target(TRIGGER), "", pair) == TRIGGER + "&" + pair.decode("latin-1")
+
+
+def test_a_parameter_still_encoded_after_eight_decodings_is_dropped() -> None:
+    # No client means a name or value escaped nine times over; reading it would cost a decoding per level.
+    nine, eight = b"q=%" + b"25" * 8 + b"41", b"q=%" + b"25" * 7 + b"41"  # `A` escaped nine and eight times
+    assert target_url(target(TRIGGER), "", nine + b"&id=7") == TRIGGER + "&id=7"
+    assert target_url(target(TRIGGER), "", eight + b"&id=7") == TRIGGER + "&" + eight.decode() + "&id=7"
 
 
 def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:

@@ -1,17 +1,35 @@
-"""Checks across the whole policy, once each part is valid: names, ambiguous routes, nesting, unused providers.
+"""Checks across the whole policy, once each part is valid: names, ambiguous routes, nesting, unused providers,
+rules that can never match, and "did you mean" for unknown keys.
 
 Errors and warnings land on the `Document`, located at the route or key they are about.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping, Sequence
+from typing import Final
+from urllib.parse import urlsplit
 
-from sidecar.policy.model import AllowRule, IdentityHeaders, Match, Provider, Route
+from sidecar.policy.fields import is_loopback
+from sidecar.policy.model import AllowRule, Anyone, CallerKind, IdentityHeaders, Match, Provider, Route
 from sidecar.policy.routes import claiming, conflicts, nestings
 from sidecar.policy.yamlmarks import Document, Path
 
-__all__ = ["check_headers", "check_route_providers", "check_routes", "check_unused_providers"]
+__all__ = [
+    "check_headers",
+    "check_never_match",
+    "check_route_providers",
+    "check_routes",
+    "check_unused_providers",
+    "did_you_mean",
+]
+
+_GUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ENTRA_SUB: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # Entra's pairwise `sub`: 32 bytes, base64url
+_RULE_KEYS: Final = ("provider", "users", "apps", "groups", "scopes", "claims", "roles")
+_ENTRA_KEYS: Final = ("tenant", "cloud", "authority")
 
 # Headers the proxy itself owns or that change how a message is framed or authenticated.
 _RESERVED_HEADERS = frozenset(
@@ -105,3 +123,95 @@ def _shared(a: Match, b: Match) -> str:
     if a.methods is None or b.methods is None:
         return ", ".join(sorted(a.methods or b.methods or ()))
     return ", ".join(sorted(a.methods & b.methods))
+
+
+def did_you_mean(key: str, allowed: Sequence[str]) -> str:
+    """A hint for an unknown key: where it belongs when it is a known key of another place, else the closest
+    allowed key. `allowed` tells where the key was found (a rule, a route, a provider)."""
+    fields = set(allowed)
+    if {"provider", "claims"} <= fields and key in ("roles", "role", "wids", "idtyp", "tid"):  # an allow rule
+        claim = "roles" if key == "role" else key
+        return f": did you mean claims: {{{claim}: [...]}}?"
+    if {"allow", "upstream"} <= fields and key in _RULE_KEYS:  # a route
+        return f": {key} belongs in an allow rule: allow: [{{provider: ..., {key}: ...}}]"
+    if {"entra", "issuer"} <= fields and key in _ENTRA_KEYS:  # a provider
+        extra = "" if key == "tenant" else f", {key}: ..."
+        return f": {key} belongs under entra: entra: {{tenant: ...{extra}}}"
+    close = difflib.get_close_matches(key.lower(), list(allowed), n=1, cutoff=0.7)
+    return f': did you mean "{close[0]}"?' if close else ""
+
+
+def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Mapping[str, Provider]) -> None:
+    """Warnings for what the loader accepts but that no real call can match, or that gives a secret away."""
+    for index, route in routes.items():
+        path: Path = ("routes", index)
+        _upstream_in_clear(doc, (*path, "upstream"), route.upstream)
+        if isinstance(route.allow, Anyone):
+            continue
+        for rule in route.allow:
+            rule_path = (*path, "allow", rule.index)
+            provider = providers.get(rule.provider)
+            if provider is not None and provider.entra:
+                _entra_identifiers(doc, rule_path)
+            if rule.caller is CallerKind.APP and rule.users is not None and rule.users.names:
+                doc.warn((*rule_path, "users"), "app tokens carry no upn: the entries with @ never match an app")
+        _scopes_beside_app_rules(doc, path, route.allow)
+
+
+def _upstream_in_clear(doc: Document, path: Path, upstream: str) -> None:
+    parts = urlsplit(upstream)
+    if parts.scheme == "http" and parts.query and not is_loopback(parts.hostname or ""):
+        doc.warn(
+            path,
+            f"http:// sends the query (a signature such as sig) in clear text to {parts.hostname}: "
+            "anyone on the way can read and replay it; use https://",
+        )
+
+
+# key -> what Entra puts in the claim it is matched with, and what else it may be
+_ENTRA_IDS: Final = {
+    "users": "is not an object id: Entra names a user by oid (a GUID, on the user's Overview page) or upn; "
+    "a display name never matches",
+    "apps": "is not an application (client) id: Entra's azp and appid are GUIDs (the app registration's "
+    "Overview page); an app's name never matches",
+    "groups": "is not a group object id: Entra's groups claim lists GUIDs, unless the app registration is set to "
+    "emit names (sAMAccountName or cloud group names)",
+}
+
+
+def _entra_identifiers(doc: Document, rule_path: Path) -> None:
+    """Entra identifies users, apps and groups by GUIDs; an entry that is none (a display name, an app's name)
+    never matches. Read from the file's data so that each warning points at its entry's line."""
+    rule = _at(doc.data, rule_path)
+    for key, why in _ENTRA_IDS.items():
+        entries = rule.get(key) if isinstance(rule, dict) else None
+        for n, entry in enumerate(entries if isinstance(entries, list) else ()):
+            if not isinstance(entry, str) or _GUID.fullmatch(entry):
+                continue
+            if key == "users" and ("@" in entry or _ENTRA_SUB.fullmatch(entry)):
+                continue  # a upn (warned about elsewhere) or a pairwise sub
+            doc.warn((*rule_path, key, n), f'"{entry}" {why}')
+
+
+def _scopes_beside_app_rules(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
+    others = [rule for rule in rules if rule.scopes is None]
+    if not others or any(rule.caller is not CallerKind.APP for rule in others):
+        return
+    for rule in rules:
+        if rule.scopes is not None:
+            doc.warn(
+                (*path, "allow", rule.index, "scopes"),
+                "scopes match only user (delegated) tokens, and the route's other rules take app tokens only: "
+                "an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
+            )
+
+
+def _at(data: object, path: Path) -> object:
+    for part in path:
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data

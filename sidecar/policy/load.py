@@ -15,16 +15,35 @@ from typing import TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from sidecar.policy.checks import check_headers, check_route_providers, check_routes, check_unused_providers
+from sidecar.policy.checks import (
+    check_headers,
+    check_never_match,
+    check_route_providers,
+    check_routes,
+    check_unused_providers,
+    did_you_mean,
+)
 from sidecar.policy.limits import ServerLimits, UpstreamPool
 from sidecar.policy.limits_spec import IPNetwork, LimitsSpec, UpstreamPoolSpec, header_room_warnings, parse_networks
-from sidecar.policy.model import ANYONE, AllowRule, Anyone, IdentityHeaders, Match, Mode, Policy, Provider, Route
+from sidecar.policy.model import (
+    ANYONE,
+    AllowRule,
+    Anyone,
+    IdentityHeaders,
+    Match,
+    Mode,
+    Policy,
+    Provider,
+    RateLimitStore,
+    Route,
+)
 from sidecar.policy.provider_spec import ProviderSpec
 from sidecar.policy.providers import build_provider
 from sidecar.policy.route_options import build_cors, build_rate_limit
 from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
+from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
 __all__ = [
@@ -33,6 +52,7 @@ __all__ = [
     "parse_duration",
     "parse_policy",
     "read_policy",
+    "validate_spec",
 ]
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
@@ -100,7 +120,7 @@ def _build(doc: Document) -> Policy | None:
     if not isinstance(data, dict):
         doc.error((), "must be a mapping with version, providers and routes")
         return None
-    top = _validate(PolicySpec, data, (), doc)
+    top = validate_spec(PolicySpec, data, (), doc)
     raw_providers = data.get("providers")
     known = list(raw_providers) if isinstance(raw_providers, dict) else []
     providers = _providers(doc, raw_providers) if isinstance(raw_providers, dict) else {}
@@ -113,6 +133,9 @@ def _build(doc: Document) -> Policy | None:
         check_unused_providers(doc, list(providers), list(routes.values()))
     headers = _headers(doc, data.get("identity_headers"))
     traffic = _traffic(doc, data, providers.values())
+    store = _store(doc, data.get("rate_limit_store"))
+    check_never_match(doc, routes, providers)
+    doc.warn_line_ends()
     if top is None or headers is None or traffic is None or doc.has_errors:
         return None
     ordered = tuple(routes.values())
@@ -127,6 +150,7 @@ def _build(doc: Document) -> Policy | None:
         limits=traffic[0],
         upstream_pool=traffic[1],
         trusted_proxies=traffic[2],
+        rate_limit_store=store,
     )
 
 
@@ -136,7 +160,7 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
         path: Path = ("providers", name)
         if not NAME_PATTERN.fullmatch(name):
             doc.error(path, "provider names may contain only letters, digits, '_', '.' and '-'")
-        spec = _validate(ProviderSpec, value, path, doc)
+        spec = validate_spec(ProviderSpec, value, path, doc)
         if spec is not None:
             providers[name] = build_provider(name, spec)
             if spec.introspection is not None and spec.audiences is None:
@@ -147,7 +171,7 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
 def _headers(doc: Document, raw: object) -> IdentityHeaders | None:
     if raw is not None and not isinstance(raw, dict):
         return None  # reported by the top level
-    spec = _validate(IdentityHeadersSpec, raw or {}, ("identity_headers",), doc)
+    spec = validate_spec(IdentityHeadersSpec, raw or {}, ("identity_headers",), doc)
     if spec is None:
         return None
     headers = IdentityHeaders(**spec.model_dump())
@@ -159,8 +183,8 @@ def _traffic(doc: Document, data: Mapping[str, object], providers: Iterable[Prov
     """`limits`, `upstream_pool` and `trusted_proxies`; None when one is invalid (a value that is not a mapping or
     a list is reported by the top level)."""
     raw_limits, raw_pool, raw_proxies = data.get("limits"), data.get("upstream_pool"), data.get("trusted_proxies")
-    limits = _validate(LimitsSpec, raw_limits or {}, ("limits",), doc) if _mapping(raw_limits) else None
-    pool = _validate(UpstreamPoolSpec, raw_pool or {}, ("upstream_pool",), doc) if _mapping(raw_pool) else None
+    limits = validate_spec(LimitsSpec, raw_limits or {}, ("limits",), doc) if _mapping(raw_limits) else None
+    pool = validate_spec(UpstreamPoolSpec, raw_pool or {}, ("upstream_pool",), doc) if _mapping(raw_pool) else None
     networks, errors = parse_networks(raw_proxies if isinstance(raw_proxies, list) else ())
     for index, message in errors:
         doc.error(("trusted_proxies", index), message)
@@ -179,6 +203,20 @@ def _traffic(doc: Document, data: Mapping[str, object], providers: Iterable[Prov
     for name, message in header_room_warnings(server, providers):
         doc.warn(("providers", name, "max_token_bytes"), message)
     return server, pool.build(), tuple(networks)
+
+
+def _store(doc: Document, raw: object) -> RateLimitStore | None:
+    """`rate_limit_store`, or None (absent, or invalid: then an error is on `doc`)."""
+    if not isinstance(raw, dict):
+        return None  # absent; any other type is reported by the top level
+    spec = validate_spec(RateLimitStoreSpec, raw, ("rate_limit_store",), doc)
+    if spec is None:
+        return None
+    store = spec.build()
+    warning = cleartext_warning(store)
+    if warning is not None:
+        doc.warn(("rate_limit_store", "url"), warning)
+    return store
 
 
 def _mapping(raw: object) -> bool:
@@ -203,7 +241,7 @@ def _routes(
     routes = {}
     for index, value in enumerate(raw):
         path: Path = ("routes", index)
-        spec = _validate(RouteSpec, value, path, doc)
+        spec = validate_spec(RouteSpec, value, path, doc)
         if spec is None:
             continue
         allow: Anyone | tuple[AllowRule, ...] = ANYONE
@@ -235,7 +273,7 @@ def _routes(
     return routes
 
 
-def _validate(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -> _Spec | None:
+def validate_spec(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -> _Spec | None:
     """Validate `raw` (found at `prefix`) and report each pydantic error at its path and line."""
     try:
         return spec.model_validate(raw)
@@ -243,8 +281,9 @@ def _validate(spec: type[_Spec], raw: object, prefix: Path, doc: Document) -> _S
         for error in exc.errors(include_url=False):
             path = _locate(doc.data, (*prefix, *error["loc"]))
             if error["type"] == "extra_forbidden":
-                allowed = ", ".join(_fields_at(spec, error["loc"][:-1]))
-                doc.error(path, f'unknown key "{path[-1]}" (allowed: {allowed})')
+                allowed = _fields_at(spec, error["loc"][:-1])
+                hint = did_you_mean(str(path[-1]), allowed)
+                doc.error(path, f'unknown key "{path[-1]}"{hint} (allowed: {", ".join(allowed)})')
             else:
                 doc.error(path, _message(error))
         return None

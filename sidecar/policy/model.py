@@ -29,7 +29,9 @@ __all__ = [
     "Provider",
     "RateKey",
     "RateLimit",
+    "RateLimitStore",
     "Route",
+    "StoreFailure",
     "UserSet",
 ]
 
@@ -45,6 +47,9 @@ DEFAULT_INACTIVE_CACHE_SECONDS: Final = 10.0
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_REALM: Final = "sidecar"
 DEFAULT_IPV6_PREFIX: Final = 64  # rate_limit per: ip groups IPv6 clients by their /64
+# rate_limit_store: a local Redis answers in well under a millisecond; 50 ms is a network hiccup, not a slow answer.
+DEFAULT_STORE_TIMEOUT_SECONDS: Final = 0.05
+DEFAULT_STORE_PREFIX: Final = "auth-sidecar"
 
 
 class Mode(enum.Enum):
@@ -177,6 +182,25 @@ class RateLimit:
     ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
 
+class StoreFailure(enum.Enum):
+    """`rate_limit_store.on_error`: what a request gets when the store does not answer within its timeout."""
+
+    ALLOW = "allow"  # forwarded, uncounted (the error is counted): a store outage is not an outage of the routes
+    DENY = "deny"  # 503 rate_limit_unavailable: no request passes uncounted
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStore:
+    """`rate_limit_store`: every route's `rate_limit` counted in one Redis (limits' moving window, server-side), so
+    that all replicas and workers share one budget per caller. Without it each worker process counts on its own."""
+
+    url: str = field(repr=False)  # may hold a password: never logged or echoed (nor in repr)
+    timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS  # the longest a request waits for the store's answer
+    on_error: StoreFailure = StoreFailure.ALLOW
+    password: str | None = field(default=None, repr=False)  # a secret (`${file:...}`); None: as in the URL
+    prefix: str = DEFAULT_STORE_PREFIX  # of every key: deployments that share a Redis keep their budgets apart
+
+
 @dataclass(frozen=True, slots=True)
 class Cors:
     """`cors`: the web origins whose pages may call the route from a browser (sidecar.policy.cors decides)."""
@@ -240,6 +264,7 @@ class Policy:
     limits: ServerLimits = field(default_factory=ServerLimits)
     upstream_pool: UpstreamPool = field(default_factory=UpstreamPool)
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()  # peers whose X-Forwarded-For is believed
+    rate_limit_store: RateLimitStore | None = None  # None: rate limits counted per worker process
     source: str = ""  # the file it came from
     warnings: tuple[str, ...] = ()  # `FILE:LINE: path: message`, for `sidecar check`
 

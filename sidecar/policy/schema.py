@@ -206,3 +206,4 @@ class PolicySpec(Spec):
     limits: dict[str, Any] | None = None  # each of these three is validated on its own (see load)
     upstream_pool: dict[str, Any] | None = None
     trusted_proxies: list[Any] | None = None
+    rate_limit_store: dict[str, Any] | None = None  # validated on its own too (store_spec)

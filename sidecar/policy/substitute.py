@@ -22,11 +22,13 @@ _FILE = "file:"
 
 @dataclass(slots=True)
 class Expansion:
-    """The expanded text, every inserted value (to scrub from messages), and what went wrong."""
+    """The expanded text, every inserted value (to scrub from messages), what went wrong, and the references whose
+    value ends with a line break (a Secret written with `echo`: named in any error about the value)."""
 
     value: str
     secrets: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    line_ends: list[str] = field(default_factory=list)
 
 
 def expand(text: str, environ: Mapping[str, str]) -> Expansion:
@@ -46,6 +48,8 @@ def expand(text: str, environ: Mapping[str, str]) -> Expansion:
         value = _resolve(inner, environ, result.errors)
         if value:
             result.secrets.append(value)
+        if value.endswith(("\n", "\r")):
+            result.line_ends.append(token)
         return value
 
     result.value = _TOKEN.sub(replace, text)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import yaml
 
 from sidecar.policy.substitute import expand
 
-__all__ = ["Document", "Path", "format_path", "read_yaml"]
+__all__ = ["Document", "Path", "format_path", "read_yaml", "syntax_error"]
 
 Path = tuple[str | int, ...]
 
@@ -53,6 +54,7 @@ class Document:
     data: object = None
     lines: dict[Path, int] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
+    line_ends: dict[Path, list[str]] = field(default_factory=dict)  # values whose `${...}` ends with a line break
     _errors: list[_Finding] = field(default_factory=list)
     _warnings: list[_Finding] = field(default_factory=list)
     _failed: set[Path] = field(default_factory=set)
@@ -69,7 +71,23 @@ class Document:
         # A value that could not be expanded is already reported; its follow-on schema errors are noise.
         if any(path[:end] in self._failed for end in range(len(path) + 1)):
             return
-        self._errors.append(_Finding(line or self.line(path), format_path(path), message))
+        self._errors.append(_Finding(line or self.line(path), format_path(path), self._line_end(path, message)))
+
+    def _line_end(self, path: Path, message: str) -> str:
+        """A value refused because its `${...}` brought a trailing newline: say so, not just what the field wants."""
+        references = self.line_ends.get(path)
+        if not references:
+            return message
+        return f"the value of {', '.join(references)} ends with a newline (written with `echo`?): remove it ({message})"
+
+    def warn_line_ends(self) -> None:
+        """A value whose `${...}` ends with a line break that no check refused is used as is: say so once."""
+        refused = {finding.path for finding in self._errors}
+        for path, references in self.line_ends.items():
+            if format_path(path) not in refused:
+                self.warn(
+                    path, f"the value of {', '.join(references)} ends with a newline, which is kept as part of it"
+                )
 
     def warn(self, path: Path, message: str) -> None:
         self._warnings.append(_Finding(self.line(path), format_path(path), message))
@@ -107,15 +125,65 @@ def read_yaml(text: str, source: str, environ: Mapping[str, str]) -> Document:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        doc.error(("(yaml)",), problem, line=mark.line + 1 if mark else 1)
+        line, message = syntax_error(exc, text)
+        doc.error(("(yaml)",), message, line=line)
         return doc
     if root is None:
         doc.error((), "the policy file is empty")
         return doc
     doc.data = _Converter(doc, environ).value(root, ())
     return doc
+
+
+_INDENTATION = (
+    "this line is not indented like the lines above it: the keys of one mapping, and the items of one list, "
+    "start in the same column (YAML nests by indentation, with spaces)"
+)
+# PyYAML's problem -> plain words, and whether the place to show is where the construct began (an unclosed quote or
+# bracket is reported at the end of the file, far from the mistake).
+_PLAIN: Final = (
+    ("expected <block end>", _INDENTATION, False),
+    ("did not find expected key", _INDENTATION, False),
+    ("did not find expected '-' indicator", "this list item is not indented like the items above it", False),
+    (
+        "mapping values are not allowed here",
+        'a ": " where no key can start: is the line indented too far, or does a value hold ": " (then quote it)?',
+        False,
+    ),
+    (
+        "could not find expected ':'",
+        'a key without ":" after it, or a value that runs on to this line (indent it further, or quote it)',
+        True,
+    ),
+    ("found character '\\t'", "a tab: YAML indents with spaces only", False),
+    ("that cannot start any token", "a character that cannot start a value here: quote the value", False),
+    ("expected ',' or ']'", 'a list in [...] that is not closed with "]", or items not separated by ","', True),
+    ("expected ',' or '}'", 'a mapping in {...} that is not closed with "}", or entries not separated by ","', True),
+    ("found unexpected end of stream", "a quoted value that is never closed: the file ends inside the quotes", True),
+    ("but found another document", 'a second document ("---"): a policy file holds one', False),
+    ("found unknown escape character", 'an unknown escape in a "double-quoted" value: use single quotes', False),
+)
+# Shown lines hide what may be a secret: a URL's query (a SAS `sig`) and the value of a secret-looking key.
+_QUERY: Final = re.compile(r"\?[^\s\"']+")
+_SECRET_VALUE: Final = re.compile(r"((?:secret|password|token|sig)\w*\s*:\s*).+", re.IGNORECASE)
+
+
+def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """The line of a YAML syntax error and a message in plain words, with the line and a caret under the place."""
+    problem = exc.problem or exc.context or "invalid YAML"
+    plain, at_start = next(((words, start) for found, words, start in _PLAIN if found in problem), (problem, False))
+    mark = (exc.context_mark if at_start else None) or exc.problem_mark or exc.context_mark
+    if mark is None:
+        return 1, plain
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    shown = _hidden(line).replace("\t", " ")
+    column = min(len(_hidden(line[: mark.column])), len(shown))  # where the place is once secrets are hidden
+    return mark.line + 1, f"{plain}\n    {shown}\n    {' ' * column}^"
+
+
+def _hidden(line: str) -> str:
+    return _SECRET_VALUE.sub(lambda m: m.group(1) + "***", _QUERY.sub("?***", line))
 
 
 class _Loader(yaml.SafeLoader):
@@ -182,6 +250,8 @@ class _Converter:
             return value
         expansion = expand(value, self._environ)
         self._doc.secrets.update(expansion.secrets)
+        if expansion.line_ends:
+            self._doc.line_ends[path] = expansion.line_ends
         if expansion.errors:
             self._doc.fail(path, *expansion.errors)
         return expansion.value

@@ -78,6 +78,7 @@ ALERT_SERIES = {
     "AuthSidecarUpstreamErrors": {"sidecar_upstream_errors_total"},
     "AuthSidecarNotReady": {"sidecar_ready"},
     "AuthSidecarConfigReloadFailing": {"sidecar_config_reloads_total"},
+    "AuthSidecarRateLimitStoreFailing": {"sidecar_ratelimit_store_up"},
 }
 
 
@@ -117,6 +118,8 @@ DASHBOARD_SHOWS = {
     "upstream_latency_by_route": ("sidecar_upstream_duration_seconds_bucket", {"le", "route"}, "histogram_quantile"),
     "upstream_errors_by_route": ("sidecar_upstream_errors_total", {"route", "error"}, "rate"),
     "key_age_by_provider": ("sidecar_jwks_age_seconds", {"provider"}, None),
+    "rate_limit_store_errors_by_kind": ("sidecar_ratelimit_store_errors_total", {"error"}, "rate"),
+    "rate_limit_store_health_by_pod": ("sidecar_ratelimit_store_up", {"pod"}, None),
 }
 
 

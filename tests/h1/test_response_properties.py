@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from sidecar import h1_response
 from sidecar.h1_response import Response
+from tests.support.examples import examples
 
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True, database=None)
+SETTINGS = settings(max_examples=examples(250), deadline=None, derandomize=True, database=None)
 Headers = list[tuple[bytes, bytes]]
 
 # Names that frame the message or the connection are the framing's own business, added below.

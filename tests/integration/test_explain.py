@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,15 +33,46 @@ def test_allowed_token_names_the_rule_that_holds(sidecar_env: dict[str, str], is
     assert token not in result.stdout and "sig=" not in result.stdout  # neither the token nor the upstream's secret
 
 
-def test_refused_token_names_every_failed_check(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
+def test_refused_token_names_the_check_that_decided(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:
     token = issuer.mint(CONTOSO_TENANT, {"aud": "api://elsewhere", "exp": int(time.time()) - 7200, **TOM})
     result = explain(sidecar_env, "--method", "POST", "--path", "/flows/payroll", "--token", token, "--json")
     assert result.returncode == 1
     report = json.loads(result.stdout)
-    failed = {check["name"] for check in report["token"] if not check["ok"]}
-    assert failed == {"expiry", "audience"}
+    # The verifier stops at the first failing check, as the proxy does: the audience comes before the lifetime.
+    assert [check["name"] for check in report["token"] if not check["ok"]] == ["audience"]
+    assert report["token"][-1]["name"] == "audience"
     assert {check["name"] for check in report["token"] if check["ok"]} >= {"issuer", "algorithm", "key", "signature"}
-    assert report["status"] == 401 and report["decision"] == "reject"
+    assert report["status"] == 401 and report["reason"] == "wrong_audience" and report["decision"] == "reject"
+
+
+def entra_policy(tmp_path: Path) -> Path:
+    """The payroll route behind an `entra:` provider whose authority is the demo issuer (v1 and v2 issuers)."""
+    text = POLICY.read_text().replace(
+        "    issuer: ${ISSUER}/11111111-2222-3333-4444-555555555555/v2.0\n",
+        f"    entra: {{tenant: {CONTOSO_TENANT}, authority: '${{ISSUER}}'}}\n",
+        1,
+    )
+    path = tmp_path / "entra.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_entra_v1_and_v2_tokens_are_explained_as_accepted(
+    version: str, sidecar_env: dict[str, str], issuer: DemoIssuer, tmp_path: Path
+) -> None:
+    base = sidecar_env["ISSUER"]
+    iss = f"{base}/{CONTOSO_TENANT}/" if version == "v1" else f"{base}/{CONTOSO_TENANT}/v2.0"
+    token = issuer.mint(CONTOSO_TENANT, {"iss": iss, "aud": "api://trigger-gateway", "ver": version[1] + ".0", **LISA})
+    command = [sys.executable, "-m", "sidecar", "explain", "--config", str(entra_policy(tmp_path))]
+    command += ["--method", "POST", "--path", "/flows/payroll", "--token", token]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **sidecar_env})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    issuer_line = next(line for line in result.stdout.splitlines() if line.startswith("token     ok   issuer:"))
+    assert f"{base}/{CONTOSO_TENANT}/," in issuer_line and f"{base}/{CONTOSO_TENANT}/v2.0" in issuer_line
+    assert f"token     ok   tenant: tid '{CONTOSO_TENANT}'" in result.stdout
+    assert result.stdout.rstrip().endswith("decision  200 allow")
 
 
 def test_token_from_stdin(sidecar_env: dict[str, str], issuer: DemoIssuer) -> None:

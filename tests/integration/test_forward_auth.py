@@ -274,6 +274,18 @@ def test_every_identity_header_is_answered_even_empty(client: httpx.Client) -> N
         assert response.headers.get_list(name) == [""]
 
 
+def test_control_characters_in_claims_are_answered_as_spaces_not_a_broken_answer(
+    client: httpx.Client, issuer: DemoIssuer
+) -> None:
+    # The listener refuses to send NUL or DEL in a header: the answer used to be an untyped 500 and a closed connection.
+    who = {**LISA, "upn": "a\x00b\x7fc\x1bd\x85e"}
+    original = {"X-Original-URI": "/flows/user-lookup", "X-Original-Method": "POST"}
+    response = client.get("/_auth", headers={**original, **dict(token(issuer, who))})
+    assert response.status_code == 200
+    assert response.headers.get_list("x-auth-user") == ["a b c d e"]
+    assert response.headers.get_list("x-auth-subject") == [LISA["oid"]]
+
+
 def test_an_original_uri_with_control_characters_is_refused(client: httpx.Client) -> None:
     response = client.get("/_auth", headers={"X-Original-URI": "/pub\tlic/x", "X-Original-Method": "GET"})
     assert response.status_code == 403

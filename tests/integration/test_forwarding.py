@@ -51,6 +51,15 @@ def test_authorization_is_stripped_and_identity_headers_are_set(client: httpx.Cl
     assert echo["x-auth-provider"] == "contoso"
 
 
+def test_control_characters_in_claims_reach_the_upstream_as_spaces(client: httpx.Client, issuer: DemoIssuer) -> None:
+    # NUL, DEL, ESC and C1's NEL in a verified claim: a C parser would cut `a\0b` to `a`, a strict one refuse the call.
+    claims = {"upn": "a\x00b\x7fc\x1bd\x85e\r\n", "roles": ["R\x00x"]}
+    response = client.post("/flows/user-lookup", headers=bearer(issuer, **claims))
+    assert response.status_code == 200
+    echo = response.json()["headers"]
+    assert (echo["x-auth-user"], echo["x-auth-roles"]) == ("a b c d e", "R x")
+
+
 def test_forward_token_route_keeps_authorization(client: httpx.Client, issuer: DemoIssuer) -> None:
     headers = bearer(issuer)
     echo = client.post("/flows/passthrough", headers=headers).json()["headers"]

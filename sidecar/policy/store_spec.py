@@ -1,0 +1,78 @@
+"""The shape of the top-level `rate_limit_store` key (Redis shared by every replica) and the frozen value built from it.
+
+Validator messages never echo the value they reject: the URL may hold a password (`${file:...}`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
+
+from sidecar.policy.fields import Duration, Spec, Text, between, is_loopback
+from sidecar.policy.model import DEFAULT_STORE_PREFIX, DEFAULT_STORE_TIMEOUT_SECONDS, RateLimitStore, StoreFailure
+
+__all__ = ["STORE_SCHEMES", "RateLimitStoreSpec", "cleartext_warning"]
+
+# What limits' async Redis storage takes (it is given the URL with `async+` in front): one server (TLS or not), or
+# the primary a set of Sentinels names (`redis+sentinel://host:26379,host:26379/service-name`).
+STORE_SCHEMES: Final = ("redis", "rediss", "redis+sentinel")
+_DATABASE = re.compile(r"/?\d*")  # redis(s)://host:port/0: an optional database number
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]+")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}")  # limits needs the port written out
+
+
+def _store_url(value: str) -> str:
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in STORE_SCHEMES:
+        raise ValueError("must be a redis://, rediss:// (TLS) or redis+sentinel:// URL")
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts or any(not _HOST_PORT.fullmatch(host) for host in hosts.split(",")):
+        raise ValueError("must name each host with its port (redis://host:6379/0)")
+    if parts.scheme != "redis+sentinel":
+        if "," in hosts or not _DATABASE.fullmatch(parts.path):
+            raise ValueError("names one host and, as its path, an optional database number (redis://host:6379/0)")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+    elif not parts.path.strip("/"):
+        raise ValueError("must name the Sentinel service as its path (redis+sentinel://host:26379/mymaster)")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        # The client would take any query parameter as a connection option (one can turn TLS checks off), and one
+        # it cannot parse would fail every request: the store's options are this key's own.
+        raise ValueError("must not contain a query (?...) or a fragment (#...)")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if not _PREFIX.fullmatch(value):
+        raise ValueError("may contain only letters, digits, '_', '.', ':' and '-'")
+    return value
+
+
+class RateLimitStoreSpec(Spec):
+    url: Annotated[Text, AfterValidator(_store_url)]
+    password: Text | None = None  # overrides the URL's; `${file:/run/secrets/redis-password}`
+    timeout: Annotated[Duration, between(0, 5, above=True)] = DEFAULT_STORE_TIMEOUT_SECONDS
+    on_error: Literal["allow", "deny"] = StoreFailure.ALLOW.value
+    prefix: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_prefix)] = DEFAULT_STORE_PREFIX
+
+    def build(self) -> RateLimitStore:
+        return RateLimitStore(self.url, self.timeout, StoreFailure(self.on_error), self.password, self.prefix)
+
+
+def cleartext_warning(store: RateLimitStore) -> str | None:
+    """A warning when a password would cross the network in clear text (redis:// to a host that is not loopback)."""
+    parts = urlsplit(store.url)
+    has_password = store.password is not None or ":" in parts.netloc.rpartition("@")[0]
+    if parts.scheme == "rediss" or not has_password:
+        return None
+    hosts = [host.rpartition(":")[0] or host for host in parts.netloc.rpartition("@")[2].split(",")]
+    if all(is_loopback(host.strip("[]")) for host in hosts):
+        return None
+    return "the Redis password crosses the network in clear text: use rediss:// (TLS) unless the network is private"

@@ -1,0 +1,124 @@
+"""Rate-limit counts shared by every replica: limits' async Redis storage (its moving window, one atomic script on
+the server per hit), with every call held to the store's timeout and each failure classified, counted and observed.
+
+A store that failed is left alone for RETRY_INTERVAL: the requests meanwhile are decided by `on_error` at once
+instead of each waiting out the timeout, and the first request after it tries again (recovery needs no restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from limits import RateLimitItem
+from limits.aio.storage import RedisSentinelStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from sidecar.policy.model import RateLimitStore
+from sidecar.ratelimit import StoreUnavailable
+
+__all__ = ["RETRY_INTERVAL", "SharedCounts", "StoreObserver", "classify"]
+
+RETRY_INTERVAL: Final = 1.0  # seconds a failed store is not asked
+_FAILURES: Final = (TimeoutError, redis.exceptions.RedisError, OSError)
+
+
+class StoreObserver(Protocol):
+    def store_failed(self, error: str) -> None: ...
+
+    def store_answered(self) -> None: ...
+
+
+def classify(exc: BaseException) -> str:
+    """The `error` label for what went wrong; never the exception's text (it may quote the URL)."""
+    if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
+        return "timeout"
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return "auth"
+    if isinstance(exc, redis.exceptions.NoPermissionError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return "auth"
+    if isinstance(exc, redis.exceptions.ConnectionError | OSError):
+        return "unreachable"
+    return "error"
+
+
+def _storage(config: RateLimitStore) -> tuple[RedisStorage, redis.asyncio.ConnectionPool | None]:
+    """limits' storage for the URL, on redis-py; for one server, on a pool we own (so that `close` can end it)."""
+    options: dict[str, Any] = {"socket_timeout": config.timeout, "socket_connect_timeout": config.timeout}
+    if config.password is not None:
+        options["password"] = config.password  # the URL's own password, when it has one, wins (redis-py)
+    uri = "async+" + config.url
+    if urlsplit(config.url).scheme == "redis+sentinel":
+        # use_replicas=False: Retry-After is read from the primary that counted, never from a lagging replica.
+        sentinel = RedisSentinelStorage(
+            uri, implementation="redispy", key_prefix=config.prefix, use_replicas=False, **options
+        )
+        return sentinel, None
+    pool = redis.asyncio.ConnectionPool.from_url(config.url, **options)
+    given: dict[str, Any] = {"connection_pool": pool}  # limits hands its options to redis-py (typed narrower)
+    return RedisStorage(uri, implementation="redispy", key_prefix=config.prefix, **given), pool
+
+
+class SharedCounts:
+    """One per worker process and store configuration."""
+
+    def __init__(
+        self, config: RateLimitStore, observer: StoreObserver, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self._observer = observer
+        self._clock = clock
+        self._storage, self._pool = _storage(config)
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._retry_at = -1.0  # monotonic time before which the store is not asked again
+        self._up: bool | None = None  # as last told to the observer (told only of changes: a gauge write each)
+
+    async def hit(self, item: RateLimitItem, route: str, key: str) -> float | None:
+        """None: within the budget (and counted); else the seconds until a slot frees. Raises StoreUnavailable
+        at once while the store is resting after a failure, else after at most the store's timeout."""
+        if self._clock() < self._retry_at:
+            raise StoreUnavailable("resting")  # not asked: not another error of the store
+        deadline = asyncio.get_running_loop().time() + self.config.timeout  # one for both calls
+        try:
+            async with asyncio.timeout_at(deadline):
+                counted = await self._strategy.hit(item, route, key)
+        except _FAILURES as exc:
+            raise StoreUnavailable(self._failed(exc)) from exc
+        self._answered()
+        if counted:
+            return None
+        try:
+            async with asyncio.timeout_at(deadline):
+                stats = await self._strategy.get_window_stats(item, route, key)
+        except _FAILURES as exc:
+            self._failed(exc)
+            return float(item.get_expiry())  # over the budget all the same: a whole window is the safe wait
+        return max(stats.reset_time - time.time(), 0.0)  # limits stamps entries with time.time()
+
+    def _failed(self, exc: BaseException) -> str:
+        error = classify(exc)
+        self._retry_at = self._clock() + RETRY_INTERVAL
+        self._up = False
+        self._observer.store_failed(error)
+        return error
+
+    def _answered(self) -> None:
+        if not self._up:
+            self._up = True
+            self._observer.store_answered()
+
+    async def close(self) -> None:
+        """Ends the connections to the store (a reload that changes or drops `rate_limit_store`)."""
+        if self._pool is not None:
+            await self._pool.disconnect()
+            return
+        # Through Sentinel: limits keeps redis-py's clients on its bridge and has no close of its own.
+        bridge: Any = self._storage.bridge
+        await bridge.storage.aclose()
+        for sentinel in bridge.sentinel.sentinels:
+            await sentinel.aclose()
