@@ -363,3 +363,49 @@ def test_admin_heads_are_held_to_the_admin_limits(
     assert _refusals(admin, "headers_too_large") == before + (status == 431)
     assert rejections(admin, "(none)", "headers_too_large") == proxy_before
     assert sample(admin, "sidecar_requests_total", route="(none)", method="GET", code="431") == requests_before
+
+
+def test_scrapes_whose_clients_leave_at_once_neither_pile_up_nor_hold_back_later_scrapes(
+    target: SidecarProcess, admin: httpx.Client
+) -> None:
+    """Connect, send one `GET /metrics`, close, as fast as one client can (at most 6000 times, 8 s): a scrape past
+    its turn waits at most half a second or is refused 503 at once (counted), and a waiter whose client has gone is
+    dropped, so nothing piles up. Before: each took a slot of the pacer and waited on after its client had left
+    (24,000 of them grew the process by 244 MiB, held back every later scrape for N/10 s, and each logged
+    `Exception in ASGI application` when it woke)."""
+    before = _refusals(admin, "metrics_busy")
+    sent: list[int] = []
+
+    def connect_send_close() -> None:
+        stop = time.monotonic() + 8.0
+        while len(sent) < 6000 and time.monotonic() < stop:
+            with connect(target.admin) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+            sent.append(1)
+
+    _under_attack(target, connect_send_close)
+    # A real scrape right after the flood is answered within a few seconds (Prometheus' default timeout is 10 s).
+    with httpx.Client(base_url=target.admin, timeout=5.0, trust_env=False) as scraper:
+        assert scraper.get("/metrics").status_code == 200
+    assert _refusals(admin, "metrics_busy") > before
+    assert not [line for line in target.lines() if "Exception in ASGI application" in line]
+
+
+def test_a_scrape_past_the_waiting_bound_is_refused_503_with_retry_after(target: SidecarProcess) -> None:
+    """32 scrapes sent at once, each on its own connection: those within the burst are answered, a few wait their
+    turn, and the rest are refused at once with 503 problem+json `metrics_busy` and Retry-After."""
+    socks = [connect(target.admin, timeout=DEADLINE) for _ in range(ADMIN_MAX_CONNECTIONS - 2)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+        replies = [read_reply(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    refused = [reply for reply in replies if reply.status != 200]
+    assert refused, "no scrape was refused"
+    for reply in refused:
+        assert reply.status == 503
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert reply.headers["retry-after"] == "1"
+        assert reply.json()["reason"] == "metrics_busy"
