@@ -165,9 +165,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def admin_app(
-    runtime: Readiness, exposition: Exposition, refused: Callable[[str], None] | None = None
-) -> AdminApp:
+def admin_app(runtime: Readiness, exposition: Exposition, refused: Callable[[str], None] | None = None) -> AdminApp:
     """`exposition()` renders the metrics (one registry, or every worker's in multiprocess mode), paced;
     `refused(reason)` counts a scrape refused for want of a turn."""
     return AdminApp(runtime, exposition, Pacer(METRICS_PER_SECOND, METRICS_BURST), refused)

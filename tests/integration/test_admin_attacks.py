@@ -283,8 +283,9 @@ def test_a_client_that_pipelines_gets_its_answers_in_order_then_a_close(target: 
 
 
 def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) -> None:
-    """Scrapes past 10 a second (after a burst of 10) wait their turn: a flood of /metrics on 16 connections costs
-    the shared event loop at most 10 renders a second. Probes are never paced."""
+    """Scrapes past 10 a second (after a burst of 10) wait their turn (or are refused, past half a second's turns):
+    a flood of /metrics on 16 connections costs the shared event loop at most 10 renders a second. Probes are never
+    paced."""
     rendered: list[float] = []
     probes: list[int] = []
 
@@ -301,8 +302,10 @@ def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) 
                 # Scrapes still waiting for their turn when the probe has its answer: it was not paced behind them.
                 probes.append(len([sock for sock in socks if not select.select([sock], [], [], 0)[0]]))
                 for sock in socks:
-                    assert read_reply(sock).status == 200
-                    rendered.append(time.monotonic() - began)
+                    status = read_reply(sock).status
+                    assert status in (200, 503)  # 503: more than half a second's turns already taken
+                    if status == 200:
+                        rendered.append(time.monotonic() - began)
         finally:
             for sock in socks:
                 sock.close()
@@ -366,14 +369,13 @@ def test_admin_heads_are_held_to_the_admin_limits(
 
 
 def test_scrapes_whose_clients_leave_at_once_neither_pile_up_nor_hold_back_later_scrapes(
-    target: SidecarProcess, admin: httpx.Client
+    target: SidecarProcess,
 ) -> None:
     """Connect, send one `GET /metrics`, close, as fast as one client can (at most 6000 times, 8 s): a scrape past
-    its turn waits at most half a second or is refused 503 at once (counted), and a waiter whose client has gone is
-    dropped, so nothing piles up. Before: each took a slot of the pacer and waited on after its client had left
-    (24,000 of them grew the process by 244 MiB, held back every later scrape for N/10 s, and each logged
-    `Exception in ASGI application` when it woke)."""
-    before = _refusals(admin, "metrics_busy")
+    its turn waits at most half a second or is refused 503 at once, and a waiter whose client has gone is dropped
+    and gives its turn back, so nothing piles up. Before: each took a slot of the pacer and waited on after its
+    client had left (24,000 of them grew the process by 244 MiB, held back every later scrape for N/10 s, and each
+    logged `Exception in ASGI application` when it woke)."""
     sent: list[int] = []
 
     def connect_send_close() -> None:
@@ -387,8 +389,7 @@ def test_scrapes_whose_clients_leave_at_once_neither_pile_up_nor_hold_back_later
     # A real scrape right after the flood is answered within a few seconds (Prometheus' default timeout is 10 s).
     with httpx.Client(base_url=target.admin, timeout=5.0, trust_env=False) as scraper:
         assert scraper.get("/metrics").status_code == 200
-    assert _refusals(admin, "metrics_busy") > before
-    assert not [line for line in target.lines() if "Exception in ASGI application" in line]
+    assert not [line for line in target.lines if "Exception in ASGI application" in line]
 
 
 def test_a_scrape_past_the_waiting_bound_is_refused_503_with_retry_after(target: SidecarProcess) -> None:

@@ -114,9 +114,7 @@ def test_past_max_waiting_random_tokens_are_refused_at_once_and_a_cached_token_p
                 return http.get("/flows", headers={"Authorization": f"Bearer {token}"})
 
             assert call(legit).status_code == 200  # cached from here on
-            pending: set[Future[httpx.Response]] = {
-                pool.submit(call, secrets.token_urlsafe(24)) for _ in range(20)
-            }
+            pending: set[Future[httpx.Response]] = {pool.submit(call, secrets.token_urlsafe(24)) for _ in range(20)}
             refused: list[httpx.Response] = []
             stop = time.monotonic() + DEADLINE
             while len(refused) < 12 and pending and time.monotonic() < stop:
