@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.metrics import rejections, sample
+from tests.support.proc import memory
 from tests.support.rawsock import connect, read_reply
 from tests.support.servers import SidecarProcess
 
@@ -82,19 +83,11 @@ def _p99(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(len(ordered) * 0.99) - 1)]
 
 
-def _status(pid: int, field: str) -> int:
-    """A /proc/PID/status memory field, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 def _under_attack(target: SidecarProcess, attack: Callable[[], None]) -> None:
     """Runs `attack` in a thread while the proxy is asked without pause; asserts the proxy's p99 and peak RSS."""
     baseline = _proxy_latencies(target.proxy, lambda: True, 50)
     Path(f"/proc/{target.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
-    before = _status(target.pid, "VmRSS")
+    before = memory(target.pid, "VmRSS")
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -107,7 +100,7 @@ def _under_attack(target: SidecarProcess, attack: Callable[[], None]) -> None:
     attacker.start()
     during = _proxy_latencies(target.proxy, lambda: not attacker.is_alive(), 20)
     attacker.join(DEADLINE)
-    grown = _status(target.pid, "VmHWM") - before
+    grown = memory(target.pid, "VmHWM") - before
     if failure:
         raise failure[0]
     assert not attacker.is_alive(), "the attack outlived its own bound"
