@@ -112,3 +112,21 @@ def test_nestings() -> None:
     outer, inner, exact = make("o", prefix="/a"), make("i", prefix="/a/b/"), make("e", path="/a/b/c", methods="PUT")
     other = make("x", prefix="/ab")
     assert nestings([outer, inner, exact, other]) == [(inner, outer), (exact, outer), (exact, inner)]
+
+
+_API = make("api", prefix="/api", methods="GET")
+NESTINGS = {
+    # routes in file order -> (inner, outer) pairs reported to the operator (`sidecar check`)
+    "disjoint-methods-never-nest": ([_API, make("post-x", path="/api/x", methods="POST")], []),
+    "an-exact-route-listed-first-still-nests": (
+        [make("x", path="/api/x"), _API],
+        [("x", "api")],
+    ),
+    "an-exact-path-equal-to-a-prefix-nests": ([make("api-exact", path="/api"), _API], [("api-exact", "api")]),
+    "a-prefix-never-nests-in-itself": ([_API], []),
+}
+
+
+@pytest.mark.parametrize(("routes", "expected"), NESTINGS.values(), ids=NESTINGS.keys())
+def test_where_a_broad_route_gives_way_is_reported(routes: list[Route], expected: list[tuple[str, str]]) -> None:
+    assert [(inner.name, outer.name) for inner, outer in nestings(routes)] == expected
