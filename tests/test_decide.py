@@ -49,7 +49,11 @@ def _summary(decision: Decision) -> tuple[object, ...]:
 OUTCOMES = {
     # method, raw path -> normalised path, route, rest, reason, Allow, mode
     "a-path-refused-has-no-path": ("GET", b"/a%2fb", (None, None, "", Reason.INVALID_PATH, (), Mode.ENFORCE)),
-    "no-route-keeps-the-normalised-path": ("GET", b"/nowhere/./x", ("/nowhere/x", None, "", Reason.NO_ROUTE, (), Mode.ENFORCE)),
+    "no-route-keeps-the-normalised-path": (
+        "GET",
+        b"/nowhere/./x",
+        ("/nowhere/x", None, "", Reason.NO_ROUTE, (), Mode.ENFORCE),
+    ),
     "wrong-method-names-the-allowed-ones": (
         "POST",
         b"/methods",

@@ -153,6 +153,10 @@ def main(argv: list[str]) -> int:
     patterns = [arg for arg in argv if arg != "--report-only"]
     if not report_only:
         run_mutmut(patterns)
+        # mutmut skips mutants it has a verdict for: survivors run again, so tests added since can kill them.
+        survivors = [name for name, status in results().items() if status not in KILLED]
+        if survivors and not patterns:
+            run_mutmut(survivors)
     names = modules()
     found = results()
     section = equivalent_section(REPORT.read_text() if REPORT.exists() else "")
