@@ -10,6 +10,9 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from sidecar.decision import Reason, Rejection
 from sidecar.h1 import Connection
 from sidecar.proxy import Forwarder
 from tests.support.h1upstream import Reader, Upstream, Writer, answer, call, keep_answering, read_chunks, serving
@@ -159,3 +162,36 @@ async def test_a_client_that_does_not_read_pauses_reading_from_the_upstream(forw
     for _ in range(total // len(piece)):
         expected.update(piece)
     assert received.digest() == expected.digest()
+
+
+async def test_an_upstream_that_stops_reading_a_body_holds_the_client_back_then_times_out(
+    forwarder: Forwarder,
+) -> None:
+    """A 64 MiB upload to an upstream that reads the head and then nothing: the sidecar takes from the client only
+    what the socket buffers hold (it waits for the upstream to drain, never buffers the rest), and after `timeout`
+    of no progress it gives up with 504."""
+    piece = b"u" * (1024 * 1024)
+    offered = 64
+    taken = 0
+    stop = asyncio.Event()
+
+    async def stops_reading(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await stop.wait()
+
+    async def large_body() -> dict[str, Any]:
+        nonlocal taken
+        taken += 1
+        return {"type": "http.request", "body": piece, "more_body": taken < offered}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("no answer was expected")
+
+    async with serving(stops_reading) as upstream:
+        try:
+            with pytest.raises(Rejection) as refused:
+                await forwarder.forward("PUT", upstream.url + "/up", [], large_body, send, 1.0, True, [])
+        finally:
+            stop.set()
+    assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
+    assert taken <= offered // 2  # at most the socket buffers' worth: the rest stayed with the client
