@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.decision import Reason, Rejection
-from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES
+from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity
 from sidecar.verify import MAX_TOKEN_CHARS
 from tests.support.conformance import World, entra, signed
+from tests.support.jwtkit import jwks, mint, rsa_key
 
 CONTOSO = frozenset({"contoso"})
 
@@ -52,3 +53,17 @@ def test_a_non_string_jti_is_malformed(world: World) -> None:
 def test_a_refusal_after_a_good_signature_is_given_again_as_it_was(world: World) -> None:
     token = signed(entra(aud="api://someone-else"))
     assert [_reason(world, token), _reason(world, token)] == [Reason.WRONG_AUDIENCE, Reason.WRONG_AUDIENCE]
+
+
+def test_a_3072_bit_rsa_signature_ending_in_any_letter_verifies() -> None:
+    """A 384-byte signature uses every bit of its last base64url character, so it can end in any letter; only `=`
+    padding may be stripped from it."""
+    key = rsa_key("entra-1", 3072)
+    world = World()
+    world.contoso.jwks = jwks(key)
+    try:
+        tokens = (mint(entra(n=n), key) for n in range(2000))
+        token = next(token for token in tokens if token.endswith("X"))
+        assert isinstance(world.verify(token, CONTOSO), Identity)
+    finally:
+        world.close()
