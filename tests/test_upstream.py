@@ -32,6 +32,22 @@ def test_target_url(upstream: str, rest: str, query: bytes, expected: str) -> No
     assert target_url(target(upstream), rest, query) == expected
 
 
+# What an operator's upstream URL and a client's query become, at the edges of the rule (each row once let a
+# changed rule pass: make mutate).
+URL_EDGES = {
+    "upstream-path-trailing-slash-kept-without-rest": ("http://h/api/", "", b"", "http://h/api/"),
+    "upstream-path-letters-kept-before-rest": ("http://h/apiX", "/y", b"", "http://h/apiX/y"),
+    "client-params-joined-with-ampersands": ("http://h/p", "", b"a=1&b=2", "http://h/p?a=1&b=2"),
+    "a-name-is-cut-at-the-first-equals-sign": (TRIGGER, "", b"sig=a=b&id=7", TRIGGER + "&id=7"),
+    "a-name-that-is-not-utf8-is-kept-not-an-error": (TRIGGER, "", b"%FF=1", TRIGGER + "&%FF=1"),
+}
+
+
+@pytest.mark.parametrize(("upstream", "rest", "query", "expected"), URL_EDGES.values(), ids=URL_EDGES.keys())
+def test_target_url_edges(upstream: str, rest: str, query: bytes, expected: str) -> None:
+    assert target_url(target(upstream), rest, query) == expected
+
+
 def test_redacted_target_hides_the_query() -> None:
     assert "SECRET" not in target(TRIGGER).redacted()
 

@@ -90,10 +90,20 @@ def listed(section: str) -> set[str]:
 
 
 def changed_line(name: str) -> str:
-    """The mutated line, from `mutmut show` (for the report: what the surviving change is)."""
-    out = subprocess.run([MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True)
-    added = [line[1:].strip() for line in out.stdout.splitlines() if line.startswith("+") and not line.startswith("++")]
+    """The mutated line (for the report: what the surviving change is). mutmut's own `show`, in this process: a
+    `mutmut show` per survivor costs a start-up each."""
+    from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+
+    os.chdir(ROOT)
+    diff = get_diff_for_mutant(name, path=find_mutant(name).path)
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("++")]
     return added[0] if added else ""
+
+
+def function_of(name: str) -> str:
+    """`sidecar.h1.xǁPoolǁrelease__mutmut_3` -> `Pool.release`."""
+    local = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
+    return local.removeprefix("x").strip("ǁ").replace("ǁ", ".") if "ǁ" in local else local[2:]
 
 
 def score(found: dict[str, str], equivalent: set[str], names: list[str]) -> dict[str, Score]:
@@ -138,9 +148,15 @@ def report(scores: dict[str, Score], section: str, stale: list[str]) -> str:
         if not entry.survivors:
             continue
         lines += [f"### `{module}`", ""]
+        untested: Counter[str] = Counter()
         for name, status in entry.survivors:
+            if status in ("no tests", "not checked"):  # no selected test reaches it, or mutmut has not run it yet
+                untested[f"{function_of(name)}` ({status}"] += 1
+                continue
             change = changed_line(name).replace("`", "'")
             lines.append(f"- `{name}` ({status}): `{change}`" if change else f"- `{name}` ({status})")
+        for function, count in sorted(untested.items()):
+            lines.append(f"- `{function}): {count} mutants")
         lines.append("")
     if stale:
         lines += ["", "Listed as equivalent but killed or no longer generated (remove from the list below):", ""]
