@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.decision import Reason, Rejection
 from sidecar.h1 import Connection
-from sidecar.proxy import Forwarder
+from sidecar.proxy import Forwarder, UpstreamBroken
 from tests.support.h1upstream import Reader, Upstream, Writer, answer, call, keep_answering, read_chunks, serving
 
 _DEADLINE = 10.0  # the longest wait for a condition; met at once when the rule holds
@@ -195,3 +195,35 @@ async def test_an_upstream_that_stops_reading_a_body_holds_the_client_back_then_
             stop.set()
     assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
     assert taken <= offered // 2  # at most the socket buffers' worth: the rest stayed with the client
+
+
+async def test_an_upstream_silent_before_its_answer_is_a_504_after_the_timeout(forwarder: Forwarder) -> None:
+    silent = asyncio.Event()
+
+    async def never_answers(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await silent.wait()
+
+    async with serving(never_answers) as upstream:
+        try:
+            with pytest.raises(Rejection) as refused:
+                await call(forwarder, upstream.url + "/slow", timeout=0.5)
+        finally:
+            silent.set()
+    assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
+
+
+async def test_an_upstream_silent_mid_body_breaks_the_exchange_after_the_timeout(forwarder: Forwarder) -> None:
+    silent = asyncio.Event()
+
+    async def stops_mid_body(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
+        await silent.wait()
+
+    async with serving(stops_mid_body) as upstream:
+        try:
+            with pytest.raises(UpstreamBroken):
+                await call(forwarder, upstream.url + "/slow", timeout=0.5)
+        finally:
+            silent.set()

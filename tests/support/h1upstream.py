@@ -109,9 +109,10 @@ async def keep_answering(reader: Reader, writer: Writer, upstream: Upstream) -> 
 
 
 async def call(
-    forwarder: Forwarder, url: str, method: str = "GET", pieces: list[bytes] | None = None
+    forwarder: Forwarder, url: str, method: str = "GET", pieces: list[bytes] | None = None, timeout: float = 5.0
 ) -> tuple[Forwarded, bytes]:
-    """One exchange as the gate makes it: the body in these pieces, then a client that stays connected."""
+    """One exchange as the gate makes it: the body in these pieces, then a client that stays connected; `timeout`
+    is the route's."""
     pending = list(pieces or [])
     sent: list[dict[str, Any]] = []
 
@@ -124,5 +125,5 @@ async def call(
     async def send(message: Any) -> None:
         sent.append(message)
 
-    forwarded = await forwarder.forward(method, url, [], receive, send, 5.0, bool(pieces), [])
+    forwarded = await forwarder.forward(method, url, [], receive, send, timeout, bool(pieces), [])
     return forwarded, b"".join(message.get("body", b"") for message in sent[1:])
