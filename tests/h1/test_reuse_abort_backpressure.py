@@ -15,7 +15,17 @@ import pytest
 from sidecar.decision import Reason, Rejection
 from sidecar.h1 import Connection
 from sidecar.proxy import Forwarder, UpstreamBroken
-from tests.support.h1upstream import Reader, Upstream, Writer, answer, call, keep_answering, read_chunks, serving
+from tests.support.h1upstream import (
+    Reader,
+    Script,
+    Upstream,
+    Writer,
+    answer,
+    call,
+    keep_answering,
+    read_chunks,
+    serving,
+)
 
 _DEADLINE = 10.0  # the longest wait for a condition; met at once when the rule holds
 _HIGH_WATER = 512 * 1024  # h1_response's bound on response bytes waiting for the client
@@ -30,6 +40,18 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.005)
 
 
+def on_first_connection(script: Script) -> Script:
+    """`script` on the first connection; every later one answers each request normally."""
+
+    async def run(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        if upstream.connections > 1:
+            await keep_answering(reader, writer, upstream)
+        else:
+            await script(reader, writer, upstream)
+
+    return run
+
+
 def _only_connection(forwarder: Forwarder) -> Connection:
     (connection,) = forwarder.pool._connections
     return connection
@@ -42,9 +64,6 @@ async def test_a_connection_answered_before_its_body_was_sent_is_never_reused(fo
     after_answer: list[bytes] = []  # what the first connection read after its early answer, until it ended
 
     async def answers_early(reader: Reader, writer: Writer, upstream: Upstream) -> None:
-        if upstream.connections > 1:
-            await keep_answering(reader, writer, upstream)
-            return
         await reader.readuntil(b"\r\n\r\n")
         writer.write(answer(b"early"))
         try:
@@ -69,7 +88,7 @@ async def test_a_connection_answered_before_its_body_was_sent_is_never_reused(fo
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    async with serving(answers_early) as upstream:
+    async with serving(on_first_connection(answers_early)) as upstream:
         forwarded = await forwarder.forward("PUT", upstream.url + "/up", [], stalled_body, send, 5.0, True, [])
         assert (forwarded.status, b"".join(m.get("body", b"") for m in sent[1:])) == (200, b"early")
         second, body = await call(forwarder, upstream.url + "/next", "POST", [b"2"])
@@ -87,9 +106,6 @@ async def test_bytes_received_on_an_idle_connection_close_it(forwarder: Forwarde
     unasked = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
 
     async def sends_unasked(reader: Reader, writer: Writer, upstream: Upstream) -> None:
-        if upstream.connections > 1:
-            await keep_answering(reader, writer, upstream)
-            return
         await reader.readuntil(b"\r\n\r\n")
         writer.write(answer(b"asked"))
         await stray_sent.wait()
@@ -97,7 +113,7 @@ async def test_bytes_received_on_an_idle_connection_close_it(forwarder: Forwarde
         await writer.drain()
         await reader.read()  # until the sidecar closes it
 
-    async with serving(sends_unasked) as upstream:
+    async with serving(on_first_connection(sends_unasked)) as upstream:
         assert (await call(forwarder, upstream.url + "/one"))[1] == b"asked"
         idle = _only_connection(forwarder)
         assert idle.idle_since >= 0  # in the pool, waiting
