@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import request_headers
+from sidecar.upstream import identity_header_values, request_headers
 
 LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 
@@ -117,3 +117,15 @@ def test_a_client_copy_of_a_sidecar_header_never_goes_next_to_the_sidecars_own(n
     """Compared as the list sent: a client's copy before the sidecar's would win at an upstream that reads the
     first occurrence, though a dict of the headers (the last value wins) shows only the sidecar's."""
     assert _sent([("Host", "gw"), (name, "spoofed")]) == SIDECAR_SET
+
+
+def test_connection_names_headers_separated_by_commas_alone() -> None:
+    sent = _sent([("Connection", "keep-alive,X-Hop"), ("X-Hop", "1"), ("Host", "gw")])
+    assert sent == SIDECAR_SET
+
+
+def test_forward_auth_sends_every_identity_header_empty_for_a_caller_without_identity() -> None:
+    """An ingress copies these onto the request: empty values overwrite a client's own copies rather than keep them."""
+    empty = identity_header_values(None, IdentityHeaders(), keep_empty=True)
+    names = [b"x-auth-subject", b"x-auth-user", b"x-auth-tenant", b"x-auth-roles", b"x-auth-provider"]
+    assert empty == [(name, b"") for name in names]
