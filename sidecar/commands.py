@@ -181,7 +181,7 @@ async def run_sidecar(
         Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
         Listener(
             "admin",
-            admin_app(runtime, exposition(registry)),
+            admin_app(runtime, exposition(registry), runtime.metrics.admin_refused),
             admin,
             stop_last=True,
             http=protocol_for(AdminGuard(runtime)),  # limits of its own: no token is needed to send to it

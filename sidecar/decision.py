@@ -43,6 +43,7 @@ class Reason(enum.Enum):
     OVERLOADED = "overloaded"
     POOL_SHARE_FULL = "pool_share_full"
     FORWARD_AUTH_SPOOFED = "forward_auth_spoofed"
+    METRICS_BUSY = "metrics_busy"  # the admin listener's /metrics only: too many scrapes already wait their turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,9 @@ _TABLE: Final[dict[Reason, Outcome]] = {
         None,
         False,
         "The forward-auth request names its original URI or method in a header the ingress does not set, or twice.",
+    ),
+    Reason.METRICS_BUSY: Outcome(
+        503, "Service Unavailable", None, False, "Too many scrapes are waiting for their turn; see Retry-After."
     ),
 }
 

@@ -5,8 +5,12 @@ otherwise refused) answer for `introspection.inactive_cache`. A failure to get a
 HTTP error, a response that is not an introspection response) is never cached and never a 401: the token may be
 fine, so it is INTROSPECTION_UNAVAILABLE (503), counted through `on_failure(provider, error)`.
 
-Concurrent requests with the same token share one introspection call, and at most `max_concurrent` calls are in
-flight at once, so a flood of invented tokens queues here instead of multiplying at the authorization server.
+Concurrent requests with the same token share one introspection call. Per provider, at most
+`introspection.max_in_flight` calls are in flight at once (a flood of invented tokens queues here instead of
+multiplying at the authorization server), and at most `introspection.max_waiting` requests wait for an answer at
+once: the next is INTROSPECTION_UNAVAILABLE at once, counted as `overloaded`. Token checks come before a route's
+`max_concurrent`, so without this bound a slow or hung endpoint let a flood of random tokens hold a request each
+(~14 KiB) for the whole timeout, and made a legitimate new token wait behind them.
 
 Answers are cached per `Profile`: the provider as the policy configures it and the claims its rules can read. A
 reload that changes either makes a new profile and drops the old one's answers (`retain`), so an answer judged under
@@ -96,6 +100,18 @@ class _Answer:
 
 
 _Key = tuple[Profile, bytes]  # the profile judged under, token digest
+OVERLOADED: Final = "overloaded"  # the error label of a request refused because max_waiting requests already wait
+
+
+class _Lane:
+    """One provider's calls: at most `max_in_flight` at once; `waiting` counts the requests waiting for them."""
+
+    __slots__ = ("max_in_flight", "slots", "waiting")
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.waiting = 0
 
 
 class Introspector:
@@ -108,7 +124,6 @@ class Introspector:
         *,
         on_failure: Callable[[str, str], None] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_concurrent: int = 64,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -117,7 +132,7 @@ class Introspector:
             maxsize=cache_bytes, ttu=_until, timer=clock, getsizeof=_size_of
         )
         self._inflight: dict[_Key, asyncio.Task[_Answer]] = {}
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._lanes: dict[str, _Lane] = {}  # by provider name: a reload that keeps the name keeps the count
         self._profiles: dict[tuple[Provider, frozenset[str] | None], Profile] = {}
 
     def profile(self, provider: Provider, claims: frozenset[str] | None = None) -> Profile:
@@ -149,25 +164,41 @@ class Introspector:
         key = (profile, hashlib.sha256(token.encode()).digest())
         answer = self._cache.get(key)
         if answer is None:
+            lane = self._lane(profile.provider.name, endpoint)
+            if lane.waiting >= endpoint.max_waiting:  # refused before it costs a task or a call
+                if self._on_failure is not None:
+                    self._on_failure(profile.provider.name, OVERLOADED)
+                raise Rejection(Reason.INTROSPECTION_UNAVAILABLE)
             task = self._inflight.get(key)
             if task is None:
                 name = f"introspect:{profile.provider.name}"
-                task = asyncio.create_task(self._ask(profile, endpoint, token), name=name)
+                task = asyncio.create_task(self._ask(profile, endpoint, token, lane), name=name)
                 self._inflight[key] = task
                 task.add_done_callback(lambda _: self._inflight.pop(key, None))
-            # shield: a caller that goes away must not cancel the call the others share.
-            answer = await asyncio.shield(task)
+            lane.waiting += 1
+            try:
+                # shield: a caller that goes away must not cancel the call the others share.
+                answer = await asyncio.shield(task)
+            finally:
+                lane.waiting -= 1
             if not profile.retired:
                 self._cache[key] = answer
         if answer.identity is None:
             raise Rejection(answer.reason or Reason.TOKEN_INACTIVE)
         return answer.identity
 
-    async def _ask(self, profile: Profile, endpoint: Introspection, token: str) -> _Answer:
+    def _lane(self, provider: str, endpoint: Introspection) -> _Lane:
+        """The provider's lane; a new one when a reload changed its max_in_flight (calls under way keep theirs)."""
+        lane = self._lanes.get(provider)
+        if lane is None or lane.max_in_flight != endpoint.max_in_flight:
+            lane = self._lanes[provider] = _Lane(endpoint.max_in_flight)
+        return lane
+
+    async def _ask(self, profile: Profile, endpoint: Introspection, token: str, lane: _Lane) -> _Answer:
         provider = profile.provider
         try:
             async with asyncio.timeout(INTROSPECTION_TIMEOUT_SECONDS):
-                async with self._slots:
+                async with lane.slots:
                     document = await post_json(
                         self._client,
                         endpoint.endpoint,

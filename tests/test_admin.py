@@ -4,13 +4,14 @@ admin listener's limits against the proxy's."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import cast
 
 import pytest
 
-from sidecar.admin import Pacer, admin_app
+from sidecar.admin import METRICS_MAX_WAIT, AdminApp, Pacer, admin_app
 from sidecar.admin_guard import ADMIN_LIMITS, AdminGuard
 from sidecar.asgi import Message
 from sidecar.policy.limits import ServerLimits
@@ -105,6 +106,60 @@ def test_the_admin_listener_takes_the_stricter_of_its_limits_and_the_proxys(
 def test_the_pacer_lets_a_burst_through_then_spaces_calls_at_the_rate() -> None:
     now = [100.0]
     pacer = Pacer(10.0, 10, clock=lambda: now[0])
-    assert [round(pacer.wait(), 6) for _ in range(12)] == [0.0] * 10 + [0.1, 0.2]
+    assert [round(pacer.wait() or 0.0, 6) for _ in range(12)] == [0.0] * 10 + [0.1, 0.2]
     now[0] += 1.2  # the two waiting calls have gone ahead; the budget refills from then on
-    assert [round(pacer.wait(), 6) for _ in range(11)] == [0.0] * 10 + [0.1]
+    assert [round(pacer.wait() or 0.0, 6) for _ in range(11)] == [0.0] * 10 + [0.1]
+
+
+def test_the_pacer_refuses_a_wait_past_its_bound_without_taking_a_turn() -> None:
+    pacer = Pacer(10.0, 1, clock=lambda: 0.0)
+    waits = [pacer.wait(0.25) for _ in range(5)]
+    assert [None if wait is None else round(wait, 6) for wait in waits] == [0.0, 0.1, 0.2, None, None]
+    pacer.give_back()  # the 0.2 s turn, unused
+    assert round(pacer.wait(0.25) or 0.0, 6) == 0.2
+
+
+async def test_a_scrape_whose_client_leaves_while_it_waits_is_dropped_and_gives_its_turn_back() -> None:
+    pacer = Pacer(10.0, 1, clock=lambda: 0.0)
+    counted: list[str] = []
+    app = AdminApp(_Runtime(False, True), lambda: (b"m 1\n", "text/plain"), pacer, counted.append)
+    incoming = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else await asyncio.Future()  # nothing more after the disconnect
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": [], "client": ("127.0.0.1", 1)}
+    await app(scope, receive, send)
+    assert [m["status"] for m in sent if "status" in m] == [200]  # the burst
+    await app(scope, receive, send)  # waits 0.1 s, but its client left at once: nothing sent, nothing counted
+    assert len(sent) == 2 and counted == []
+    assert pacer.wait() == pytest.approx(0.1)  # the dropped scrape's turn was given back
+
+
+async def test_a_scrape_past_the_waiting_bound_is_503_metrics_busy_with_retry_after() -> None:
+    pacer = Pacer(10.0, 1, clock=lambda: 0.0)
+    counted: list[str] = []
+    app = AdminApp(_Runtime(False, True), lambda: (b"m 1\n", "text/plain"), pacer, counted.append)
+    while pacer.wait(METRICS_MAX_WAIT) is not None:  # every turn within the bound taken
+        pass
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app({"type": "http", "method": "GET", "path": "/metrics", "headers": []}, receive, send)
+    start, end = sent
+    assert start["status"] == 503
+    headers = start["headers"]
+    assert [value for name, value in headers if name == b"retry-after"] == [b"1"]
+    assert [value for name, value in headers if name == b"content-type"] == [b"application/problem+json"]
+    assert [value for name, value in headers if name == b"content-length"] == [str(len(end["body"])).encode()]
+    assert json.loads(end["body"])["reason"] == "metrics_busy"
+    assert counted == ["metrics_busy"]

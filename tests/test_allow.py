@@ -63,6 +63,7 @@ CASES = {
     "scp-word": (SCOPES, who(scp="User.Read Payroll.Run"), True),
     "scp-single": (SCOPES, who(scp="Payroll.Run"), True),
     "scp-substring-is-not-word": (SCOPES, who(scp="Payroll.Runner"), False),
+    "scp-split-on-spaces-only-not-tabs": (SCOPES, who(scp="User.Read\tPayroll.Run"), False),
     "scope-claim-words": (rule(claims={"scope": ("payroll:run",)}), who(scope="openid payroll:run"), True),
     "claims-and-all-hold": (BOTH_CLAIMS, who(roles=["Payroll.Invoke"], tid="tenant-1"), True),
     "claims-and-one-fails": (BOTH_CLAIMS, who(roles=["Payroll.Invoke"], tid="tenant-2"), False),
@@ -152,6 +153,8 @@ APP_CASES = {
     "scopes-scope-claim": (SCOPED, who(scope="openid Payroll.Run"), True),
     "scopes-list-okta": (SCOPED, who(scp=["openid", "Payroll.Run"]), True),
     "scopes-substring": (SCOPED, who(scp="Payroll.RunAll"), False),
+    "scopes-split-on-spaces-only-not-tabs": (SCOPED, who(scp="User.Read\tPayroll.Run"), False),
+    "groups-lone-string-is-a-list-of-one": (GROUPS, who(groups="g-payroll"), True),
     "scopes-app-token-has-none": (SCOPED, who(**APP_TOKEN), False),
     "app-only-client-credentials": (APP_ONLY, who(**APP_TOKEN), True),
     "app-only-delegated-refused": (APP_ONLY, who(**USER_TOKEN), False),
@@ -204,4 +207,16 @@ def test_evaluate_explains_app_caller_rules() -> None:
             False,
             "provider contoso matched; user tokens only: this is an app token; scopes: none of [Payroll.Run] present",
         ),
+    ]
+
+
+def test_evaluate_says_which_kind_of_token_and_that_no_app_was_listed() -> None:
+    rules = (
+        AllowRule("contoso", caller=CallerKind.APP),
+        AllowRule("contoso", apps=frozenset({"client-1"}), index=1),
+    )
+    identity = who(idtyp="user", azp="client-2")
+    assert [(held, reason) for _, held, reason in evaluate(route(*rules), identity)] == [
+        (False, "provider contoso matched; app tokens only: this is a user token"),
+        (False, "provider contoso matched; app not listed (azp, appid, client_id)"),
     ]

@@ -190,4 +190,6 @@ def test_the_table_is_big_and_covers_every_reason_a_request_head_can_get() -> No
     head_reasons -= {Reason.RATE_LIMITED, Reason.RATE_LIMIT_UNAVAILABLE, Reason.CORS_REFUSED}
     # Forward-auth refuses a spoofed original before deciding: tests/integration/test_forward_auth.py covers it.
     head_reasons -= {Reason.FORWARD_AUTH_SPOOFED}
+    # Only the admin listener's /metrics refuses a scrape for want of a turn: tests/integration/test_admin_attacks.py.
+    head_reasons -= {Reason.METRICS_BUSY}
     assert head_reasons <= {Reason(row.reason) for row in ROWS if row.reason != "allow"}

@@ -58,8 +58,9 @@ async def _finished(recorder: Recorder, path: str) -> Seen:
 @pytest.mark.parametrize(
     ("receive", "limits", "reason"),
     [
-        (_body(b"a" * 600, b"b" * 600, b"c" * 600), {"max_body": 1024}, Reason.BODY_TOO_LARGE),
-        (_body(b"a" * 10, stall=True), {"body_timeout": 0.2}, Reason.BODY_TIMEOUT),
+        # A new receive for each run: the same test may run again in one process (make mutate).
+        (lambda: _body(b"a" * 600, b"b" * 600, b"c" * 600), {"max_body": 1024}, Reason.BODY_TOO_LARGE),
+        (lambda: _body(b"a" * 10, stall=True), {"body_timeout": 0.2}, Reason.BODY_TIMEOUT),
     ],
     ids=["over-max-body", "stalled"],
 )
@@ -71,7 +72,7 @@ async def test_a_refused_body_aborts_the_upstream_request(
     forwarder = Forwarder.create()
     try:
         with pytest.raises(Rejection) as refused:
-            await forwarder.forward("POST", url + path, [], receive, _sink, 5.0, True, [], **limits)
+            await forwarder.forward("POST", url + path, [], receive(), _sink, 5.0, True, [], **limits)
     finally:
         await forwarder.close()
     assert refused.value.reason is reason

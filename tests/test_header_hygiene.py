@@ -7,19 +7,15 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import request_headers
+from sidecar.upstream import identity_header_values, request_headers
 
 LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 
 
-def _sent(pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA) -> dict:
-    return dict(_pairs(pairs, forward_token, identity))
-
-
-def _pairs(
+def _sent(
     pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA
 ) -> list[tuple[str, str]]:
-    """Every header sent upstream, in order (a list: a dict would hide a second copy)."""
+    """Every header sent upstream, in order: a list, so a second copy next to the sidecar's own is seen."""
     client = [(name.lower().encode(), value.encode()) for name, value in pairs]
     out = request_headers(
         client,
@@ -31,6 +27,11 @@ def _pairs(
         request_id="rid-1",
     )
     return [(name.decode(), value.decode()) for name, value in out]
+
+
+def _values(sent: list[tuple[str, str]], name: str) -> list[str]:
+    """Every value sent under this (lower-case) name."""
+    return [value for key, value in sent if key == name]
 
 
 NEVER_FORWARDED = [
@@ -60,39 +61,80 @@ NEVER_FORWARDED = [
 @pytest.mark.parametrize("name", NEVER_FORWARDED)
 def test_override_and_provenance_headers_are_never_forwarded(name: str) -> None:
     sent = _sent([(name, "spoofed"), ("X-Custom", "kept")])
-    assert "spoofed" not in sent.values()
-    assert sent["x-custom"] == "kept"
+    assert "spoofed" not in [value for _, value in sent]
+    assert _values(sent, "x-custom") == ["kept"]
 
 
 def test_underscored_names_of_ordinary_headers_pass() -> None:
-    assert _sent([("X_Custom_Thing", "1")])["x_custom_thing"] == "1"
+    assert _values(_sent([("X_Custom_Thing", "1")]), "x_custom_thing") == ["1"]
 
 
 def test_x_forwarded_for_is_the_value_given() -> None:
-    assert _sent([("X-Forwarded-For", "6.6.6.6")])["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
+    assert _values(_sent([("X-Forwarded-For", "6.6.6.6")]), "x-forwarded-for") == ["1.2.3.4, 10.0.0.1"]
 
 
 @pytest.mark.parametrize("forward_token", [False, True], ids=["stripped", "forwarded"])
 def test_connection_cannot_name_the_token_away(forward_token: bool) -> None:
     sent = _sent([("Authorization", "Bearer t"), ("Connection", "Authorization")], forward_token=forward_token)
-    assert ("authorization" in sent) is forward_token
+    assert _values(sent, "authorization") == (["Bearer t"] if forward_token else [])
 
 
 def test_connection_cannot_name_the_body_length_away() -> None:
     sent = _sent([("Content-Length", "5"), ("Connection", "content-length, X-Hop"), ("X-Hop", "1")])
-    assert sent["content-length"] == "5" and "x-hop" not in sent
+    assert (_values(sent, "content-length"), _values(sent, "x-hop")) == (["5"], [])
+
+
+# The sidecar's own headers with the values it sets for LISA on this request, in the order it sends them.
+SIDECAR_SET = [
+    ("x-forwarded-for", "1.2.3.4, 10.0.0.1"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-host", "gw"),
+    ("x-request-id", "rid-1"),
+    ("x-auth-subject", "o-1"),
+    ("x-auth-user", "lisa@contoso.com"),
+    ("x-auth-provider", "contoso"),
+]
 
 
 def test_connection_cannot_remove_identity_forwarding_or_request_id() -> None:
     named = "X-Auth-Subject, x-auth_user, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id"
-    sent = _sent([("Connection", named), ("Host", "gw")])
-    assert sent["x-auth-subject"] == "o-1" and sent["x-auth-user"] == "lisa@contoso.com"
-    assert sent["x-forwarded-for"] == "1.2.3.4, 10.0.0.1"
-    assert (sent["x-forwarded-proto"], sent["x-forwarded-host"], sent["x-request-id"]) == ("http", "gw", "rid-1")
+    assert _sent([("Connection", named), ("Host", "gw")]) == SIDECAR_SET
+
+
+CLIENT_COPIES = [
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Request-Id",
+    "X-Auth-Subject",
+    "X-Auth-User",
+    "X-Auth-Tenant",
+    "X-Auth-Roles",
+    "X-Auth-Provider",
+]
+
+
+@pytest.mark.parametrize("name", CLIENT_COPIES)
+def test_a_client_copy_of_a_sidecar_header_never_goes_next_to_the_sidecars_own(name: str) -> None:
+    """Compared as the list sent: a client's copy before the sidecar's would win at an upstream that reads the
+    first occurrence, though a dict of the headers (the last value wins) shows only the sidecar's."""
+    assert _sent([("Host", "gw"), (name, "spoofed")]) == SIDECAR_SET
+
+
+def test_connection_names_headers_separated_by_commas_alone() -> None:
+    sent = _sent([("Connection", "keep-alive,X-Hop"), ("X-Hop", "1"), ("Host", "gw")])
+    assert sent == SIDECAR_SET
+
+
+def test_forward_auth_sends_every_identity_header_empty_for_a_caller_without_identity() -> None:
+    """An ingress copies these onto the request: empty values overwrite a client's own copies rather than keep them."""
+    empty = identity_header_values(None, IdentityHeaders(), keep_empty=True)
+    names = [b"x-auth-subject", b"x-auth-user", b"x-auth-tenant", b"x-auth-roles", b"x-auth-provider"]
+    assert empty == [(name, b"") for name in names]
 
 
 def test_expect_is_answered_by_the_sidecar_not_forwarded() -> None:
-    sent = _pairs([("Expect", "100-continue"), ("Content-Length", "5"), ("X-Custom", "kept")], identity=None)
+    sent = _sent([("Expect", "100-continue"), ("Content-Length", "5"), ("X-Custom", "kept")], identity=None)
     assert sent == [
         ("content-length", "5"),
         ("x-custom", "kept"),

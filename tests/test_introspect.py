@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,19 +164,57 @@ async def test_concurrent_requests_share_one_call(introspector: Introspector, se
     assert len(server.calls) == 1
 
 
-async def test_calls_in_flight_are_bounded(server: FakeIntrospection, clock: FakeClock) -> None:
+def bounded(max_in_flight: int, max_waiting: int, name: str = "opaque") -> Provider:
+    endpoint = dataclasses.replace(ENDPOINT, max_in_flight=max_in_flight, max_waiting=max_waiting)
+    return dataclasses.replace(OPAQUE, name=name, introspection=endpoint)
+
+
+async def settle() -> None:
+    for _ in range(20):  # let every task reach the semaphore or the server (bounded; no clock involved)
+        await asyncio.sleep(0)
+
+
+async def test_calls_in_flight_are_bounded(introspector: Introspector, server: FakeIntrospection) -> None:
     server.hold()
-    async with server.client() as client:
-        introspector = Introspector(client, clock, max_concurrent=2)
-        tasks = [asyncio.create_task(introspector.introspect(OPAQUE, f"token-{i}")) for i in range(5)]
-        await server.entered.wait()
-        for _ in range(20):  # let every task reach the semaphore (bounded; no clock involved)
-            await asyncio.sleep(0)
-        assert len(server.calls) == 2
-        server.release()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = [asyncio.create_task(introspector.introspect(bounded(2, 8), f"token-{i}")) for i in range(5)]
+    await server.entered.wait()
+    await settle()
+    assert len(server.calls) == 2
+    server.release()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     assert len(server.calls) == 5
     assert all(isinstance(r, Rejection) and r.reason is Reason.TOKEN_INACTIVE for r in results)
+
+
+async def test_requests_past_max_waiting_are_refused_at_once_and_counted(
+    introspector: Introspector, server: FakeIntrospection, failures: Failures
+) -> None:
+    """A hung endpoint: 2 calls in flight, 1 waiting for a slot, and a request sharing a call fill max_waiting (4).
+    The next request is 503 introspection_unavailable at once (no call, no wait for the timeout), counted as
+    `overloaded`; another provider's lane and a cached token are not held back."""
+    provider = bounded(2, 4)
+    server.answers[TOKEN] = active()
+    assert (await introspector.introspect(provider, TOKEN)).subject == "user-1"  # cached from here on
+    server.hold()  # never released before the refusals: the endpoint hangs
+    tokens = ["token-0", "token-1", "token-2", "token-0"]
+    tasks = [asyncio.create_task(introspector.introspect(provider, token)) for token in tokens]
+    await server.entered.wait()
+    await settle()
+    calls = len(server.calls)
+    for token in ("token-3", "token-4"):
+        assert await reason_of(introspector, provider, token) is Reason.INTROSPECTION_UNAVAILABLE
+    assert failures.seen == [("opaque", "overloaded")] * 2
+    assert len(server.calls) == calls == 1 + 2  # the cached token's call, then max_in_flight
+    assert not any(task.done() for task in tasks)
+    assert (await introspector.introspect(provider, TOKEN)).subject == "user-1"
+    other = asyncio.create_task(introspector.introspect(bounded(2, 4, name="other"), "token-5"))
+    await settle()
+    assert len(server.calls) == calls + 1  # its own lane: asked at once
+    server.release()
+    results = await asyncio.gather(*tasks, other, return_exceptions=True)
+    assert all(isinstance(r, Rejection) and r.reason is Reason.TOKEN_INACTIVE for r in results)
+    assert failures.seen == [("opaque", "overloaded")] * 2
+    assert await reason_of(introspector, provider, "token-3") is Reason.TOKEN_INACTIVE  # room again
 
 
 # --- failures: 503, counted, never cached, never the token -----------------------------------------------------------

@@ -24,6 +24,8 @@ NORMALISED = {
     "dot-at-end-keeps-directory": (b"/a/b/.", "/a/b/"),
     "lone-dot-is-root": (b"/.", "/"),
     "slashes-only-is-root": (b"///", "/"),
+    "repeated-trailing-slashes-keep-one": (b"/a//", "/a/"),
+    "dot-then-trailing-slash-keeps-directory": (b"/a/./", "/a/"),
     "mixed-case-encoded-dots-resolved": (b"/a/.%2E/b", "/b"),
     "encoded-tilde-decoded": (b"/%7euser", "/~user"),
     "double-encoding-kept-encoded": (b"/a/%252e%252e/b", "/a/%252e%252e/b"),

@@ -73,6 +73,14 @@ def test_introspection_cache_times_and_optional_audiences() -> None:
     assert provider.audiences == frozenset()
 
 
+def test_introspection_bounds_default_and_configured() -> None:
+    default = parse(text(OPAQUE, "[{provider: opaque}]")).providers["opaque"].introspection
+    assert default is not None and (default.max_in_flight, default.max_waiting) == (64, 256)
+    source = text(OPAQUE + "      max_in_flight: 8\n      max_waiting: 8\n", "[{provider: opaque}]")
+    given = parse(source).providers["opaque"].introspection
+    assert given is not None and (given.max_in_flight, given.max_waiting) == (8, 8)
+
+
 def test_app_caller_rule_keys() -> None:
     allow = (
         "\n      - {provider: entra-co, apps: [client-1, client-2], app_tokens_only: true}"
@@ -134,6 +142,15 @@ ERRORS = {
     "introspection-without-secret": (
         text(OPAQUE.replace("      client_secret: ${SECRET}\n", ""), "[{provider: opaque}]"),
         "p.yaml:4: providers.opaque.introspection.client_secret: is required",
+    ),
+    "introspection-waiting-below-in-flight": (
+        text(OPAQUE + "      max_in_flight: 16\n      max_waiting: 8\n", "[{provider: opaque}]"),
+        "p.yaml:4: providers.opaque.introspection: max_waiting must be at least max_in_flight: every call in flight "
+        "has a request waiting",
+    ),
+    "introspection-no-calls": (
+        text(OPAQUE + "      max_in_flight: 0\n", "[{provider: opaque}]"),
+        "p.yaml:8: providers.opaque.introspection.max_in_flight: Input should be greater than or equal to 1",
     ),
     "two-kinds": (
         text(ISSUER + "    entra: {tenant: " + TID + "}\n"),

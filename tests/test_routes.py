@@ -27,7 +27,12 @@ ROUTES = {
         make("upper", path="/CaSe"),
     )
 }
-TABLE = RouteTable.build(list(ROUTES.values()))
+
+
+def table() -> RouteTable:
+    """Built in each test, not at import: `make mutate` runs a test with the code under mutation, not its import."""
+    return RouteTable.build(list(ROUTES.values()))
+
 
 HITS = {
     "exact": ("POST", "/flows/payroll", "payroll", ""),
@@ -63,7 +68,7 @@ HITS = {
 
 @pytest.mark.parametrize(("method", "path", "name", "expected"), HITS.values(), ids=HITS.keys())
 def test_lookup(method: str, path: str, name: str | None, expected: str | tuple[str, ...] | None) -> None:
-    result = TABLE.lookup(method, path)
+    result = table().lookup(method, path)
     if name is not None:
         assert result == RouteHit(ROUTES[name], str(expected))
     elif expected is None:
@@ -86,8 +91,8 @@ def test_empty_table() -> None:
 
 def test_long_paths_are_cheap_and_correct() -> None:
     deep = "/public/" + "a/" * 5000
-    assert TABLE.lookup("GET", deep) == RouteHit(ROUTES["public"], deep[len("/public") :])
-    assert TABLE.lookup("GET", "/" + "x" * 10000) == NoRoute()
+    assert table().lookup("GET", deep) == RouteHit(ROUTES["public"], deep[len("/public") :])
+    assert table().lookup("GET", "/" + "x" * 10000) == NoRoute()
 
 
 def test_build_refuses_conflicts() -> None:
@@ -112,3 +117,27 @@ def test_nestings() -> None:
     outer, inner, exact = make("o", prefix="/a"), make("i", prefix="/a/b/"), make("e", path="/a/b/c", methods="PUT")
     other = make("x", prefix="/ab")
     assert nestings([outer, inner, exact, other]) == [(inner, outer), (exact, outer), (exact, inner)]
+
+
+_API = make("api", prefix="/api", methods="GET")
+NESTINGS = {
+    # routes in file order -> (inner, outer) pairs reported to the operator (`sidecar check`)
+    "disjoint-methods-never-nest": ([_API, make("post-x", path="/api/x", methods="POST")], []),
+    "an-exact-route-listed-first-still-nests": (
+        [make("x", path="/api/x"), _API],
+        [("x", "api")],
+    ),
+    "an-exact-path-equal-to-a-prefix-nests": ([make("api-exact", path="/api"), _API], [("api-exact", "api")]),
+    "a-prefix-never-nests-in-itself": ([_API], []),
+}
+
+
+@pytest.mark.parametrize(("routes", "expected"), NESTINGS.values(), ids=NESTINGS.keys())
+def test_where_a_broad_route_gives_way_is_reported(routes: list[Route], expected: list[tuple[str, str]]) -> None:
+    assert [(inner.name, outer.name) for inner, outer in nestings(routes)] == expected
+
+
+def test_a_table_with_clashing_routes_names_each_pair() -> None:
+    routes = [make("a", path="/a"), make("b", path="/a"), make("c", prefix="/c/"), make("d", prefix="/c/")]
+    with pytest.raises(ValueError, match="routes take the same requests: 'a' and 'b', 'c' and 'd'$"):
+        RouteTable.build(routes)

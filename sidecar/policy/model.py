@@ -44,6 +44,8 @@ DEFAULT_MAX_STALE_SECONDS: Final = 86_400.0
 DEFAULT_MAX_TOKEN_BYTES: Final = 16 * 1024
 DEFAULT_INTROSPECTION_CACHE_SECONDS: Final = 300.0
 DEFAULT_INACTIVE_CACHE_SECONDS: Final = 10.0
+DEFAULT_INTROSPECTION_MAX_IN_FLIGHT: Final = 64  # calls to one introspection endpoint at once, per worker
+DEFAULT_INTROSPECTION_MAX_WAITING: Final = 256  # requests waiting for one provider's answers at once, per worker
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_REALM: Final = "sidecar"
 DEFAULT_IPV6_PREFIX: Final = 64  # rate_limit per: ip groups IPv6 clients by their /64
@@ -68,6 +70,9 @@ class Introspection:
     client_secret: str = field(repr=False)  # a secret: never logged or echoed (nor in repr)
     cache: float = DEFAULT_INTROSPECTION_CACHE_SECONDS  # an active answer is kept until exp, at most this long
     inactive_cache: float = DEFAULT_INACTIVE_CACHE_SECONDS  # an inactive answer is kept this long
+    max_in_flight: int = DEFAULT_INTROSPECTION_MAX_IN_FLIGHT  # calls at once; the next waits for a slot
+    # Requests waiting for an answer (their call in flight or waiting for a slot); the next is 503 at once.
+    max_waiting: int = DEFAULT_INTROSPECTION_MAX_WAITING
 
 
 @dataclass(frozen=True, slots=True)

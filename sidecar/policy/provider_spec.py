@@ -18,6 +18,8 @@ from sidecar.policy.model import (
     DEFAULT_ALGORITHMS,
     DEFAULT_INACTIVE_CACHE_SECONDS,
     DEFAULT_INTROSPECTION_CACHE_SECONDS,
+    DEFAULT_INTROSPECTION_MAX_IN_FLIGHT,
+    DEFAULT_INTROSPECTION_MAX_WAITING,
     DEFAULT_JWKS_MIN_REFRESH_SECONDS,
     DEFAULT_JWKS_REFRESH_MAX_SECONDS,
     DEFAULT_JWKS_REFRESH_MIN_SECONDS,
@@ -92,6 +94,14 @@ class IntrospectionSpec(Spec):
     client_secret: Text
     cache: Annotated[Duration, between(0, 3600)] = DEFAULT_INTROSPECTION_CACHE_SECONDS
     inactive_cache: Annotated[Duration, between(0, 300)] = DEFAULT_INACTIVE_CACHE_SECONDS
+    max_in_flight: Annotated[int, Field(strict=True, ge=1, le=1024)] = DEFAULT_INTROSPECTION_MAX_IN_FLIGHT
+    max_waiting: Annotated[int, Field(strict=True, ge=1, le=65_536)] = DEFAULT_INTROSPECTION_MAX_WAITING
+
+    @model_validator(mode="after")
+    def _waiting_covers_in_flight(self) -> IntrospectionSpec:
+        if self.max_waiting < self.max_in_flight:
+            raise ValueError("max_waiting must be at least max_in_flight: every call in flight has a request waiting")
+        return self
 
 
 class ProviderSpec(Spec):

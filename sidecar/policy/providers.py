@@ -40,7 +40,13 @@ def build_provider(name: str, spec: ProviderSpec) -> Provider:
     if spec.introspection is not None:
         given = spec.introspection
         introspection = Introspection(
-            given.endpoint, given.client_id, given.client_secret, given.cache, given.inactive_cache
+            given.endpoint,
+            given.client_id,
+            given.client_secret,
+            given.cache,
+            given.inactive_cache,
+            given.max_in_flight,
+            given.max_waiting,
         )
     return Provider(
         name,

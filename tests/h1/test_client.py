@@ -6,127 +6,26 @@ Each test runs on uvloop (what `sidecar serve` uses) and on asyncio's own loop."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from sidecar.decision import Reason, Rejection
-from sidecar.proxy import ClientGone, Forwarded, Forwarder, UpstreamBroken
+from sidecar.proxy import ClientGone, Forwarder, UpstreamBroken
+from tests.support.h1upstream import (
+    Reader,
+    Upstream,
+    Writer,
+    answer,
+    call,
+    keep_answering,
+    read_chunks,
+    read_request,
+    serving,
+)
 from tests.support.tls import LegacyCA, LocalCA
-
-Reader, Writer = asyncio.StreamReader, asyncio.StreamWriter
-
-
-@dataclass
-class Upstream:
-    url: str
-    connections: int = 0
-    requests: list[bytes] = field(default_factory=list)  # request lines, in the order read
-
-
-@dataclass
-class Request:
-    line: bytes
-    headers: dict[bytes, bytes]
-    body: bytes
-
-
-async def read_request(reader: Reader, upstream: Upstream) -> Request | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    line, *lines = head[:-4].split(b"\r\n")
-    headers = {name.lower(): value for name, _, value in (item.partition(b": ") for item in lines)}
-    upstream.requests.append(line)
-    if b"content-length" in headers:
-        body = await reader.readexactly(int(headers[b"content-length"]))
-    elif headers.get(b"transfer-encoding") == b"chunked":
-        body = b"".join([piece async for piece in read_chunks(reader)])
-    else:
-        body = b""
-    return Request(line, headers, body)
-
-
-async def read_chunks(reader: Reader) -> AsyncIterator[bytes]:
-    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
-        yield (await reader.readexactly(size + 2))[:-2]
-    await reader.readuntil(b"\r\n")
-
-
-def answer(body: bytes = b"ok", *extra: bytes) -> bytes:
-    head = [b"HTTP/1.1 200 OK", b"content-length: %d" % len(body), *extra]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-Script = Callable[[Reader, Writer, Upstream], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def serving(script: Script, tls: Any = None) -> AsyncIterator[Upstream]:
-    """The script runs once per connection; at the end every connection is closed and every script has ended."""
-    upstream = Upstream("")
-    scripts: set[asyncio.Task[Any]] = set()
-    writers: list[Writer] = []
-
-    async def connected(reader: Reader, writer: Writer) -> None:
-        upstream.connections += 1
-        scripts.add(cast(asyncio.Task[Any], asyncio.current_task()))
-        writers.append(writer)
-        with contextlib.suppress(ConnectionError):
-            await script(reader, writer, upstream)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(connected, "127.0.0.1", 0, ssl=tls)
-    upstream.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
-        async with asyncio.timeout(20):
-            yield upstream
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
-        if scripts:
-            await asyncio.wait(scripts, timeout=5)
-
-
-async def keep_answering(reader: Reader, writer: Writer, upstream: Upstream) -> None:
-    while (request := await read_request(reader, upstream)) is not None:
-        writer.write(answer(b"you sent " + request.body))
-
-
-async def call(
-    forwarder: Forwarder, url: str, method: str = "GET", pieces: list[bytes] | None = None
-) -> tuple[Forwarded, bytes]:
-    """One exchange as the gate makes it: the body in these pieces, then a client that stays connected."""
-    pending = list(pieces or [])
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            return {"type": "http.request", "body": pending.pop(0), "more_body": bool(pending)}
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    forwarded = await forwarder.forward(method, url, [], receive, send, 5.0, bool(pieces), [])
-    return forwarded, b"".join(message.get("body", b"") for message in sent[1:])
-
-
-@pytest.fixture()
-async def forwarder() -> AsyncIterator[Forwarder]:
-    forwarder = Forwarder.create()
-    yield forwarder
-    await forwarder.close()
 
 
 async def test_sequential_requests_share_one_kept_alive_connection(forwarder: Forwarder) -> None:
@@ -296,60 +195,6 @@ async def echoes_as_it_reads(reader: Reader, writer: Writer, upstream: Upstream)
         writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
         await writer.drain()
     writer.write(b"0\r\n\r\n")
-
-
-async def test_the_upstream_is_not_read_while_the_client_does_not_read(forwarder: Forwarder) -> None:
-    """Backpressure: a client that takes no more of the response stops the reading of the upstream (its bytes wait
-    in the kernel's buffers, not in the sidecar's memory); once the client reads again, the rest follows, whole, and
-    the connection is reused."""
-    size, written = 32 * 1024 * 1024, [0]
-
-    async def script(reader: Reader, writer: Writer, upstream: Upstream) -> None:
-        while await read_request(reader, upstream) is not None:
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
-            written[0] = 0
-            for _ in range(size // 65536):
-                writer.write(b"w" * 65536)
-                written[0] += 65536
-                await writer.drain()
-
-    reading = asyncio.Event()
-    received = [0]
-
-    async def send(message: Any) -> None:  # a client that takes the first piece, then nothing until `reading`
-        if message["type"] == "http.response.body":
-            if received[0]:
-                await reading.wait()
-            received[0] += len(message["body"])
-
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async with serving(script) as upstream:
-        exchange = asyncio.ensure_future(
-            forwarder.forward("GET", upstream.url + "/big", [], receive, send, 5.0, False, [])
-        )
-        async with asyncio.timeout(10):  # the condition, waited for with a bound
-            while _upstream_read(forwarder):
-                await asyncio.sleep(0.01)
-        assert written[0] < size // 2  # the sidecar holds at most its high-water mark; the kernel a few MiB
-        reading.set()
-        assert ((await exchange).status, received[0]) == (200, size)
-        received[0] = 0
-        again = await forwarder.forward("GET", upstream.url + "/again", [], receive, send, 5.0, False, [])
-        assert (again.status, received[0]) == (200, size)
-    assert upstream.connections == 1  # read to its end after the pause, the connection was reused
-
-
-def _upstream_read(forwarder: Forwarder) -> bool:
-    """Whether the one upstream connection (or its coming connect) is being read: white box, the state that
-    backpressure changes (the kernel's buffers, not the sidecar, then hold what the upstream sends)."""
-    connections = forwarder.pool._connections
-    if not connections:
-        return True
-    (connection,) = connections
-    return connection._transport is None or connection._transport.is_reading()
 
 
 LATE_FAILURES = {

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.metrics import rejections, sample
+from tests.support.proc import memory
 from tests.support.rawsock import connect, read_reply
 from tests.support.servers import SidecarProcess
 
@@ -82,19 +83,11 @@ def _p99(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(len(ordered) * 0.99) - 1)]
 
 
-def _status(pid: int, field: str) -> int:
-    """A /proc/PID/status memory field, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 def _under_attack(target: SidecarProcess, attack: Callable[[], None]) -> None:
     """Runs `attack` in a thread while the proxy is asked without pause; asserts the proxy's p99 and peak RSS."""
     baseline = _proxy_latencies(target.proxy, lambda: True, 50)
     Path(f"/proc/{target.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
-    before = _status(target.pid, "VmRSS")
+    before = memory(target.pid, "VmRSS")
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -107,7 +100,7 @@ def _under_attack(target: SidecarProcess, attack: Callable[[], None]) -> None:
     attacker.start()
     during = _proxy_latencies(target.proxy, lambda: not attacker.is_alive(), 20)
     attacker.join(DEADLINE)
-    grown = _status(target.pid, "VmHWM") - before
+    grown = memory(target.pid, "VmHWM") - before
     if failure:
         raise failure[0]
     assert not attacker.is_alive(), "the attack outlived its own bound"
@@ -283,8 +276,9 @@ def test_a_client_that_pipelines_gets_its_answers_in_order_then_a_close(target: 
 
 
 def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) -> None:
-    """Scrapes past 10 a second (after a burst of 10) wait their turn: a flood of /metrics on 16 connections costs
-    the shared event loop at most 10 renders a second. Probes are never paced."""
+    """Scrapes past 10 a second (after a burst of 10) wait their turn (or are refused, past half a second's turns):
+    a flood of /metrics on 16 connections costs the shared event loop at most 10 renders a second. Probes are never
+    paced."""
     rendered: list[float] = []
     probes: list[int] = []
 
@@ -301,8 +295,10 @@ def test_metrics_are_rendered_at_most_at_the_paced_rate(target: SidecarProcess) 
                 # Scrapes still waiting for their turn when the probe has its answer: it was not paced behind them.
                 probes.append(len([sock for sock in socks if not select.select([sock], [], [], 0)[0]]))
                 for sock in socks:
-                    assert read_reply(sock).status == 200
-                    rendered.append(time.monotonic() - began)
+                    status = read_reply(sock).status
+                    assert status in (200, 503)  # 503: more than half a second's turns already taken
+                    if status == 200:
+                        rendered.append(time.monotonic() - began)
         finally:
             for sock in socks:
                 sock.close()
@@ -363,3 +359,47 @@ def test_admin_heads_are_held_to_the_admin_limits(
     assert _refusals(admin, "headers_too_large") == before + (status == 431)
     assert rejections(admin, "(none)", "headers_too_large") == proxy_before
     assert sample(admin, "sidecar_requests_total", route="(none)", method="GET", code="431") == requests_before
+
+
+def test_scrapes_whose_clients_leave_at_once_neither_pile_up_nor_hold_back_later_scrapes(
+    target: SidecarProcess,
+) -> None:
+    """Connect, send one `GET /metrics`, close, as fast as one client can (at most 6000 times, 8 s): a scrape past
+    its turn waits at most half a second or is refused 503 at once, and a waiter whose client has gone is dropped
+    and gives its turn back, so nothing piles up. Before: each took a slot of the pacer and waited on after its
+    client had left (24,000 of them grew the process by 244 MiB, held back every later scrape for N/10 s, and each
+    logged `Exception in ASGI application` when it woke)."""
+    sent: list[int] = []
+
+    def connect_send_close() -> None:
+        stop = time.monotonic() + 8.0
+        while len(sent) < 6000 and time.monotonic() < stop:
+            with connect(target.admin) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+            sent.append(1)
+
+    _under_attack(target, connect_send_close)
+    # A real scrape right after the flood is answered within a few seconds (Prometheus' default timeout is 10 s).
+    with httpx.Client(base_url=target.admin, timeout=5.0, trust_env=False) as scraper:
+        assert scraper.get("/metrics").status_code == 200
+    assert not [line for line in target.lines if "Exception in ASGI application" in line]
+
+
+def test_a_scrape_past_the_waiting_bound_is_refused_503_with_retry_after(target: SidecarProcess) -> None:
+    """32 scrapes sent at once, each on its own connection: those within the burst are answered, a few wait their
+    turn, and the rest are refused at once with 503 problem+json `metrics_busy` and Retry-After."""
+    socks = [connect(target.admin, timeout=DEADLINE) for _ in range(ADMIN_MAX_CONNECTIONS - 2)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+        replies = [read_reply(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    refused = [reply for reply in replies if reply.status != 200]
+    assert refused, "no scrape was refused"
+    for reply in refused:
+        assert reply.status == 503
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert reply.headers["retry-after"] == "1"
+        assert reply.json()["reason"] == "metrics_busy"

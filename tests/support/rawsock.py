@@ -22,6 +22,11 @@ class Reply:
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     body: bytes
+    fields: tuple[tuple[str, str], ...] = ()  # every header line in order (lower-case names): compare these
+
+    def values(self, name: str) -> list[str]:
+        """Every value received under this lower-case name."""
+        return [value for key, value in self.fields if key == name]
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -49,7 +54,8 @@ def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply:
         data += chunk
     raw_head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *lines = raw_head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    fields = tuple((name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in lines))
+    headers = dict(fields)
     if "content-length" in headers:
         size = int(headers["content-length"])
         while len(rest) < size:
@@ -67,7 +73,7 @@ def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply:
         while chunk := sock.recv(65536):
             rest += chunk
         body = rest
-    return Reply(int(status_line.split(" ")[1]), headers, body)
+    return Reply(int(status_line.split(" ")[1]), headers, body, fields)
 
 
 def closed(sock: socket.socket, timeout: float = 10.0) -> bool:

@@ -1,0 +1,196 @@
+"""`make mutate`: mutation testing of the security-critical modules with mutmut 3, scored per module in MUTATION.md.
+
+mutmut changes one thing at a time in the modules of `[tool.mutmut] only_mutate` (pyproject.toml) and runs the tests
+that reached the changed function; a mutant no test notices is a mistake the suite would let through. This runs
+mutmut (`MUTATE_CHILDREN` processes, default 2), reads its results, and rewrites MUTATION.md: the score per module
+(killed / mutants that are not equivalent) and every survivor by name. The section "Equivalent mutants" is written
+by hand (one line per mutant, with why it cannot change behaviour) and kept as it is; the command only reads it.
+
+Usage: python tools/mutate.py [--report-only] [mutmut name patterns...]. Exit 1 when a module is under the target.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+REPORT: Final = ROOT / "MUTATION.md"
+MUTMUT: Final = str(Path(sys.executable).parent / "mutmut")
+TARGET: Final = 90.0  # percent of the non-equivalent mutants killed, in every module
+EQUIVALENT_HEADING: Final = "## Equivalent mutants"
+# A mutant counts as killed when a test failed, timed out (a mutant that hangs is noticed) or mypy refused it.
+KILLED: Final = frozenset({"killed", "timeout", "caught by type check", "segfault"})
+_RESULT: Final = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
+_LISTED: Final = re.compile(r"^- `([^`]+__mutmut_\d+)`")
+
+
+@dataclass
+class Score:
+    """One module's mutants by outcome."""
+
+    total: int = 0
+    killed: int = 0
+    equivalent: int = 0
+    not_run: int = 0  # no verdict yet (a run cut short): counted as not killed
+    survivors: list[tuple[str, str]] = field(default_factory=list)  # name, status (survived, no tests, ...)
+
+    @property
+    def percent(self) -> float:
+        counted = self.total - self.equivalent
+        return 100.0 if counted == 0 else 100.0 * self.killed / counted
+
+
+def modules() -> list[str]:
+    """The mutated modules, as dotted names, in the order pyproject.toml lists them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return [path.removesuffix(".py").replace("/", ".") for path in config["only_mutate"]]
+
+
+def run_mutmut(patterns: list[str]) -> None:
+    children = os.environ.get("MUTATE_CHILDREN", "2")
+    subprocess.run([MUTMUT, "run", "--max-children", children, *patterns], cwd=ROOT, check=True)
+
+
+def results() -> dict[str, str]:
+    """Every mutant mutmut knows of, by name: its status."""
+    out = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=ROOT, check=True, capture_output=True, text=True)
+    found: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        if match := _RESULT.match(line):
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def module_of(name: str, names: list[str]) -> str | None:
+    """`sidecar.h1.xǁPoolǁrelease__mutmut_3` -> `sidecar.h1` (the longest module name it starts with)."""
+    candidates = [module for module in names if name.startswith(module + ".")]
+    return max(candidates, key=len) if candidates else None
+
+
+def equivalent_section(text: str) -> str:
+    """The hand-maintained section, from its heading to the end of the file (a default one when missing)."""
+    start = text.find(EQUIVALENT_HEADING)
+    if start != -1:
+        return text[start:].rstrip() + "\n"
+    return (
+        f"{EQUIVALENT_HEADING}\n\nHand-maintained: one line per mutant, `- \\`name\\`: why no input can tell it"
+        " from the original`. `make mutate` keeps this section as it is.\n"
+    )
+
+
+def listed(section: str) -> set[str]:
+    return {match.group(1) for line in section.splitlines() if (match := _LISTED.match(line))}
+
+
+def changed_line(name: str) -> str:
+    """The mutated line (for the report: what the surviving change is). mutmut's own `show`, in this process: a
+    `mutmut show` per survivor costs a start-up each."""
+    from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+
+    os.chdir(ROOT)
+    diff = get_diff_for_mutant(name, path=find_mutant(name).path)
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("++")]
+    return added[0] if added else ""
+
+
+def function_of(name: str) -> str:
+    """`sidecar.h1.xǁPoolǁrelease__mutmut_3` -> `Pool.release`."""
+    local = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
+    return local.removeprefix("x").strip("ǁ").replace("ǁ", ".") if "ǁ" in local else local[2:]
+
+
+def score(found: dict[str, str], equivalent: set[str], names: list[str]) -> dict[str, Score]:
+    scores = {module: Score() for module in names}
+    for name, status in sorted(found.items()):
+        module = module_of(name, names)
+        if module is None:
+            continue
+        entry = scores[module]
+        entry.total += 1
+        if status in KILLED:
+            entry.killed += 1
+        elif name in equivalent:
+            entry.equivalent += 1
+        else:
+            entry.not_run += status == "not checked"
+            entry.survivors.append((name, status))
+    return scores
+
+
+def report(scores: dict[str, Score], section: str, stale: list[str]) -> str:
+    lines = [
+        "# Mutation testing",
+        "",
+        "Written by `make mutate` (tools/mutate.py, mutmut 3; not part of `make test`) except the last section."
+        " Each mutant is one small change to a security-critical module (a comparison flipped, a constant or a"
+        " condition changed, a call dropped); a test must fail for it. Score: mutants killed / mutants that are not"
+        f" equivalent. Target: at least {TARGET:.0f}% in every module. The tests run are the in-process ones listed in"
+        " `[tool.mutmut]` of pyproject.toml, each mutant against the tests that reached its function. A mutant not run"
+        " yet (a run cut short) counts as not killed; `make mutate` goes on from where mutmut stopped (`mutants/`).",
+        "",
+        "| module | killed | not equivalent | equivalent | not run yet | total | score |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for module, entry in scores.items():
+        counted = entry.total - entry.equivalent
+        lines.append(
+            f"| `{module}` | {entry.killed} | {counted} | {entry.equivalent} | {entry.not_run} | {entry.total} |"
+            f" {entry.percent:.1f}% |"
+        )
+    lines += ["", "## Surviving mutants", ""]
+    if not any(entry.survivors for entry in scores.values()):
+        lines.append("None.")
+    for module, entry in scores.items():
+        if not entry.survivors:
+            continue
+        lines += [f"### `{module}`", ""]
+        untested: Counter[str] = Counter()
+        for name, status in entry.survivors:
+            if status in ("no tests", "not checked"):  # no selected test reaches it, or mutmut has not run it yet
+                untested[f"{function_of(name)}` ({status}"] += 1
+                continue
+            change = changed_line(name).replace("`", "'")
+            lines.append(f"- `{name}` ({status}): `{change}`" if change else f"- `{name}` ({status})")
+        for function, count in sorted(untested.items()):
+            lines.append(f"- `{function}): {count} mutants")
+        lines.append("")
+    if stale:
+        lines += ["", "Listed as equivalent but killed or no longer generated (remove from the list below):", ""]
+        lines += [f"- `{name}`" for name in stale]
+    return "\n".join(lines).rstrip() + "\n\n" + section
+
+
+def main(argv: list[str]) -> int:
+    report_only = "--report-only" in argv
+    patterns = [arg for arg in argv if arg != "--report-only"]
+    if not report_only:
+        run_mutmut(patterns)
+        # mutmut skips mutants it has a verdict for: survivors run again, so tests added since can kill them.
+        survivors = [name for name, status in results().items() if status not in KILLED]
+        if survivors and not patterns:
+            run_mutmut(survivors)
+    names = modules()
+    found = results()
+    section = equivalent_section(REPORT.read_text() if REPORT.exists() else "")
+    equivalent = listed(section)
+    stale = sorted(name for name in equivalent if found.get(name, "killed") in KILLED)
+    scores = score(found, equivalent, names)
+    REPORT.write_text(report(scores, section, stale))
+    statuses = Counter(found.values())
+    print(f"MUTATION.md written: {len(found)} mutants, " + ", ".join(f"{n} {s}" for s, n in statuses.most_common()))
+    under = [module for module, entry in scores.items() if entry.percent < TARGET]
+    for module in under:
+        print(f"under {TARGET:.0f}%: {module} ({scores[module].percent:.1f}%)", file=sys.stderr)
+    return 1 if under else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
