@@ -87,6 +87,15 @@ class RedisServer:
         self._output.wait_for(lambda line: "Ready to accept connections" in line, timeout)
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """SIGSTOP hangs the server (connections stay open, nothing answers) until SIGCONT."""
+        assert self._process is not None
+        self._process.send_signal(sig)
+
     def stop(self) -> None:
         """Stops the server (by its PID) and waits for it: its port is free again for `start`."""
         if self._process is None:
