@@ -35,11 +35,19 @@ UP = "sidecar_ratelimit_store_up"
 DEADLINE = 30.0
 
 
-def start_sidecar(directory: Path, port: int, issuer: ThreadServer, upstream: ThreadServer) -> SidecarProcess:
+def write_policy(directory: Path, port: int) -> Path:
     (directory / "password").write_text(PASSWORD + "\n")
-    (directory / "policy.yaml").write_text(POLICY.replace("PASSWORD_FILE", str(directory / "password")))
-    env = {"ISSUER": issuer.url, "UPSTREAM": upstream.url, "REDIS_PORT": str(port)}
-    return SidecarProcess(directory / "policy.yaml", env, args=("--drain-delay", "0", "--workers", "2")).start()
+    policy = POLICY.replace("PASSWORD_FILE", str(directory / "password")).replace("${REDIS_PORT}", str(port))
+    (directory / "policy.yaml").write_text(policy)
+    return directory / "policy.yaml"
+
+
+def start_sidecar(
+    directory: Path, port: int, issuer: ThreadServer, upstream: ThreadServer, workers: int = 2
+) -> SidecarProcess:
+    env = {"ISSUER": issuer.url, "UPSTREAM": upstream.url}
+    args = ("--drain-delay", "0", "--workers", str(workers))
+    return SidecarProcess(write_policy(directory, port), env, args=args).start()
 
 
 def wait_gauge(admin: httpx.Client, wanted: float) -> None:
@@ -118,5 +126,27 @@ def test_a_store_down_at_start_reads_0_before_any_request(
             assert admin.get("/readyz").status_code == 200  # Redis never makes the sidecar unready
         warnings = sidecar.wait_for_logs("rate-limit store failing", count=2)  # one per worker (maybe before "ready")
         assert [(w["error"], w["store"]) for w in warnings] == [("unreachable", f"127.0.0.1:{store_port}")] * 2
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_a_reload_to_another_store_reads_that_stores_health_at_once(
+    tmp_path: Path,
+    store_port: int,
+    redis_servers: Callable[[], RedisServer],
+    issuer_server: tuple[DemoIssuer, ThreadServer],
+    upstream: ThreadServer,
+) -> None:
+    """The gauge read 0 for a store that is down; a reload to a store that answers reads 1 without a request."""
+    down = free_closed_port()
+    sidecar = start_sidecar(tmp_path, down, issuer_server[1], upstream, workers=1)
+    try:
+        with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as admin:
+            wait_gauge(admin, 0)
+            redis_servers()  # on store_port
+            write_policy(tmp_path, store_port)
+            sidecar.send_signal(signal.SIGHUP)
+            sidecar.wait_for_log("policy reloaded")
+            wait_gauge(admin, 1)
     finally:
         assert sidecar.stop() == 0
