@@ -71,7 +71,7 @@ def _storage(config: RateLimitStore) -> tuple[RedisStorage, redis.asyncio.Connec
     """limits' storage for the URL, on redis-py; for one server, on a pool we own (so that `close` can end it)."""
     options: dict[str, Any] = {"socket_timeout": config.timeout, "socket_connect_timeout": config.timeout}
     if config.password is not None:
-        options["password"] = config.password  # the URL's own password, when it has one, wins (redis-py)
+        options["password"] = config.password  # wins over the URL's: limits does so for Sentinel, and see below
     uri = "async+" + config.url
     if urlsplit(config.url).scheme == "redis+sentinel":
         # use_replicas=False: Retry-After is read from the primary that counted, never from a lagging replica.
@@ -80,6 +80,8 @@ def _storage(config: RateLimitStore) -> tuple[RedisStorage, redis.asyncio.Connec
         )
         return sentinel, None
     pool = redis.asyncio.ConnectionPool.from_url(config.url, **options)
+    if config.password is not None:  # redis-py lets the URL's password win; `password:` is the explicit one
+        pool.connection_kwargs["password"] = config.password
     if pool.connection_class is redis.asyncio.SSLConnection:  # rediss://: one context, built once (off the loop)
         pool.connection_class = _SharedContextSSLConnection
         pool.connection_kwargs["shared_ssl_context"] = redis.asyncio.SSLConnection(**pool.connection_kwargs).ssl_context

@@ -176,6 +176,20 @@ async def test_check_follows_the_store_and_ends_the_rest(tmp_path: Path, observe
         server.stop()
 
 
+async def test_the_password_key_wins_over_the_urls(tmp_path: Path, observer: Observer) -> None:
+    """`password:` and a password in the URL both given (`check` warns): `password:` is used (as limits does
+    through Sentinel), not redis-py's choice of the URL's."""
+    server = RedisServer(tmp_path, "the-right-one").start()
+    url = f"redis://:a-stale-one@127.0.0.1:{server.port}/0"
+    counts = SharedCounts(RateLimitStore(url, 0.5, StoreFailure.DENY, "the-right-one", "pw-wins"), observer)
+    try:
+        assert await counts.hit(RateLimitItemPerSecond(3, 60), "flow", "k") is None
+        assert observer.seen == ["up"]
+    finally:
+        await counts.close()
+        server.stop()
+
+
 def allowed() -> Decision:
     return Decision(path="/flow", route=FLOW, identity=Identity("p", {"sub": "lisa"}, 0.0))
 
