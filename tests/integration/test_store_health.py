@@ -15,7 +15,7 @@ import pytest
 
 from sidecar.demo.issuer import DemoIssuer
 from tests.support.metrics import sample
-from tests.support.redis import RedisServer, flow_policy
+from tests.support.redis import RedisServer, flow_policy, redis_servers
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
 PASSWORD = "store-password-5e7a"
@@ -42,14 +42,6 @@ def write_policy(directory: Path, port: int) -> Path:
     return directory / "policy.yaml"
 
 
-def start_sidecar(
-    directory: Path, port: int, issuer: ThreadServer, upstream: ThreadServer, workers: int = 2
-) -> SidecarProcess:
-    env = {"ISSUER": issuer.url, "UPSTREAM": upstream.url}
-    args = ("--drain-delay", "0", "--workers", str(workers))
-    return SidecarProcess(write_policy(directory, port), env, args=args).start()
-
-
 def wait_gauge(admin: httpx.Client, wanted: float) -> None:
     """Polls /metrics (no request goes to the proxy) until the gauge reads `wanted`, within DEADLINE."""
     deadline = time.monotonic() + DEADLINE
@@ -68,85 +60,70 @@ def store_port() -> int:
 
 
 @pytest.fixture()
-def redis_servers(tmp_path: Path, store_port: int) -> Iterator[Callable[[], RedisServer]]:
-    servers: list[RedisServer] = []
+def redis(tmp_path: Path, store_port: int) -> Iterator[Callable[[], RedisServer]]:
+    with redis_servers(tmp_path, PASSWORD, store_port) as start:
+        yield start
 
-    def start() -> RedisServer:
-        servers.append(RedisServer(tmp_path, PASSWORD, port=store_port).start())
-        return servers[-1]
+
+Launch = Callable[[int, int], tuple[SidecarProcess, httpx.Client]]
+
+
+@pytest.fixture()
+def launch(tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], upstream: ThreadServer) -> Iterator[Launch]:
+    """Starts a sidecar counting in the Redis on a port, with some workers; its admin client. Both end at the end."""
+    started: list[tuple[SidecarProcess, httpx.Client]] = []
+
+    def start(port: int, workers: int) -> tuple[SidecarProcess, httpx.Client]:
+        env = {"ISSUER": issuer_server[1].url, "UPSTREAM": upstream.url}
+        args = ("--drain-delay", "0", "--workers", str(workers))
+        sidecar = SidecarProcess(write_policy(tmp_path, port), env, args=args).start()
+        started.append((sidecar, httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False)))
+        return started[-1]
 
     yield start
-    for server in servers:
-        if server.running:
-            server.send_signal(signal.SIGCONT)  # a hung server ends only once it runs again
-        server.stop()
+    for sidecar, admin in started:
+        admin.close()
+        assert sidecar.stop() == 0
 
 
 def test_the_gauge_follows_redis_hung_and_stopped_without_traffic(
-    tmp_path: Path,
-    store_port: int,
-    redis_servers: Callable[[], RedisServer],
-    issuer_server: tuple[DemoIssuer, ThreadServer],
-    upstream: ThreadServer,
+    store_port: int, redis: Callable[[], RedisServer], launch: Launch
 ) -> None:
-    redis = redis_servers()
-    sidecar = start_sidecar(tmp_path, store_port, issuer_server[1], upstream)
-    try:
-        with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as admin:
-            wait_gauge(admin, 1)
-            redis.send_signal(signal.SIGSTOP)  # hung: connections open, no answer
-            wait_gauge(admin, 0)
-            warning = sidecar.wait_for_log("rate-limit store failing", error="timeout")
-            assert warning["store"] == f"127.0.0.1:{store_port}"  # where, never the URL's credentials
-            redis.send_signal(signal.SIGCONT)
-            wait_gauge(admin, 1)  # every worker answered again, although none served a request
-            sidecar.wait_for_log("rate-limit store answers again", store=f"127.0.0.1:{store_port}")
-            failing = log_count(sidecar, "rate-limit store failing")
-            assert 1 <= failing <= 2  # one per worker and change, not one per check
+    server = redis()
+    sidecar, admin = launch(store_port, 2)
+    wait_gauge(admin, 1)
+    server.send_signal(signal.SIGSTOP)  # hung: connections open, no answer
+    wait_gauge(admin, 0)
+    warning = sidecar.wait_for_log("rate-limit store failing", error="timeout")
+    assert warning["store"] == f"127.0.0.1:{store_port}"  # where, never the URL's credentials
+    server.send_signal(signal.SIGCONT)
+    wait_gauge(admin, 1)  # every worker answered again, although none served a request
+    sidecar.wait_for_log("rate-limit store answers again", store=f"127.0.0.1:{store_port}")
+    assert 1 <= log_count(sidecar, "rate-limit store failing") <= 2  # one per worker and change, not per check
 
-            redis.stop()  # stopped, then started again on the same address
-            wait_gauge(admin, 0)
-            sidecar.wait_for_log("rate-limit store failing", error="unreachable")
-            redis_servers()
-            wait_gauge(admin, 1)
-    finally:
-        assert sidecar.stop() == 0
+    server.stop()  # stopped, then started again on the same address
+    wait_gauge(admin, 0)
+    sidecar.wait_for_log("rate-limit store failing", error="unreachable")
+    redis()
+    wait_gauge(admin, 1)
 
 
-def test_a_store_down_at_start_reads_0_before_any_request(
-    tmp_path: Path,
-    store_port: int,
-    issuer_server: tuple[DemoIssuer, ThreadServer],
-    upstream: ThreadServer,
-) -> None:
-    sidecar = start_sidecar(tmp_path, store_port, issuer_server[1], upstream)  # nothing listens on store_port
-    try:
-        with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as admin:
-            wait_gauge(admin, 0)
-            assert admin.get("/readyz").status_code == 200  # Redis never makes the sidecar unready
-        warnings = sidecar.wait_for_logs("rate-limit store failing", count=2)  # one per worker (maybe before "ready")
-        assert [(w["error"], w["store"]) for w in warnings] == [("unreachable", f"127.0.0.1:{store_port}")] * 2
-    finally:
-        assert sidecar.stop() == 0
+def test_a_store_down_at_start_reads_0_before_any_request(store_port: int, launch: Launch) -> None:
+    sidecar, admin = launch(store_port, 2)  # nothing listens on store_port
+    wait_gauge(admin, 0)
+    assert admin.get("/readyz").status_code == 200  # Redis never makes the sidecar unready
+    warnings = sidecar.wait_for_logs("rate-limit store failing", count=2)  # one per worker (maybe before "ready")
+    assert [(w["error"], w["store"]) for w in warnings] == [("unreachable", f"127.0.0.1:{store_port}")] * 2
 
 
 def test_a_reload_to_another_store_reads_that_stores_health_at_once(
-    tmp_path: Path,
-    store_port: int,
-    redis_servers: Callable[[], RedisServer],
-    issuer_server: tuple[DemoIssuer, ThreadServer],
-    upstream: ThreadServer,
+    tmp_path: Path, store_port: int, redis: Callable[[], RedisServer], launch: Launch
 ) -> None:
     """The gauge read 0 for a store that is down; a reload to a store that answers reads 1 without a request."""
-    down = free_closed_port()
-    sidecar = start_sidecar(tmp_path, down, issuer_server[1], upstream, workers=1)
-    try:
-        with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as admin:
-            wait_gauge(admin, 0)
-            redis_servers()  # on store_port
-            write_policy(tmp_path, store_port)
-            sidecar.send_signal(signal.SIGHUP)
-            sidecar.wait_for_log("policy reloaded")
-            wait_gauge(admin, 1)
-    finally:
-        assert sidecar.stop() == 0
+    sidecar, admin = launch(free_closed_port(), 1)
+    wait_gauge(admin, 0)
+    redis()  # on store_port
+    write_policy(tmp_path, store_port)
+    sidecar.send_signal(signal.SIGHUP)
+    sidecar.wait_for_log("policy reloaded")
+    wait_gauge(admin, 1)
