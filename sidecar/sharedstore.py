@@ -18,6 +18,8 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import redis.asyncio
+import redis.asyncio.retry
+import redis.backoff
 import redis.exceptions
 from limits import RateLimitItem
 from limits.aio.storage import RedisSentinelStorage, RedisStorage
@@ -70,6 +72,10 @@ class _SharedContextSSLConnection(redis.asyncio.SSLConnection):
 def _storage(config: RateLimitStore) -> tuple[RedisStorage, redis.asyncio.ConnectionPool | None]:
     """limits' storage for the URL, on redis-py; for one server, on a pool we own (so that `close` can end it)."""
     options: dict[str, Any] = {"socket_timeout": config.timeout, "socket_connect_timeout": config.timeout}
+    # One immediate retry on a new connection: after Redis restarted, each idle pooled connection (the checks keep
+    # a second one) is dead, and would otherwise fail one request each, decided by on_error and resting the store.
+    # A retry is safe: the dead connection's command never reached the new server. The store's timeout bounds both.
+    options["retry"] = redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 1)
     if config.password is not None:
         options["password"] = config.password  # wins over the URL's: limits does so for Sentinel, and see below
     uri = "async+" + config.url
