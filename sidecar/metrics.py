@@ -159,8 +159,9 @@ class Metrics:
             self.ratelimit_store_errors.labels(error)
         self.ratelimit_store_up = Gauge(
             "sidecar_ratelimit_store_up",
-            "0 while the rate-limit store fails (its last call failed: requests are decided by on_error), else 1 "
-            "(also without a store: limits counted in memory cannot fail). The lowest of all workers.",
+            "0 while the rate-limit store fails (its last call or check failed: requests are decided by on_error; each "
+            "worker checks it every 5 s, traffic or not), else 1 (also without a store: limits counted in memory "
+            "cannot fail). The lowest of all workers.",
             registry=registry,
             multiprocess_mode="livemin",
         )

@@ -111,6 +111,11 @@ class RateLimiter:
             self._shared = SharedCounts(store, self._observer)
         return replaced
 
+    def watch_store(self) -> None:
+        """Check the shared store in the background from now on (sidecar.sharedstore's `watch`); needs the loop."""
+        if self._shared is not None:
+            self._shared.watch()
+
     async def hit(self, route: Route, key: str) -> float | None:
         """None: within the budget (and counted); else the seconds until a slot frees. With a shared store,
         raises StoreUnavailable when it does not answer within its timeout."""

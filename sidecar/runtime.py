@@ -102,10 +102,18 @@ class Runtime:
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start the key scheduler once the listeners are up: it fetches every provider's keys at once, then on
-        schedule, retrying an issuer that is down with backoff (never a crash). /readyz says 503 until they are in."""
+        schedule, retrying an issuer that is down with backoff (never a crash). /readyz says 503 until they are in.
+        The rate-limit store's checks start here too."""
         # The providers of whichever policy is current: a reload's new providers are followed.
         self._refreshing = asyncio.ensure_future(self.keys.run_refresh(lambda: self.current.policy.providers.values()))
         self._fetching = asyncio.ensure_future(self._watch_readiness(on_ready))
+        self._watch_store()
+
+    def _watch_store(self) -> None:
+        """With a `rate_limit_store`, each worker checks it in the background from start (without waiting for a
+        rate-limited request): sidecar_ratelimit_store_up is true of a quiet worker too."""
+        if self.current.policy.rate_limit_store is not None:
+            self.limiter.watch_store()
 
     def ready(self) -> bool:
         return not self.draining and self.keys.ready(self.current.policy.providers.values())
@@ -146,6 +154,7 @@ class Runtime:
             replaced = self._limiter.use(policy.rate_limit_store)
             if replaced is not None:
                 await replaced.close()
+        self._watch_store()  # a new store is checked at once: the gauge says its health, not the old one's
         pool = policy.upstream_pool
         self.forwarder.pool.resize(pool.max_connections, pool.max_per_host or 0, pool.idle_timeout, pool.route_share)
         self.forwarder.apply(policy.limits)  # min_body_rate: for bodies whose reading starts from now on

@@ -93,6 +93,11 @@ ERRORS = {
     "no-url": ("{timeout: 50ms}", "url: is required"),
     "zero-timeout": ("{url: 'redis://r:6379', timeout: 0}", "timeout: must be more than 0s and at most 5s"),
     "long-timeout": ("{url: 'redis://r:6379', timeout: 10s}", "timeout: must be more than 0s and at most 5s"),
+    "milliseconds-meant": (
+        "{url: 'redis://r:6379', timeout: 50}",
+        "timeout: must be more than 0s and at most 5s: 50 without a unit is read as seconds (write 50ms for "
+        "milliseconds)",
+    ),
     "on-error": ("{url: 'redis://r:6379', on_error: retry}", "on_error: must be 'allow' or 'deny'"),
     "prefix": (
         "{url: 'redis://r:6379', prefix: 'a b'}",
@@ -110,6 +115,73 @@ ERRORS = {
 def test_each_mistake_is_one_located_error(text: str, message: str) -> None:
     located = "rate_limit_store" + ("." if message[0] != "m" else ": ") + message
     assert errors(text) == [f"p.yaml:7: {located}"]
+
+
+ENCODE = (
+    "; if the password holds / ? # @ + = or similar characters, percent-encode it in the URL (/ as %2F, + as %2B,"
+    " = as %3D, # as %23, ? as %3F, @ as %40) or give it as `password:` (from ${file:...})"
+)
+PASSWORD_CHARACTERS = {
+    # An Azure Cache for Redis key: `/` ends the host part early, so the "host" is a piece of the password.
+    "slash-plus-equals": (
+        "rediss://:Ab+cd/EfGh=@myredis.redis.cache.windows.net:6380/0",
+        "must name each host with its port (redis://host:6379/0)" + ENCODE,
+    ),
+    "question-mark": (
+        "rediss://:AbcdEfGh?x=@myredis.redis.cache.windows.net:6380/0",
+        "must name each host with its port (redis://host:6379/0)" + ENCODE,
+    ),
+    "hash-and-at": (
+        "redis://:p@ss/w#rd@127.0.0.1:6379/0",
+        "must name each host with its port (redis://host:6379/0)" + ENCODE,
+    ),
+    "bracket": ("redis://:ab[cd@redis:6379/0", "is not a URL the client can read" + ENCODE),
+    "no-password-no-hint": ("redis://redis/0", "must name each host with its port (redis://host:6379/0)"),
+}
+
+
+@pytest.mark.parametrize(("url", "message"), PASSWORD_CHARACTERS.values(), ids=PASSWORD_CHARACTERS.keys())
+def test_a_password_with_url_characters_is_told_to_be_encoded_never_echoed(url: str, message: str) -> None:
+    (error,) = errors("{url: '${REDIS_URL}'}", {"REDIS_URL": url})
+    assert error == f"p.yaml:7: rate_limit_store.url: {message}"
+
+
+def test_a_percent_encoded_password_is_taken() -> None:
+    url = "rediss://:Ab%2Bcd%2FEfGh%3D@myredis.redis.cache.windows.net:6380/0"
+    found, _ = store("{url: '${REDIS_URL}'}", {"REDIS_URL": url})
+    assert found is not None and found.url == url
+
+
+LITERAL = (
+    "the Redis password is written in the policy file: give it as `password: ${file:...}` (a mounted Secret) or "
+    "`${VAR}`, so that it is not stored or shown with the policy"
+)
+BOTH = "a password is given both in the URL and as `password:`; `password:` is used: remove the other"
+DATABASE = (
+    "database 16: Redis has databases 0 to 15 unless its `databases` setting is raised; a higher number fails every "
+    "request (`error`)"
+)
+LIKELY_MISTAKES = {
+    "literal-in-the-url": ("{url: 'rediss://:pw-literal@r:6380/0'}", {}, [f"url: {LITERAL}"]),
+    "literal-password-key": ("{url: 'rediss://r:6380/0', password: pw-literal}", {}, [f"password: {LITERAL}"]),
+    "url-from-a-variable": ("{url: '${REDIS_URL}'}", {"REDIS_URL": "rediss://:pw@r:6380/0"}, []),
+    "password-in-the-url-from-a-variable": ("{url: 'rediss://:${PW}@r:6380/0'}", {"PW": "pw-secret"}, []),
+    "password-from-a-variable": ("{url: 'rediss://r:6380/0', password: '${PW}'}", {"PW": "pw-secret"}, []),
+    "both": (
+        "{url: '${REDIS_URL}', password: '${PW}'}",
+        {"REDIS_URL": "rediss://:pw-a@r:6380/0", "PW": "pw-b"},
+        [f"password: {BOTH}"],
+    ),
+    "database-16": ("{url: 'rediss://r:6380/16'}", {}, [f"url: {DATABASE}"]),
+    "database-15": ("{url: 'rediss://r:6380/15'}", {}, []),
+}
+
+
+@pytest.mark.parametrize(("text", "environ", "warned"), LIKELY_MISTAKES.values(), ids=LIKELY_MISTAKES.keys())
+def test_likely_mistakes_are_warned(text: str, environ: dict[str, str], warned: list[str]) -> None:
+    _, warnings = store(text, environ)
+    assert list(warnings) == [f"p.yaml:7: rate_limit_store.{w}" for w in warned]
+    assert not [w for w in warnings if "pw-" in w]  # never the password itself
 
 
 def test_a_bad_url_from_a_secret_is_never_echoed() -> None:

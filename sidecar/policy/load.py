@@ -43,7 +43,7 @@ from sidecar.policy.route_options import build_cors, build_rate_limit
 from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
-from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning
+from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning, store_warnings
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
 __all__ = [
@@ -216,6 +216,8 @@ def _store(doc: Document, raw: object) -> RateLimitStore | None:
     warning = cleartext_warning(store)
     if warning is not None:
         doc.warn(("rate_limit_store", "url"), warning)
+    for key, message in store_warnings(store, doc.secrets):
+        doc.warn(("rate_limit_store", key), message)
     return store
 
 

@@ -4,6 +4,8 @@ and followed by a rest during which the store is not asked, and on_error decides
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,65 @@ async def test_rediss_counts_over_tls_and_verifies_the_server(
     for _ in range(3):
         assert await trusted.hit(FLOW, "subject:p:tls") is None
     assert await trusted.hit(FLOW, "subject:p:tls") is not None
+
+
+async def test_rediss_builds_its_ssl_context_once_before_the_first_request(
+    observer: Observer, tls_redis: tuple[RedisServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py builds an SSL context (the CA bundle read: 100-250 ms on the event loop) for every connection it
+    opens; the store's connections share one, built by the first check (in a thread), so no request builds one."""
+    server, ca_file = tls_redis
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    counts = SharedCounts(RateLimitStore(server.url, 2.0, StoreFailure.DENY, prefix="ssl-once"), observer)
+    try:
+        assert await counts.check()
+        built: list[object] = []
+        real = ssl.create_default_context
+
+        def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+            built.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ssl, "create_default_context", counted)
+        item = RateLimitItemPerSecond(100, 60)
+        answers = await asyncio.gather(*(counts.hit(item, "flow", f"k{n}") for n in range(4)))  # several connections
+        assert answers == [None] * 4
+        assert built == []
+        assert observer.seen == ["up"]
+    finally:
+        await counts.close()
+
+
+async def test_check_follows_the_store_and_ends_the_rest(tmp_path: Path, observer: Observer) -> None:
+    """The background check: a store down reads failed (and is rested), the same store back reads up at the next
+    check, and a request is asked of it at once (not after the rest)."""
+    clock = FakeClock(100.0)
+    port = free_closed_port()
+    counts = SharedCounts(RateLimitStore(f"redis://127.0.0.1:{port}/0", 0.5, StoreFailure.DENY), observer, clock)
+    server = RedisServer(tmp_path, port=port)
+    try:
+        assert not await counts.check()
+        server.start()
+        assert await counts.check()
+        assert await counts.hit(RateLimitItemPerSecond(3, 60), "flow", "k") is None  # clock unchanged: no rest left
+        assert observer.seen == ["unreachable", "up"]
+    finally:
+        await counts.close()
+        server.stop()
+
+
+async def test_the_password_key_wins_over_the_urls(tmp_path: Path, observer: Observer) -> None:
+    """`password:` and a password in the URL both given (`check` warns): `password:` is used (as limits does
+    through Sentinel), not redis-py's choice of the URL's."""
+    server = RedisServer(tmp_path, "the-right-one").start()
+    url = f"redis://:a-stale-one@127.0.0.1:{server.port}/0"
+    counts = SharedCounts(RateLimitStore(url, 0.5, StoreFailure.DENY, "the-right-one", "pw-wins"), observer)
+    try:
+        assert await counts.hit(RateLimitItemPerSecond(3, 60), "flow", "k") is None
+        assert observer.seen == ["up"]
+    finally:
+        await counts.close()
+        server.stop()
 
 
 def allowed() -> Decision:

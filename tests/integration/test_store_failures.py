@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support.metrics import rejections, sample
-from tests.support.redis import RedisServer, SilentServer, flow_policy
+from tests.support.redis import RedisServer, SilentServer, flow_policy, redis_servers
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
 PASSWORD = "store-password-0c1d"
@@ -62,15 +62,8 @@ def sidecar(
 @pytest.fixture()
 def healthy(tmp_path: Path, store_port: int) -> Iterator[Callable[[], RedisServer]]:
     """Starts the store the sidecar is configured for (on demand); whatever it started is stopped at the end."""
-    servers: list[RedisServer] = []
-
-    def start() -> RedisServer:
-        servers.append(RedisServer(tmp_path, PASSWORD, port=store_port).start())
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+    with redis_servers(tmp_path, PASSWORD, store_port) as start:
+        yield start
 
 
 def caller(issuer: DemoIssuer, name: str) -> dict[str, str]:

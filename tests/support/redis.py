@@ -3,17 +3,20 @@ a server that accepts connections and never answers (the one fault a real Redis 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.servers import LineReader, free_closed_port
 
-__all__ = ["RedisServer", "SentinelServer", "SilentServer", "flow_policy", "redis_server_binary"]
+__all__ = ["RedisServer", "SentinelServer", "SilentServer", "flow_policy", "redis_server_binary", "redis_servers"]
 
 _INSTALL = Path(__file__).parents[1] / "peers" / "redis.sh"
 
@@ -87,6 +90,15 @@ class RedisServer:
         self._output.wait_for(lambda line: "Ready to accept connections" in line, timeout)
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """SIGSTOP hangs the server (connections stay open, nothing answers) until SIGCONT."""
+        assert self._process is not None
+        self._process.send_signal(sig)
+
     def stop(self) -> None:
         """Stops the server (by its PID) and waits for it: its port is free again for `start`."""
         if self._process is None:
@@ -154,3 +166,22 @@ class SilentServer:
         self._thread.join(timeout=10)
         for connection in self._held:
             connection.close()
+
+
+@contextlib.contextmanager
+def redis_servers(directory: Path, password: str, port: int) -> Iterator[Callable[[], RedisServer]]:
+    """A function that starts a Redis on `port` (again, after a stop); every server it started is stopped on exit,
+    a hung one (SIGSTOP) resumed first: it ends only once it runs again."""
+    servers: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        servers.append(RedisServer(directory, password, port=port).start())
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            if server.running:
+                server.send_signal(signal.SIGCONT)
+            server.stop()
