@@ -1,6 +1,6 @@
 """CORS decisions (Fetch standard): which preflights a route's `cors` allows, and the Access-Control-* headers.
 
-Pure: the shell (sidecar.cors) answers preflights and adds these headers; the loader uses `normalise_origin`.
+Pure: the shell (edge/cross_origin.py) answers preflights and adds these headers; the loader uses `normalise_origin`.
 The answer always names the one origin asked about (never `*`), with `Vary: Origin`, so that a shared cache
 never hands one origin's answer to another.
 """

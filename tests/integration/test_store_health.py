@@ -30,7 +30,7 @@ rate_limit_store:
 """
 )
 UP = "sidecar_ratelimit_store_up"
-# Checks run every 5 s in each worker (sidecar.sharedstore.CHECK_INTERVAL): a change shows within one interval and
+# Checks run every 5 s in each worker (redis_store.CHECK_INTERVAL): a change shows within one interval and
 # a timeout; this deadline is generous for a loaded 2-core machine.
 DEADLINE = 30.0
 
@@ -77,7 +77,7 @@ def launch(tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], upstr
         env = {"ISSUER": issuer_server[1].url, "UPSTREAM": upstream.url}
         args = ("--drain-delay", "0", "--workers", str(workers))
         sidecar = SidecarProcess(write_policy(tmp_path, port), env, args=args).start()
-        started.append((sidecar, httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False)))
+        started.append((sidecar, httpx.Client(base_url=sidecar.ops.admin, timeout=30, trust_env=False)))
         return started[-1]
 
     yield start
