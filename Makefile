@@ -40,6 +40,7 @@ test-pythons:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check sidecar tests
+	$(BIN)/lint-imports  # the layers' import directions and no cycles: [tool.importlinter] in pyproject.toml
 
 typecheck: venv
 	$(BIN)/mypy

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 import httpx
 import jwt
@@ -28,6 +28,7 @@ import jwt
 from sidecar.auth.discovery import KeySet, fetch_key_set
 from sidecar.auth.issuer_http import FETCH_TIMEOUT_SECONDS, FetchError
 from sidecar.auth.jwks import JwksError, KeyIndex, find
+from sidecar.observe.metrics import KeySetStatus
 from sidecar.policy.model import Provider
 from sidecar.reasons import Reason, Rejection
 
@@ -40,16 +41,6 @@ _RETRY_MAX: Final = 30.0
 _JITTER: Final = 0.1  # scheduled fetches come up to 10 % early, so a fleet of sidecars spreads out
 _IDLE: Final = 60.0  # the scheduler looks again at least this often (a reload may add providers)
 _OBSERVE_EVERY: Final = 5.0  # how fresh the observer's age and key counts are (the metrics)
-
-
-class KeySetStatus(NamedTuple):
-    """One provider's keys, for the metrics: age of the last good fetch (None: never), how many keys, and whether
-    the last fetch failed while older keys serve (stale)."""
-
-    provider: str
-    age: float | None
-    keys: int
-    stale: bool
 
 
 class KeyObserver(Protocol):

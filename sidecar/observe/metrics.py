@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.policy.model import Mode
 from sidecar.reasons import Reason
 
-if TYPE_CHECKING:
-    from sidecar.auth.keys import KeySetStatus
+__all__ = ["NO_ROUTE_LABEL", "STORE_ERRORS", "KeySetStatus", "Metrics", "method_label"]
 
-__all__ = ["NO_ROUTE_LABEL", "STORE_ERRORS", "Metrics", "method_label"]
+
+class KeySetStatus(NamedTuple):
+    """One provider's keys, for the metrics: age of the last good fetch (None: never), how many keys, and whether
+    the last fetch failed while older keys serve (stale)."""
+
+    provider: str
+    age: float | None
+    keys: int
+    stale: bool
+
 
 # Route names match [A-Za-z0-9_.-]+, so this label can never clash with a real route.
 NO_ROUTE_LABEL: Final = "(none)"

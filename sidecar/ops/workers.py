@@ -159,7 +159,7 @@ def _spawn(options: ServeOptions, sockets: list[socket.socket], last_good: LastG
 
 
 def _worker(options: ServeOptions, sockets: list[socket.socket], last_good: Loaded) -> int:
-    from sidecar.cli.commands import run_sidecar
+    from sidecar.ops.run import run_sidecar
 
     # Metric values live in per-process files from here on; prometheus_client chose its value class at import.
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]

@@ -15,17 +15,17 @@ import ipaddress
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from sidecar.policy.model import RateKey, RateLimit, RateLimitStore, Route, StoreFailure
+from sidecar.policy.model import Identity, RateKey, RateLimit, RateLimitStore, Route, StoreFailure
 from sidecar.ratelimit.memory_store import ProcessStorage
+from sidecar.ratelimit.unavailable import StoreUnavailable
 from sidecar.reasons import Reason
 
-if TYPE_CHECKING:  # sidecar.edge.decide imports the runtime, which holds a RateLimiter
-    from sidecar.edge.decide import Decision
+if TYPE_CHECKING:
     from sidecar.ratelimit.redis_store import SharedCounts, StoreObserver
 
 __all__ = ["DEFAULT_MAX_KEYS", "STORE_RETRY_AFTER", "RateLimiter", "StoreUnavailable", "caller_key", "client_network"]
@@ -39,15 +39,16 @@ _NO_VALUE: Final = "-"  # callers without the claim (or address) share one budge
 STORE_RETRY_AFTER: Final = 1  # seconds, on a 503 rate_limit_unavailable: the store is asked again after a second
 
 
-class StoreUnavailable(Exception):
-    """The shared store gave no answer in time, or refused us: the request is decided by `on_error`."""
+class Decided(Protocol):
+    """What the limiter reads of a request's decision (edge/decide.py's `Decision`), and sets when it refuses."""
 
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error  # what went wrong: a label of sidecar_ratelimit_store_errors_total, or "resting"
+    route: Route | None
+    identity: Identity | None
+    reason: Reason | None
+    retry_after: int | None
 
 
-def caller_key(limit: RateLimit, decision: Decision, client_ip: str | None) -> str:
+def caller_key(limit: RateLimit, decision: Decided, client_ip: str | None) -> str:
     """Whose budget a request spends: the verified subject or app of one provider (two issuers may both have a
     `sub` "lisa", and they are not the same caller), or the client address (an IPv6 client's network)."""
     if limit.per is RateKey.IP:
@@ -133,7 +134,7 @@ class RateLimiter:
         stats = await self._strategy.get_window_stats(item, route.name, key)
         return max(stats.reset_time - self._clock(), 0.0)
 
-    async def admit(self, decision: Decision, entry: dict[str, Any]) -> None:
+    async def admit(self, decision: Decided, entry: dict[str, Any]) -> None:
         """Count an allowed request; over its budget the decision becomes `rate_limited` with a Retry-After. When
         the shared store fails, `on_error` decides: allow leaves the decision as it is (the access-log entry says
         the request went uncounted), deny makes it `rate_limit_unavailable`. Refused requests are not counted.

@@ -27,7 +27,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from sidecar.observe.log import logger
 from sidecar.policy.model import RateLimitStore
-from sidecar.ratelimit.limiter import StoreUnavailable
+from sidecar.ratelimit.unavailable import StoreUnavailable
 
 __all__ = ["CHECK_INTERVAL", "RETRY_INTERVAL", "SharedCounts", "StoreObserver", "classify"]
 

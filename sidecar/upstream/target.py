@@ -11,15 +11,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from sidecar.policy.model import Identity, IdentityHeaders
 
-if TYPE_CHECKING:
-    from sidecar.edge.response_urls import ResponseUrls
-
 __all__ = [
+    "UrlRewriter",
     "Target",
     "identity_header_values",
     "param_skeleton",
@@ -31,6 +29,15 @@ __all__ = [
 ]
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class UrlRewriter(Protocol):
+    """What `response_headers` asks about headers naming the upstream's URL (edge/response_urls.py answers)."""
+
+    def rewritten(self, key: bytes, value: bytes, url: str) -> bytes | None: ...
+
+    def without_secrets(self, headers: Headers) -> Headers: ...
+
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see.
 HOP_BY_HOP: Final = frozenset(
@@ -267,7 +274,7 @@ def _header_value(value: str) -> bytes:
 def response_headers(
     upstream: Iterable[tuple[bytes, bytes]],
     status: int = 200,
-    urls: ResponseUrls | None = None,
+    urls: UrlRewriter | None = None,
     url: str = "",
     head: bool = False,
 ) -> Headers:
