@@ -60,5 +60,5 @@ def sidecar(directory: Directory, idp: IdpProcess, httpbin: HttpbinServer) -> It
 
 @pytest.fixture()
 def admin(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sidecar.ops.admin, timeout=10, trust_env=False) as http:
+    with httpx.Client(base_url=sidecar.admin, timeout=10, trust_env=False) as http:
         yield http

@@ -49,7 +49,7 @@ def walkthrough(
     """The collection, run once by newman against this package's sidecar; the metrics tests read what it left."""
     folder = tmp_path_factory.mktemp("newman")
     environment = folder / "e2e.postman_environment.json"
-    values = directory.postman_values(idp.url, sidecar.edge.forward)
+    values = directory.postman_values(idp.url, sidecar.proxy)
     entries = [{"key": key, "value": value, "type": "secret", "enabled": True} for key, value in values.items()]
     environment.write_text(json.dumps({"name": "auth-sidecar e2e", "values": entries}))
     try:

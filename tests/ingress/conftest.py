@@ -84,7 +84,7 @@ def stack(
     args = ("--drain-delay", "0", "--forward-auth-path", "/_auth", "--forward-auth-ingress", name)
     sidecar = SidecarProcess(POLICY, {"ISSUER": issuer_server[1].url}, args).start()
     try:
-        sidecar_port = int(sidecar.edge.forward.rsplit(":", 1)[1])
+        sidecar_port = int(sidecar.proxy.rsplit(":", 1)[1])
         app_port = int(app[1].url.rsplit(":", 1)[1])
         ingress = start_ingress(name, tmp_path_factory.mktemp(name), sidecar_port, app_port)
         try:

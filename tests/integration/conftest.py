@@ -46,11 +46,11 @@ def sidecar(sidecar_env: dict[str, str]) -> Iterator[SidecarProcess]:
 
 @pytest.fixture()
 def client(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sidecar.edge.forward, timeout=30, trust_env=False) as http:
+    with httpx.Client(base_url=sidecar.proxy, timeout=30, trust_env=False) as http:
         yield http
 
 
 @pytest.fixture()
 def admin(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sidecar.ops.admin, timeout=30, trust_env=False) as http:
+    with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as http:
         yield http

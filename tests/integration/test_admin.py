@@ -42,7 +42,7 @@ def test_admin_answers(
     sidecar: SidecarProcess, method: str, target: str, expected: tuple[int, str, bytes | None]
 ) -> None:
     status, content_type, body = expected
-    response = request(sidecar.ops.admin, target.encode("ascii"), method.encode("ascii"))
+    response = request(sidecar.admin, target.encode("ascii"), method.encode("ascii"))
     assert (response.status, response.header("content-type")) == (status, content_type)
     if status == 405:
         assert response.header("allow") == "GET, HEAD"
@@ -57,5 +57,5 @@ def test_admin_answers(
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
 def test_trailing_slash_redirects_to_the_endpoint(sidecar: SidecarProcess, path: str) -> None:
-    response = request(sidecar.ops.admin, path.encode("ascii") + b"/")
+    response = request(sidecar.admin, path.encode("ascii") + b"/")
     assert (response.status, response.header("location"), response.body) == (307, path, b"")

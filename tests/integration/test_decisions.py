@@ -186,9 +186,7 @@ def test_a_bearer_scheme_without_a_token_is_missing_token(
 ) -> None:
     """RFC 6750 §3.1: a request without credentials gets a challenge with no error code, whatever its spelling."""
     before = rejections(admin, "payroll", "missing_token")
-    reply = rawhttp.request(
-        sidecar.edge.forward, b"/flows/payroll", b"POST", [(b"Authorization", authorization)], b"{}"
-    )
+    reply = rawhttp.request(sidecar.proxy, b"/flows/payroll", b"POST", [(b"Authorization", authorization)], b"{}")
     assert (reply.status, reply.json()["reason"]) == (401, "missing_token")
     challenges = [value for name, value in reply.headers if name == "www-authenticate"]
     assert challenges == ['Bearer realm="test-realm"']

@@ -99,11 +99,11 @@ def test_opaque_tokens_through_introspection(
     try:
         with (
             httpx.Client(trust_env=False, timeout=10) as http,
-            httpx.Client(base_url=sidecar.ops.admin, trust_env=False, timeout=10) as admin,
+            httpx.Client(base_url=sidecar.admin, trust_env=False, timeout=10) as admin,
         ):
 
             def call(token: str) -> httpx.Response:
-                return http.post(sidecar.edge.forward + "/flows", headers={"Authorization": f"Bearer {token}"})
+                return http.post(sidecar.proxy + "/flows", headers={"Authorization": f"Bearer {token}"})
 
             assert call(tokens[0]).status_code == 200
             assert call(tokens[0]).status_code == 200 and found.calls == 1  # cached until exp (or 5 min)
@@ -145,7 +145,7 @@ def test_150_distinct_1_mib_answers_are_503_and_memory_stays_bounded(tmp_path: P
     env = {"INTROSPECTION": server.url, "INTROSPECTION_SECRET": SECRET, "UPSTREAM": upstream.url}
     sidecar = SidecarProcess(path, env).start()
     try:
-        with httpx.Client(base_url=sidecar.edge.forward, trust_env=False, timeout=30) as http:
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=30) as http:
 
             def call() -> httpx.Response:
                 return http.post("/flows", headers={"Authorization": f"Bearer {secrets.token_urlsafe(24)}"})
@@ -194,8 +194,8 @@ def test_past_max_waiting_random_tokens_are_refused_at_once_and_a_cached_token_p
     legit = found.issue("flows.run")
     try:
         with (
-            httpx.Client(base_url=sidecar.edge.forward, trust_env=False, timeout=FLOOD_DEADLINE) as http,
-            httpx.Client(base_url=sidecar.ops.admin, trust_env=False, timeout=FLOOD_DEADLINE) as admin,
+            httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=FLOOD_DEADLINE) as http,
+            httpx.Client(base_url=sidecar.admin, trust_env=False, timeout=FLOOD_DEADLINE) as admin,
             ThreadPoolExecutor(20) as pool,
         ):
 
@@ -229,11 +229,11 @@ def test_a_flood_of_random_tokens_on_a_hung_endpoint_does_not_grow_the_process(
     found, server = endpoint
     found.hung = hung = threading.Event()
     sidecar = _start(tmp_path, server.url, upstream.url, "")
-    host, port = sidecar.edge.forward.removeprefix("http://").split(":")
+    host, port = sidecar.proxy.removeprefix("http://").split(":")
     legit = found.issue("flows.run")
     try:
-        with httpx.Client(base_url=sidecar.ops.admin, trust_env=False, timeout=FLOOD_DEADLINE) as admin:
-            with httpx.Client(base_url=sidecar.edge.forward, trust_env=False, timeout=FLOOD_DEADLINE) as http:
+        with httpx.Client(base_url=sidecar.admin, trust_env=False, timeout=FLOOD_DEADLINE) as admin:
+            with httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=FLOOD_DEADLINE) as http:
                 assert http.post("/flows", headers={"Authorization": f"Bearer {legit}"}).status_code == 200
             Path(f"/proc/{sidecar.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
             before = memory(sidecar.pid, "VmRSS")

@@ -54,17 +54,15 @@ def test_readyz_waits_for_keys_and_an_issuer_that_comes_up_late(policy_file: Pat
     sidecar.start(wait_ready=False)
     try:
         with httpx.Client(trust_env=False, timeout=10) as http:
-            assert http.get(sidecar.ops.admin + "/healthz").status_code == 200
-            assert http.get(sidecar.ops.admin + "/readyz").status_code == 503
-            refused = http.get(sidecar.edge.forward + "/guarded", headers={"Authorization": "Bearer a.b.c"})
+            assert http.get(sidecar.admin + "/healthz").status_code == 200
+            assert http.get(sidecar.admin + "/readyz").status_code == 503
+            refused = http.get(sidecar.proxy + "/guarded", headers={"Authorization": "Bearer a.b.c"})
             assert refused.status_code in (401, 503)  # never forwarded while no key is known
             late_issuer, late = serve_demo_issuer(port)
             try:
                 sidecar.wait_ready(timeout=30)  # raises if the keys of the late issuer never arrive
-                assert http.get(sidecar.ops.admin + "/readyz").status_code == 200
-                ok = http.get(
-                    sidecar.edge.forward + "/guarded", headers={"Authorization": f"Bearer {_token(late_issuer)}"}
-                )
+                assert http.get(sidecar.admin + "/readyz").status_code == 200
+                ok = http.get(sidecar.proxy + "/guarded", headers={"Authorization": f"Bearer {_token(late_issuer)}"})
                 assert ok.status_code == 200
             finally:
                 late.stop()
@@ -84,7 +82,7 @@ def test_unknown_kid_flood_fetches_the_jwks_at_most_once(
         tokens = [jwtkit.mint(claims, stranger, kid=uuid.uuid4().hex) for _ in range(200)]
 
         async def flood() -> list[int]:
-            async with httpx.AsyncClient(base_url=sidecar.edge.forward, trust_env=False, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=sidecar.proxy, trust_env=False, timeout=30) as http:
                 responses = await asyncio.gather(
                     *(http.get("/guarded", headers={"Authorization": f"Bearer {t}"}) for t in tokens)
                 )
@@ -103,7 +101,7 @@ def test_key_rotation_is_followed_without_a_failed_call(
     issuer, server = own_issuer
     sidecar = SidecarProcess(policy_file, {"ISSUER": server.url, "UPSTREAM": upstream.url}).start()
     try:
-        with httpx.Client(base_url=sidecar.edge.forward, trust_env=False, timeout=10) as http:
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=10) as http:
             before = _token(issuer)
             assert http.get("/guarded", headers={"Authorization": f"Bearer {before}"}).status_code == 200
             issuer.rotate(CONTOSO_TENANT)

@@ -50,10 +50,7 @@ def test_text_format(tmp_path: Path, upstream: ThreadServer) -> None:
     )
     sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--log-format", "text")).start()
     try:
-        assert (
-            httpx.get(sidecar.edge.forward + "/x", headers={"X-Request-Id": "text-1"}, trust_env=False).status_code
-            == 200
-        )
+        assert httpx.get(sidecar.proxy + "/x", headers={"X-Request-Id": "text-1"}, trust_env=False).status_code == 200
         line = sidecar.wait_for_line(lambda text: "request_id=text-1" in text)
         assert " info    request " in line and "route=open" in line and "status=200" in line
     finally:
@@ -83,7 +80,7 @@ def test_text_lines_escape_claims_so_no_line_can_be_forged(
     sidecar = SidecarProcess(policy, {}, ("--drain-delay", "0", "--log-format", "text")).start()
     try:
         headers = {"Authorization": f"Bearer {token}", "X-Request-Id": "text-forge-1"}
-        httpx.get(sidecar.edge.forward + "/x", headers=headers, trust_env=False)
+        httpx.get(sidecar.proxy + "/x", headers=headers, trust_env=False)
         line = sidecar.wait_for_line(lambda text: "request_id=text-forge-1" in text)
     finally:
         assert sidecar.stop() == 0

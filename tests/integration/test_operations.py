@@ -82,8 +82,8 @@ def reloading(tmp_path: Path, upstream: ThreadServer) -> Iterator[tuple[SidecarP
 
 def test_reload_under_traffic_loses_no_request(reloading: tuple[SidecarProcess, Path], upstream: ThreadServer) -> None:
     sidecar, policy = reloading
-    traffic = Traffic(sidecar.edge.forward + "/first")
-    with httpx.Client(base_url=sidecar.edge.forward, trust_env=False) as http:
+    traffic = Traffic(sidecar.proxy + "/first")
+    with httpx.Client(base_url=sidecar.proxy, trust_env=False) as http:
         assert http.get("/second").status_code == 404
         for _ in range(3):  # several swaps while requests flow
             write_atomically(policy, WITH_SECOND.format(upstream=upstream.url))
@@ -105,8 +105,8 @@ def test_a_bad_policy_keeps_the_old_one(reloading: tuple[SidecarProcess, Path], 
     failure = sidecar.wait_for_log("policy reload failed; keeping the current policy")
     assert any(error.startswith(f"{policy}:6: routes[0].allow") for error in failure["errors"])
     with httpx.Client(trust_env=False) as http:
-        assert http.get(sidecar.edge.forward + "/second").status_code == 200
-        admin = httpx.Client(base_url=sidecar.ops.admin, trust_env=False)
+        assert http.get(sidecar.proxy + "/second").status_code == 200
+        admin = httpx.Client(base_url=sidecar.admin, trust_env=False)
         assert sample(admin, "sidecar_config_reloads_total", result="error") == 1
         assert sample(admin, "sidecar_config_reloads_total", result="success") == 1
         live = hashlib.sha256(good.encode()).hexdigest()[:12]
@@ -136,7 +136,7 @@ def test_configmap_symlink_swap_is_seen(tmp_path: Path, upstream: ThreadServer) 
         (mount / "..data_tmp").symlink_to("..2026_11_26_v2")
         os.replace(mount / "..data_tmp", mount / "..data")
         sidecar.wait_for_log("policy reloaded", trigger="file")
-        assert httpx.get(sidecar.edge.forward + "/second", trust_env=False).status_code == 200
+        assert httpx.get(sidecar.proxy + "/second", trust_env=False).status_code == 200
     finally:
         assert sidecar.stop() == 0
 
@@ -170,7 +170,7 @@ def test_a_policy_written_in_place_in_two_writes_is_never_used_half_written(
     mallory = issuer.mint(CONTOSO_TENANT, claims)
     lisa = issuer.mint(CONTOSO_TENANT, {**claims, "oid": "lisa-oid", "upn": "lisa@contoso.com"})
     try:
-        traffic = Traffic(sidecar.edge.forward + "/payroll", headers={"Authorization": f"Bearer {mallory}"})
+        traffic = Traffic(sidecar.proxy + "/payroll", headers={"Authorization": f"Bearer {mallory}"})
         with policy.open("w") as file:  # in place: the same inode, truncated, then written twice
             file.write(PAYROLL_HEAD)
             file.flush()
@@ -182,7 +182,7 @@ def test_a_policy_written_in_place_in_two_writes_is_never_used_half_written(
         statuses = traffic.stop()
         assert reloaded["hash"] == hashlib.sha256((PAYROLL_HEAD + PAYROLL_USERS).encode()).hexdigest()[:12]
         assert statuses and 200 not in statuses, statuses.count(200)  # 404 before, 403 after: never let in
-        with httpx.Client(base_url=sidecar.edge.forward, trust_env=False) as http:
+        with httpx.Client(base_url=sidecar.proxy, trust_env=False) as http:
             assert http.get("/payroll", headers={"Authorization": f"Bearer {mallory}"}).status_code == 403
             assert http.get("/payroll", headers={"Authorization": f"Bearer {lisa}"}).status_code == 200
     finally:
@@ -196,10 +196,10 @@ def test_audit_flag_forwards_would_be_refusals(sidecar_env: dict[str, str], issu
     sidecar = SidecarProcess(POLICY, sidecar_env, ("--drain-delay", "0", "--audit")).start()
     try:
         with httpx.Client(trust_env=False) as http:
-            assert http.post(sidecar.edge.forward + "/flows/payroll").status_code == 200  # no token, yet forwarded
-            admin = httpx.Client(base_url=sidecar.ops.admin, trust_env=False)
+            assert http.post(sidecar.proxy + "/flows/payroll").status_code == 200  # no token, yet forwarded
+            admin = httpx.Client(base_url=sidecar.admin, trust_env=False)
             assert sample(admin, "sidecar_rejections_total", route="payroll", reason="missing_token", mode="audit") == 1
-            assert http.get(sidecar.edge.forward + "/nowhere").status_code == 404  # nowhere to forward to
+            assert http.get(sidecar.proxy + "/nowhere").status_code == 404  # nowhere to forward to
             admin.close()
         line = sidecar.wait_for_log("request", route="payroll")
         assert line["decision"] == "audit_forward" and line["mode"] == "audit" and line["reason"] == "missing_token"
@@ -227,7 +227,7 @@ def test_sigterm_drains_and_lets_a_streaming_upload_finish(sidecar_env: dict[str
         minted = issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", "oid": "uploader"})
         with httpx.Client(trust_env=False, timeout=60) as http:
             response = http.put(
-                sidecar.edge.forward + "/files/upload", content=body(), headers={"Authorization": f"Bearer {minted}"}
+                sidecar.proxy + "/files/upload", content=body(), headers={"Authorization": f"Bearer {minted}"}
             )
             result["status"], result["echo"] = response.status_code, response.json()
 
@@ -237,8 +237,8 @@ def test_sigterm_drains_and_lets_a_streaming_upload_finish(sidecar_env: dict[str
     sidecar.send_signal(signal.SIGTERM)
     sidecar.wait_for_log("draining")
     with httpx.Client(trust_env=False, timeout=10) as http:
-        assert http.get(sidecar.ops.admin + "/readyz").status_code == 503
-        assert http.get(sidecar.edge.forward + "/public/still-serving").status_code == 200  # the drain delay
+        assert http.get(sidecar.admin + "/readyz").status_code == 503
+        assert http.get(sidecar.proxy + "/public/still-serving").status_code == 200  # the drain delay
     sidecar.wait_for_log("closing listeners")
     release.set()  # the upload goes on after the listener has stopped accepting
     uploader.join(timeout=60)
@@ -251,7 +251,7 @@ def answered_by(sidecar: SidecarProcess, worker: int, path: str) -> dict[str, ob
     """The access line of a request to `path` that `worker` answered: new connections until it takes one (bounded)."""
     for _ in range(2_000):
         with httpx.Client(trust_env=False, timeout=10) as fresh:
-            fresh.get(sidecar.edge.forward + path)
+            fresh.get(sidecar.proxy + path)
         line = sidecar.wait_for_log("request", path=path)
         if line["pid"] == worker:
             return line
@@ -320,13 +320,13 @@ def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, upstream: Thr
         while len(pids) < 2 and sent < 2_000:  # until both workers have answered (bounded)
             for _ in range(8):  # a new connection each, so the kernel may hand it to either worker
                 with httpx.Client(trust_env=False, timeout=10) as fresh:
-                    assert fresh.get(sidecar.edge.forward + "/first").status_code == 200
+                    assert fresh.get(sidecar.proxy + "/first").status_code == 200
                 sent += 1
                 pids.add(sidecar.wait_for_log("request")["pid"])
         assert len(pids) == 2
         with httpx.Client(trust_env=False, timeout=10) as http:
             for _ in range(4):  # whichever worker answers the scrape, the totals are the whole process group's
-                text = http.get(sidecar.ops.admin + "/metrics").text
+                text = http.get(sidecar.admin + "/metrics").text
                 assert f'sidecar_requests_total{{code="200",method="GET",route="first"}} {float(sent)}' in text
     finally:
         assert sidecar.stop() == 0

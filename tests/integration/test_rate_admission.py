@@ -66,9 +66,9 @@ def post(url: str, path: str, body: bytes) -> int:
 
 
 def test_bodies_over_max_body_spend_no_slot(sidecar: SidecarProcess) -> None:
-    refused = [post(sidecar.edge.forward, f"/small/{n}", b"x" * 100) for n in range(BUDGET + 1)]
+    refused = [post(sidecar.proxy, f"/small/{n}", b"x" * 100) for n in range(BUDGET + 1)]
     assert refused == [413] * (BUDGET + 1)
-    allowed = [post(sidecar.edge.forward, f"/small/{n}", b"{}") for n in range(BUDGET + 1)]
+    allowed = [post(sidecar.proxy, f"/small/{n}", b"{}") for n in range(BUDGET + 1)]
     assert allowed == [200] * BUDGET + [429]  # the whole budget was left for the admitted requests
 
 
@@ -82,7 +82,7 @@ def held_request(url: str, path: str, recorder: Recorder) -> socket.socket:
 def test_requests_shed_past_max_concurrent_spend_no_slot(
     sidecar: SidecarProcess, recorder: tuple[Recorder, ThreadServer], tmp_path: Path
 ) -> None:
-    app, url, run = recorder[0], sidecar.edge.forward, tmp_path.name  # paths of this run only (the recorder is shared)
+    app, url, run = recorder[0], sidecar.proxy, tmp_path.name  # paths of this run only (the recorder is shared)
     first = held_request(url, f"/held/{run}/1", app)  # takes the route's one slot (and one of the budget)
     with first:
         shed = [send_raw(url, head("GET", f"/held/shed-{n}", [("Connection", "close")])).status for n in range(3)]

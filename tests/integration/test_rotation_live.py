@@ -86,8 +86,8 @@ def test_scheduled_refresh_follows_a_rotation_without_a_failed_call(
     issuer, _ = own_issuer
     sidecar = start("1h")
     with (
-        httpx.Client(base_url=sidecar.edge.forward, trust_env=False, timeout=10) as http,
-        httpx.Client(base_url=sidecar.ops.admin, trust_env=False, timeout=10) as admin,
+        httpx.Client(base_url=sidecar.proxy, trust_env=False, timeout=10) as http,
+        httpx.Client(base_url=sidecar.admin, trust_env=False, timeout=10) as admin,
     ):
         before = token(issuer)
         assert http.get("/guarded", headers={"Authorization": f"Bearer {before}"}).status_code == 200
@@ -118,13 +118,11 @@ def test_an_issuer_that_goes_away_leaves_stale_keys_verifying(
     assert stale["level"] == "warning" and stale["max_stale_s"] == 3600
     with (
         httpx.Client(trust_env=False, timeout=10) as http,
-        httpx.Client(base_url=sidecar.ops.admin, trust_env=False, timeout=10) as admin,
+        httpx.Client(base_url=sidecar.admin, trust_env=False, timeout=10) as admin,
     ):
-        assert http.get(sidecar.ops.admin + "/readyz").status_code == 200
+        assert http.get(sidecar.admin + "/readyz").status_code == 200
         fresh = token(issuer)  # never seen before: verified with the stale keys, not from a cache
-        assert (
-            http.get(sidecar.edge.forward + "/guarded", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
-        )
+        assert http.get(sidecar.proxy + "/guarded", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
         assert wait_for_sample(admin, "sidecar_jwks_stale", lambda v: v == 1, provider="contoso") == 1
         assert sample(admin, "sidecar_jwks_refresh_total", provider="contoso", result="error") >= 1
         assert sample(admin, "sidecar_jwks_age_seconds", provider="contoso") >= 0
@@ -138,8 +136,8 @@ def test_keys_older_than_max_stale_stop_verifying(
     server.stop()
     sidecar.wait_for_log("signing keys older than max_stale: tokens refused (503) until a fetch succeeds")
     with httpx.Client(trust_env=False, timeout=10) as http:
-        assert http.get(sidecar.ops.admin + "/readyz").status_code == 503
-        refused = http.get(sidecar.edge.forward + "/guarded", headers={"Authorization": f"Bearer {token(issuer)}"})
+        assert http.get(sidecar.admin + "/readyz").status_code == 503
+        refused = http.get(sidecar.proxy + "/guarded", headers={"Authorization": f"Bearer {token(issuer)}"})
         assert refused.status_code == 503 and refused.json()["reason"] == "keys_unavailable"
 
 
@@ -156,9 +154,7 @@ def test_client_credentials_callers_are_allowed_precisely(
             return str(response.json()["access_token"])
 
         def call(bearer: str) -> int:
-            return http.post(
-                sidecar.edge.forward + "/automation", headers={"Authorization": f"Bearer {bearer}"}
-            ).status_code
+            return http.post(sidecar.proxy + "/automation", headers={"Authorization": f"Bearer {bearer}"}).status_code
 
         assert call(client_credentials("payroll-app")) == 200
         assert call(client_credentials("reporting-app")) == 403  # an app of the tenant, but not this one

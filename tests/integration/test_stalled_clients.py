@@ -40,7 +40,7 @@ def _stalling(env: dict[str, str], send_timeout: str, download_timeout: str) -> 
         stack.callback(download.stop)
         timeouts = {"SEND_TIMEOUT": send_timeout, "DOWNLOAD_TIMEOUT": download_timeout}
         sidecar = SidecarProcess(POLICY, {**env, **timeouts, "DOWNLOAD": download.url}).start()
-        admin = stack.enter_context(httpx.Client(base_url=sidecar.ops.admin, timeout=30, trust_env=False))
+        admin = stack.enter_context(httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False))
         try:
             yield Stalling(sidecar, download, admin)
         finally:

@@ -117,8 +117,8 @@ def on_error(sidecar: SidecarProcess) -> str:
 @pytest.fixture()
 def clients(sidecar: SidecarProcess) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     with (
-        httpx.Client(base_url=sidecar.edge.forward, timeout=30, trust_env=False) as client,
-        httpx.Client(base_url=sidecar.ops.admin, timeout=30, trust_env=False) as admin,
+        httpx.Client(base_url=sidecar.proxy, timeout=30, trust_env=False) as client,
+        httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as admin,
     ):
         yield client, admin
 

@@ -77,7 +77,7 @@ def launch(tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], upstr
         env = {"ISSUER": issuer_server[1].url, "UPSTREAM": upstream.url}
         args = ("--drain-delay", "0", "--workers", str(workers))
         sidecar = SidecarProcess(write_policy(tmp_path, port), env, args=args).start()
-        started.append((sidecar, httpx.Client(base_url=sidecar.ops.admin, timeout=30, trust_env=False)))
+        started.append((sidecar, httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False)))
         return started[-1]
 
     yield start
