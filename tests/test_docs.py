@@ -1,6 +1,6 @@
 """The docs hold together: every relative link resolves, and every policy they show passes `sidecar check`.
 
-Links: every `[text](target)` outside code in README.md, SECURITY.md, docs/*.md and the chart's README whose
+Links: every `[text](target)` outside code in README.md, SECURITY.md, docs/*.md, the chart's and bench's READMEs whose
 target is not a URL must name a file or folder of this repository, and a `#anchor` must be a heading of the page
 it points to (GitHub's slugs: lower case, punctuation dropped, spaces to `-`, `-1`, `-2` for repeats).
 
@@ -25,7 +25,12 @@ from sidecar.policy.load import PolicyError, parse_policy
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PAGES: Final = sorted(
-    [ROOT / "README.md", ROOT / "SECURITY.md", ROOT / "charts" / "auth-sidecar" / "README.md"]
+    [
+        ROOT / "README.md",
+        ROOT / "SECURITY.md",
+        ROOT / "charts" / "auth-sidecar" / "README.md",
+        ROOT / "bench" / "README.md",
+    ]
     + list((ROOT / "docs").glob("*.md"))
 )
 GUIDES: Final = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
