@@ -20,8 +20,11 @@ from typing import Final
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from sidecar.observe.metrics import Metrics
 from sidecar.policy.load import PolicyError, parse_policy
+from sidecar.reasons import Reason, outcome
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PAGES: Final = sorted(
@@ -194,3 +197,33 @@ def test_a_policy_block_that_check_refuses_is_found() -> None:
     assert problems(good) == []
     typo = Block(good.page, good.line, "yaml", good.body.replace("routes:", "rutes:", 1), "")
     assert any("rutes" in problem for problem in problems(typo))
+
+
+def _rows(page: Path, heading: str) -> list[list[str]]:
+    """The cells of every table row in the section under `heading` (up to the next heading of its level or above)."""
+    text = unfenced(page.read_text())
+    level = heading.split(" ", 1)[0]
+    section = text.split(f"\n{heading}\n", 1)[1]
+    section = re.split(rf"\n#{{1,{len(level)}}} ", section, maxsplit=1)[0]
+    lines = [line for line in section.split("\n") if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_the_decision_table_has_every_reason_with_its_status() -> None:
+    documented = {}
+    for cells in _rows(ROOT / "docs" / "decisions.md", "## Decisions")[2:]:
+        status, reason = cells[1], cells[2].strip("`")
+        assert reason not in documented, f"{reason} has two rows"
+        documented[reason] = int(status)
+    proxy_reasons = {reason for reason in Reason if reason is not Reason.METRICS_BUSY}  # the admin listener's own
+    assert documented == {reason.value: outcome(reason).status for reason in proxy_reasons}
+
+
+def test_the_metrics_table_has_every_metric_the_sidecar_exports() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    exported = {f"{family.name}_total" if family.type == "counter" else family.name for family in registry.collect()}
+    rows = _rows(ROOT / "docs" / "operations.md", "## Metrics")[2:]
+    assert {cells[0].strip("`") for cells in rows} == exported
+    admin = next(cells for cells in rows if "admin_refusals" in cells[0])
+    assert f"`{Reason.METRICS_BUSY.value}`" in admin[3]
