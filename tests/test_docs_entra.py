@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +158,7 @@ def check_marked(block: Block) -> None:
 
 def follow(page: Path, run: Run) -> list[Block]:
     """Every block of `page`, in order: written, run, started, or checked as marked. Returns the blocks run."""
+    assert shutil.which("curl"), "curl is not installed: run `bash tests/peers/install.sh` (or `make test`)"
     ran = []
     for block in blocks(page):
         marker = kind(block)
