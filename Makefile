@@ -40,6 +40,7 @@ test-pythons:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check sidecar tests
+	$(BIN)/lint-imports  # the layers' import directions and no cycles: [tool.importlinter] in pyproject.toml
 
 typecheck: venv
 	$(BIN)/mypy
@@ -94,7 +95,7 @@ fuzz: venv
 # Mutation testing with mutmut 3 (never part of `make test`): mutates the security-critical modules listed in
 # pyproject.toml's [tool.mutmut], runs the in-process tests that reach each mutant, writes the score per module and
 # every survivor to MUTATION.md (its "Equivalent mutants" section is hand-maintained). MUTATE_CHILDREN parallel
-# test processes (default 2); MUTATE_ARGS: mutmut name patterns, e.g. 'sidecar.paths*'. Work directory: mutants/.
+# test processes (default 2); MUTATE_ARGS: mutmut name patterns, e.g. 'sidecar.edge.paths*'. Work directory: mutants/.
 # Exits 1 when a module is under 90%. mutmut is installed here only (tools/mutate-requirements.txt).
 MUTATE_CHILDREN ?= 2
 .PHONY: mutate

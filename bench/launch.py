@@ -16,7 +16,7 @@ import importlib
 import sys
 from typing import Any, cast
 
-from sidecar.cli import main
+from sidecar.cli.main import main
 
 
 class _HeldHead:
@@ -50,7 +50,7 @@ class _HeldHead:
 
 
 def _coalesce() -> None:
-    from sidecar.connection import GuardedProtocol
+    from sidecar.edge.protocol import GuardedProtocol
 
     made = GuardedProtocol.connection_made
 
@@ -63,7 +63,7 @@ def _coalesce() -> None:
 def _apply(variant: str, argv: list[str]) -> list[str]:
     for change in variant.split("+"):
         if change == "gcfreeze":
-            importlib.import_module("sidecar.commands")  # what `serve` imports: the bulk of the objects
+            importlib.import_module("sidecar.cli.commands")  # what `serve` imports: the bulk of the objects
             gc.collect()
             gc.freeze()
         elif change == "gcthreshold":

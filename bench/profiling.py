@@ -64,7 +64,7 @@ def _python(frame: str) -> bool:
 
 
 def _function(frame: str) -> str:
-    """`Forwarder._open (sidecar/proxy.py:104)` -> `Forwarder._open (sidecar/proxy.py)`: lines merged."""
+    """`Forwarder._open (sidecar/edge/forward.py:104)` -> `Forwarder._open (sidecar/edge/forward.py)`: lines merged."""
     name, _, where = frame.partition(" (")
     where = where.removesuffix(")")
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name

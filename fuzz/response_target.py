@@ -1,11 +1,11 @@
-"""Fuzz target `upstream_response`: the upstream client's response parsing (`sidecar/h1_response.py`) fed an upstream's
+"""Fuzz target `upstream_response`: the upstream client's response parsing (upstream/response.py) fed an upstream's
 bytes in fuzzer-chosen pieces. Registered in fuzz/targets.py; the same rules as its targets."""
 
 from __future__ import annotations
 
 from typing import cast
 
-from sidecar import h1_response
+from sidecar.upstream import response as h1_response
 
 __all__ = ["split_response_input", "upstream_response"]
 

@@ -20,16 +20,25 @@ from typing import Any, Final
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fuzz.response_target import split_response_input, upstream_response
-from sidecar.decision import Rejection
-from sidecar.fetch import FetchError
-from sidecar.forwarded import origin
-from sidecar.head import read_head
-from sidecar.jwks import ASYMMETRIC_ALGORITHMS, MAX_JWKS_KEYS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
-from sidecar.keyset import jwks_uri_of
-from sidecar.paths import normalise
+from sidecar.auth.bearer import bearer
+from sidecar.auth.discovery import jwks_uri_of
+from sidecar.auth.issuer_http import FetchError
+from sidecar.auth.jwks import (
+    ASYMMETRIC_ALGORITHMS,
+    MAX_JWKS_KEYS,
+    MAX_KEYS_PER_KID,
+    JwksError,
+    Key,
+    find,
+    index,
+    parse_jwks,
+)
+from sidecar.edge.forwarded import origin
+from sidecar.edge.head import read_head
+from sidecar.edge.paths import normalise
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.tokens import bearer
-from sidecar.upstream import HOP_BY_HOP, request_headers, response_headers
+from sidecar.reasons import Rejection
+from sidecar.upstream.target import HOP_BY_HOP, request_headers, response_headers
 from tests.support.conformance import ENTRA_KEY, PARTNER_KEY, World
 
 __all__ = ["TARGETS", "close", "decode_headers", "split_response_input"]

@@ -11,7 +11,7 @@ __all__ = ["FORWARD_AUTH_INGRESSES", "Address", "ServeOptions", "parse_address"]
 
 DEFAULT_LISTEN: Final = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN: Final = "0.0.0.0:9901"
-# The ingresses forward-auth answers; each puts the original request in its own place (sidecar/forward_auth.py).
+# The ingresses forward-auth answers; each puts the original request in its own place (sidecar/edge/forward_auth.py).
 FORWARD_AUTH_INGRESSES: Final = ("ingress-nginx", "nginx", "traefik", "caddy", "envoy")
 
 
@@ -49,7 +49,7 @@ class ServeOptions:
     forward_auth_path: str | None = None
     forward_auth_ingress: str | None = None
     reload_interval: float = 2.0
-    reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.reload)
+    reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.ops.reload)
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> ServeOptions:

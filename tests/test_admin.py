@@ -11,11 +11,11 @@ from typing import cast
 
 import pytest
 
-from sidecar.admin import METRICS_MAX_WAIT, AdminApp, Pacer, admin_app
-from sidecar.admin_guard import ADMIN_LIMITS, AdminGuard
-from sidecar.asgi import Message
+from sidecar.edge.asgi import Message
+from sidecar.edge.runtime import Runtime
+from sidecar.ops.admin import METRICS_MAX_WAIT, AdminApp, Pacer, admin_app
+from sidecar.ops.admin_guard import ADMIN_LIMITS, AdminGuard
 from sidecar.policy.limits import ServerLimits
-from sidecar.runtime import Runtime
 
 TEXT = (b"content-type", b"text/plain; charset=utf-8")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.admission import Admission, conflict, limit_headers
-from sidecar.decision import Reason
-from sidecar.head import Head
+from sidecar.edge.admission import Admission, conflict, limit_headers
+from sidecar.edge.head import Head
 from sidecar.policy.model import ANYONE, Match, Route
+from sidecar.reasons import Reason
 
 
 def _route(name: str = "r", max_body: int | None = 100, max_concurrent: int | None = 2) -> Route:

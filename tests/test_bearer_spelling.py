@@ -1,12 +1,12 @@
 """The bearer token is read exactly as RFC 6750 §2.1 spells it: only space and tab around the header value, spaces
-between `Bearer` and the token, and the token's own characters kept, whatever they are (pure: sidecar.tokens)."""
+between `Bearer` and the token, and the token's own characters kept, whatever they are (pure: sidecar.auth.bearer)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.tokens import bearer
+from sidecar.auth.bearer import bearer
+from sidecar.reasons import Reason, Rejection
 
 SPELLINGS: dict[str, tuple[bytes, str | Reason | None]] = {
     # Authorization value -> the token, no bearer token (None), or the refusal

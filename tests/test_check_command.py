@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.commands import check_command
+from sidecar.cli.commands import check_command
 from tests.test_policy_load import route
 
 POLICY = route(allow="[{provider: contoso, users: [USERS]}]")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sidecar.decision import LIMIT_REASONS, Reason, outcome
+from sidecar.reasons import LIMIT_REASONS, Reason, outcome
 from tests.support.conformance import APP_ID, NOW, World, entra, partner, signed
 from tests.support.jwtkit import (
     b64url,

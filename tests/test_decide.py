@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.decide import Decision, decide
-from sidecar.decision import Reason
+from sidecar.edge.decide import Decision, decide
+from sidecar.edge.runtime import Snapshot
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import Mode
-from sidecar.runtime import Snapshot
+from sidecar.reasons import Reason
 from tests.support.conformance import POLICY, World, entra, signed
 
 # The conformance policy, plus a prefix route and an audit-mode route (decide's other branches).

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.keys import KeyStore
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import Verifier
 from sidecar.policy.entra import app_id_audiences, endpoints
 from sidecar.policy.load import PolicyError, parse_policy
 from sidecar.policy.model import Provider
-from sidecar.verify import Verifier
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIssuer, claims, mint, rsa_key
 
 TID = "11111111-2222-3333-4444-555555555555"

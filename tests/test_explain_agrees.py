@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.decide import decide
-from sidecar.decision import Reason, outcome
-from sidecar.explain import explain
-from sidecar.introspect import Introspector
-from sidecar.keys import KeyStore
+from sidecar.auth.introspect import Introspector
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import Verifier
+from sidecar.cli.explain import explain
+from sidecar.edge.decide import decide
+from sidecar.edge.runtime import Snapshot
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import Policy
-from sidecar.runtime import Snapshot
-from sidecar.verify import Verifier
+from sidecar.reasons import Reason, outcome
 from tests.support.jwtkit import (
     FakeClock,
     FakeIntrospection,

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from sidecar.forwarded import Origin, origin
+from sidecar.edge.forwarded import Origin, origin
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.decision import Reason, Rejection
-from sidecar.metrics import Metrics
+from sidecar.edge.forward import Forwarder
+from sidecar.edge.runtime import Runtime
+from sidecar.observe.metrics import Metrics
 from sidecar.policy.limits import ServerLimits
 from sidecar.policy.load import parse_policy
-from sidecar.proxy import Forwarder
-from sidecar.runtime import Runtime
+from sidecar.reasons import Reason, Rejection
 from tests.support.recorder import Recorder, Seen
 from tests.support.servers import ThreadServer, free_closed_port
 

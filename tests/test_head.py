@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.head import Head, read_head
+from sidecar.edge.head import Head, read_head
 
 
 def _headers(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:

@@ -1,13 +1,13 @@
 """What the upstream never gets from a client, whatever the spelling: overrides of the method or URL, other
 spellings of the client's address, X-Forwarded-* it did not set, framing headers spelled with `_`; and what
-`Connection` cannot take away (pure: sidecar.upstream.request_headers)."""
+`Connection` cannot take away (pure: sidecar.upstream.target.request_headers)."""
 
 from __future__ import annotations
 
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import identity_header_values, request_headers
+from sidecar.upstream.target import identity_header_values, request_headers
 
 LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar import introspect as introspect_module
-from sidecar.decision import Reason, Rejection
-from sidecar.introspect import Introspector
-from sidecar.keys import KeyStore
+from sidecar.auth import introspect as introspect_module
+from sidecar.auth.introspect import Introspector
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import Verifier
 from sidecar.policy.model import Introspection, Provider
-from sidecar.verify import Verifier
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIntrospection, FakeIssuer, claims, mint, rsa_key
 
 NOW = 1_700_000_000.0

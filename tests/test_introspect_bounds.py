@@ -14,13 +14,13 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.decision import Reason, Rejection
-from sidecar.introspect import MAX_ANSWER_BYTES, Introspector
-from sidecar.keys import KeyStore
-from sidecar.metrics import Metrics
+from sidecar.auth.introspect import MAX_ANSWER_BYTES, Introspector
+from sidecar.auth.keys import KeyStore
+from sidecar.edge.forward import Forwarder
+from sidecar.edge.runtime import Runtime
+from sidecar.observe.metrics import Metrics
 from sidecar.policy.load import parse_policy
-from sidecar.proxy import Forwarder
-from sidecar.runtime import Runtime
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIntrospection
 
 NOW = 1_700_000_000.0

@@ -9,9 +9,9 @@ import jwt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.fetch import FetchError
-from sidecar.jwks import ASYMMETRIC_ALGORITHMS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
-from sidecar.keyset import jwks_uri_of
+from sidecar.auth.discovery import jwks_uri_of
+from sidecar.auth.issuer_http import FetchError
+from sidecar.auth.jwks import ASYMMETRIC_ALGORITHMS, MAX_KEYS_PER_KID, JwksError, Key, find, index, parse_jwks
 from tests.support.examples import examples
 from tests.support.jwtkit import ec_key, ed_key, rsa_key
 from tests.test_properties import SETTINGS as TOKEN_SETTINGS

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar import keys as keys_module
-from sidecar.decision import Reason, Rejection
-from sidecar.keys import KeySetStatus, KeyStore
-from sidecar.metrics import Metrics
+from sidecar.auth import keys as keys_module
+from sidecar.auth.keys import KeySetStatus, KeyStore
+from sidecar.observe.metrics import Metrics
 from sidecar.policy.model import Introspection, Provider
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIssuer, jwks, rsa_key
 
 RSA, RSA2 = rsa_key("rsa-1"), rsa_key("rsa-2")
@@ -72,7 +72,7 @@ async def store(issuer: FakeIssuer, clock: FakeClock, observer: Observer) -> Asy
 @pytest.fixture
 def logs() -> Iterator[Records]:
     handler = Records()
-    logger = logging.getLogger("sidecar.keys")
+    logger = logging.getLogger("sidecar.auth.keys")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.DEBUG)

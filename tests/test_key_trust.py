@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.jwks import MAX_KEYS_PER_KID
-from sidecar.keys import KeyStore
-from sidecar.verify import Verifier
+from sidecar.auth.jwks import MAX_KEYS_PER_KID
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import Verifier
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIssuer, claims, ec_key, jwks, mint, rsa_key
 
 NOW = 1_700_000_000.0

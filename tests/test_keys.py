@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar import keys as keys_module
-from sidecar.decision import Reason, Rejection
-from sidecar.fetch import MAX_DOCUMENT_BYTES as MAX_JWKS_BYTES
-from sidecar.jwks import MAX_JWKS_KEYS
-from sidecar.keys import KeyStore
+from sidecar.auth import keys as keys_module
+from sidecar.auth.issuer_http import MAX_DOCUMENT_BYTES as MAX_JWKS_BYTES
+from sidecar.auth.jwks import MAX_JWKS_KEYS
+from sidecar.auth.keys import KeyStore
 from sidecar.policy.model import Provider
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import ISSUER, FakeClock, FakeIssuer, ec_key, ed_key, jwks, rsa_key
 
 RSA = rsa_key("rsa-1")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.last_good import LastGood
+from sidecar.edge.runtime import policy_hash
+from sidecar.ops.last_good import LastGood
 from sidecar.policy.load import read_policy
-from sidecar.runtime import policy_hash
 
 ROUTE = "  - name: {name}\n    match: {{ path: /{name} }}\n    upstream: https://up.example/{name}\n    allow: anyone\n"
 

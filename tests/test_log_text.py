@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from sidecar.log import _TextFormatter
+from sidecar.observe.log import _TextFormatter
 
 
 def text_line(**fields: object) -> str:

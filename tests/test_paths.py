@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.paths import MAX_PATH_BYTES, normalise
+from sidecar.edge.paths import MAX_PATH_BYTES, normalise
+from sidecar.reasons import Reason, Rejection
 
 NORMALISED = {
     "plain": (b"/flows/payroll", "/flows/payroll"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.cli import main
+from sidecar.cli.main import main
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support.servers import ThreadServer
 

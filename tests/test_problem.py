@@ -8,8 +8,8 @@ from http import HTTPStatus
 
 import pytest
 
-from sidecar.decision import Reason, outcome
-from sidecar.problem import PROBLEM_TYPE_BASE, problem_body
+from sidecar.edge.problem import PROBLEM_TYPE_BASE, problem_body
+from sidecar.reasons import Reason, outcome
 
 ROUTES = {"no-route": None, "plain": "user-lookup", "awkward": 'a"b\\c\u00e9'}
 REQUEST_IDS = {"hex": "0123456789abcdef01234567", "awkward": 'x"y\\z\n'}

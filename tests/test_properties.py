@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.decision import Rejection
 from sidecar.policy.model import Identity
+from sidecar.reasons import Rejection
 from tests.support.conformance import World, entra, signed
 from tests.support.examples import examples
 

@@ -10,7 +10,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.upstream import target, target_url
+from sidecar.upstream.target import target, target_url
 from tests.support.examples import examples
 
 SETTINGS = settings(max_examples=examples(600), deadline=None, derandomize=True, database=None)

@@ -13,12 +13,12 @@ from urllib.parse import unquote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.decision import Rejection
-from sidecar.h1 import split_url
-from sidecar.paths import normalise
+from sidecar.edge.paths import normalise
 from sidecar.policy.model import ANYONE, Identity, IdentityHeaders, Match, Route
 from sidecar.policy.routes import NoRoute, RouteHit, RouteTable, WrongMethod, conflicts
-from sidecar.upstream import HOP_BY_HOP, request_headers, response_headers, target, target_url
+from sidecar.reasons import Rejection
+from sidecar.upstream.pool import split_url
+from sidecar.upstream.target import HOP_BY_HOP, request_headers, response_headers, target, target_url
 from tests.support.examples import examples
 
 SETTINGS = settings(max_examples=examples(1000), deadline=None, derandomize=True, database=None)
@@ -40,7 +40,7 @@ rooted_paths = (raw_paths | kept_paths).map(lambda raw: b"/" + raw)
 
 
 def _reference_dot_segments(path: str) -> str:
-    """RFC 3986 §5.2.4 as string rewriting (a different algorithm from sidecar.paths' stack), slashes merged.
+    """RFC 3986 §5.2.4 as string rewriting (a different algorithm from sidecar.edge.paths' stack), slashes merged.
     Returns "" when a `..` would climb above the root."""
     path = re.sub(r"/+", "/", path)
     while True:

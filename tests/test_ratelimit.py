@@ -1,5 +1,5 @@
 """Rate limits per caller: the moving window, whose budget a request spends, what is never counted, and the bound on
-memory. The limiter runs on limits' moving-window strategy over our in-process storage (sidecar.ratestore), whose
+memory. The limiter runs on limits' moving-window strategy over our in-process storage (memory_store.py), whose
 clock is a FakeClock."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.decide import Decision
-from sidecar.decision import Reason
+from sidecar.edge.decide import Decision
 from sidecar.policy.model import AllowRule, Identity, Match, Mode, RateKey, RateLimit, Route
-from sidecar.ratelimit import RateLimiter, caller_key
-from sidecar.ratestore import SWEEP_INTERVAL, ProcessStorage
+from sidecar.ratelimit.limiter import RateLimiter, caller_key
+from sidecar.ratelimit.memory_store import SWEEP_INTERVAL, ProcessStorage
+from sidecar.reasons import Reason
 from tests.support.jwtkit import FakeClock
 
 THREE_A_MINUTE = RateLimit(RateKey.SUBJECT, requests=3, window=60)

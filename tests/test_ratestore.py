@@ -12,7 +12,7 @@ import limits.aio.storage.memory as limits_memory
 import pytest
 from limits.aio.storage import MemoryStorage
 
-from sidecar.ratestore import ProcessStorage
+from sidecar.ratelimit.memory_store import ProcessStorage
 from tests.support.jwtkit import FakeClock
 
 LIMITS = {"a": (1, 5), "b": (3, 10), "c": (5, 10), "d": (3, 5)}

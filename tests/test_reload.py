@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.metrics import Metrics
+from sidecar.edge.runtime import Runtime, policy_hash
+from sidecar.observe.metrics import Metrics
+from sidecar.ops.reload import PolicyReloader
 from sidecar.policy.allow import authorize
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import Identity
-from sidecar.reload import PolicyReloader
-from sidecar.runtime import Runtime, policy_hash
 from tests.support.jwtkit import FakeClock
 
 HEAD = """\

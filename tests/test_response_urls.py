@@ -1,12 +1,12 @@
-"""Response headers that name the upstream's URL, as the client sees them (pure: sidecar.response_urls): rewritten to
+"""Response headers that name the upstream's URL, as the client sees them (pure: edge/response_urls.py): rewritten to
 the route's public path without the upstream's query, dropped outside the route, and no header with the secret."""
 
 from __future__ import annotations
 
 import pytest
 
-from sidecar.response_urls import ResponseUrls, response_urls
-from sidecar.upstream import response_headers
+from sidecar.edge.response_urls import ResponseUrls, response_urls
+from sidecar.upstream.target import response_headers
 
 
 def shown(rules: ResponseUrls, name: bytes, value: bytes, url: str = "") -> bytes | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.paths import normalise
+from sidecar.edge.paths import normalise
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import ANYONE, AllowRule, Anyone, Match, Route
 from sidecar.policy.routes import NoRoute, RouteHit, RouteTable, WrongMethod, claiming

@@ -8,14 +8,15 @@ import sys
 import pytest
 
 _PROBE = (
-    "import sys, sidecar.cli, sidecar.commands, sidecar.workers, sidecar.runtime, sidecar.gate, sidecar.admin;"
+    "import sys, sidecar.cli.main, sidecar.cli.commands, sidecar.ops.workers, sidecar.edge.runtime;"
+    "import sidecar.edge.gate, sidecar.ops.admin;"
     "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
 )
 NOT_IMPORTED = {
     "starlette": "the admin app is plain ASGI (Starlette: ~0.9 MiB); the demo may still use it",
     "limits": "the rate-limit library is imported at the first request a rate_limit counts (~2.3 MiB)",
-    "aiohttp": "the upstream client is sidecar/h1.py",
-    "redis": "the Redis client is imported only for a policy with rate_limit_store (sidecar.sharedstore)",
+    "aiohttp": "the upstream client is sidecar/upstream/pool.py",
+    "redis": "the Redis client is imported only for a policy with rate_limit_store (sidecar.ratelimit.redis_store)",
 }
 
 
@@ -35,7 +36,7 @@ def test_rate_limits_in_memory_never_import_the_redis_client() -> None:
     probe = (
         "import asyncio, sys\n"
         "from sidecar.policy.model import ANYONE, Match, RateKey, RateLimit, Route\n"
-        "from sidecar.ratelimit import RateLimiter\n"
+        "from sidecar.ratelimit.limiter import RateLimiter\n"
         "route = Route('r', Match(path='/r'), 'http://up', ANYONE, rate_limit=RateLimit(RateKey.IP, 1, 1))\n"
         "async def main():\n"
         "    limiter = RateLimiter()\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.tokens import bearer
+from sidecar.auth.bearer import bearer
+from sidecar.reasons import Reason, Rejection
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"
 

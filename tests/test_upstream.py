@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream import identity_header_values, request_headers, response_headers, target, target_url
+from sidecar.upstream.target import identity_header_values, request_headers, response_headers, target, target_url
 
 TRIGGER = (
     "https://prod-1.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"

@@ -12,10 +12,10 @@ import httpx
 import jwt
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.keys import KeyStore
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import MAX_TOKEN_CHARS, Verifier
 from sidecar.policy.model import Identity, Provider
-from sidecar.verify import MAX_TOKEN_CHARS, Verifier
+from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import (
     AUDIENCE,
     ISSUER,

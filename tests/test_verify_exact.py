@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
+from sidecar.auth.verify import MAX_TOKEN_CHARS
 from sidecar.policy.model import DEFAULT_MAX_TOKEN_BYTES, Identity
-from sidecar.verify import MAX_TOKEN_CHARS
+from sidecar.reasons import Reason, Rejection
 from tests.support.conformance import World, entra, signed
 from tests.support.jwtkit import jwks, mint, rsa_key
 

@@ -70,7 +70,7 @@ def results() -> dict[str, str]:
 
 
 def module_of(name: str, names: list[str]) -> str | None:
-    """`sidecar.h1.xǁPoolǁrelease__mutmut_3` -> `sidecar.h1` (the longest module name it starts with)."""
+    """`sidecar.upstream.pool.xǁPoolǁrelease__mutmut_3` -> `sidecar.upstream.pool`."""
     candidates = [module for module in names if name.startswith(module + ".")]
     return max(candidates, key=len) if candidates else None
 
@@ -102,7 +102,7 @@ def changed_line(name: str) -> str:
 
 
 def function_of(name: str) -> str:
-    """`sidecar.h1.xǁPoolǁrelease__mutmut_3` -> `Pool.release`."""
+    """`sidecar.upstream.pool.xǁPoolǁrelease__mutmut_3` -> `Pool.release`."""
     local = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
     return local.removeprefix("x").strip("ǁ").replace("ǁ", ".") if "ǁ" in local else local[2:]
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-from sidecar.asgi import Receive, Scope, Send, lifespan
+from sidecar.edge.asgi import Receive, Scope, Send, lifespan
 
 __all__ = ["CHUNK_SIZE", "MAX_SLOW_SECONDS", "MAX_STREAM_BYTES", "EchoUpstream", "stream_pattern"]
 

@@ -9,17 +9,17 @@ from importlib import resources
 
 import uvloop
 
-from sidecar import log
-from sidecar.commands import run_sidecar
 from sidecar.demo.cast import demo_clients
 from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import CONTOSO_TENANT as CONTOSO
 from sidecar.demo.issuer import FABRIKAM_TENANT as FABRIKAM
 from sidecar.demo.issuer import DemoIssuer
+from sidecar.edge.runtime import policy_hash
+from sidecar.observe import log
+from sidecar.ops.run import run_sidecar
+from sidecar.ops.server import Listener, bind
 from sidecar.options import Address, ServeOptions, parse_address
 from sidecar.policy.load import PolicyError, parse_policy
-from sidecar.runtime import policy_hash
-from sidecar.server import Listener, bind
 
 __all__ = ["demo_command", "walkthrough"]
 

@@ -1,6 +1,6 @@
 """CORS decisions (Fetch standard): which preflights a route's `cors` allows, and the Access-Control-* headers.
 
-Pure: the shell (sidecar.cors) answers preflights and adds these headers; the loader uses `normalise_origin`.
+Pure: the shell (edge/cross_origin.py) answers preflights and adds these headers; the loader uses `normalise_origin`.
 The answer always names the one origin asked about (never `*`), with `Vary: Origin`, so that a shared cache
 never hands one origin's answer to another.
 """
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from sidecar.policy.model import Cors, Route
-from sidecar.policy.routes import RouteHit, RouteTable
+from sidecar.policy.model import Cors, Route, RouteHit, RouteLookup
 
 __all__ = [
     "ANY_ORIGIN",
@@ -93,7 +92,7 @@ def preflight_request(method: str, headers: Iterable[tuple[bytes, bytes]]) -> Pr
     return PreflightRequest(origin, requested, tuple(item for item in asked if item))
 
 
-def preflight_route(table: RouteTable, path: str, request: PreflightRequest) -> Route | None:
+def preflight_route(table: RouteLookup, path: str, request: PreflightRequest) -> Route | None:
     """The route the page's actual request would take, when that route has `cors`: it owns the preflight.
 
     Matched by the requested method, not by OPTIONS: a route need not take OPTIONS to be called from a browser."""

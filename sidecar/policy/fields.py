@@ -141,7 +141,7 @@ def algorithm(value: str) -> str:
 
 
 def route_path(value: str) -> str:
-    """Paths are compared as strings with the normalised request path (sidecar.paths), so only a spelling that
+    """Paths are compared as strings with the normalised request path (sidecar.edge.paths), so only a spelling that
     normalisation can produce is allowed: one that could never match would be a silently dead route."""
     if not value.startswith("/"):
         raise ValueError('must start with "/"')

@@ -6,12 +6,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from sidecar.policy.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, ServerLimits, UpstreamPool
-
-if TYPE_CHECKING:
-    from sidecar.policy.routes import RouteTable
 
 __all__ = [
     "ANYONE",
@@ -24,6 +21,10 @@ __all__ = [
     "Identity",
     "Introspection",
     "Match",
+    "NoRoute",
+    "RouteHit",
+    "RouteLookup",
+    "WrongMethod",
     "Mode",
     "Policy",
     "Provider",
@@ -258,12 +259,38 @@ class IdentityHeaders:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteHit:
+    """The route that takes the request; `rest` is what a prefix route appends to its upstream path."""
+
+    route: Route
+    rest: str  # "" for an exact path; for a prefix route the remainder, starting with "/" (or "")
+
+
+@dataclass(frozen=True, slots=True)
+class NoRoute:
+    """No route matches the path (404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrongMethod:
+    """Routes match the path but none takes the method (405); `allow` is for the `Allow` header."""
+
+    allow: tuple[str, ...]
+
+
+class RouteLookup(Protocol):
+    """What a policy matches requests with (`routes.RouteTable`, compiled by the loader)."""
+
+    def lookup(self, method: str, path: str) -> RouteHit | NoRoute | WrongMethod: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A whole, validated policy. Swapped as one object on reload; a request keeps the one it started with."""
 
     providers: Mapping[str, Provider]
     routes: tuple[Route, ...]
-    table: RouteTable
+    table: RouteLookup
     realm: str = DEFAULT_REALM
     identity_headers: IdentityHeaders = field(default_factory=IdentityHeaders)
     limits: ServerLimits = field(default_factory=ServerLimits)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sidecar.policy.model import Match, Route
+from sidecar.policy.model import Match, NoRoute, Route, RouteHit, WrongMethod
 
 __all__ = [
     "NoRoute",
@@ -30,26 +30,6 @@ __all__ = [
     "methods_overlap",
     "nestings",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class RouteHit:
-    """The route that takes the request; `rest` is what a prefix route appends to its upstream path."""
-
-    route: Route
-    rest: str  # "" for an exact path; for a prefix route the remainder, starting with "/" (or "")
-
-
-@dataclass(frozen=True, slots=True)
-class NoRoute:
-    """No route matches the path (404)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WrongMethod:
-    """Routes match the path but none takes the method (405); `allow` is for the `Allow` header."""
-
-    allow: tuple[str, ...]
 
 
 _NO_ROUTE = NoRoute()

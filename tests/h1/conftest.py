@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import pytest
 import uvloop
 
-from sidecar.proxy import Forwarder
+from sidecar.edge.forward import Forwarder
 
 
 def pytest_asyncio_loop_factories(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.proxy import ClientGone, Forwarder, UpstreamBroken
+from sidecar.edge.forward import ClientGone, Forwarder, UpstreamBroken
+from sidecar.reasons import Reason, Rejection
 from tests.support.h1upstream import (
     Reader,
     Upstream,

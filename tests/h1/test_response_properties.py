@@ -14,8 +14,8 @@ from typing import cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import h1_response
-from sidecar.h1_response import Response
+from sidecar.upstream import response as h1_response
+from sidecar.upstream.response import Response
 from tests.support.examples import examples
 
 SETTINGS = settings(max_examples=examples(250), deadline=None, derandomize=True, database=None)

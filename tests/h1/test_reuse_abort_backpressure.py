@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sidecar.decision import Reason, Rejection
-from sidecar.h1 import Connection
-from sidecar.proxy import Forwarder, UpstreamBroken
+from sidecar.edge.forward import Forwarder, UpstreamBroken
+from sidecar.reasons import Reason, Rejection
+from sidecar.upstream.pool import Connection
 from tests.support.h1upstream import (
     Reader,
     Script,

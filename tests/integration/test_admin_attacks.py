@@ -31,9 +31,9 @@ POLICY = Path(__file__).with_name("policy.yaml")
 # by 280 MiB (past the chart's memory limit).
 PROXY_P99_BOUND = 1.0  # seconds, for proxy answers while the admin port is attacked
 RSS_BOUND = 64 * 1024 * 1024  # growth of peak RSS over RSS before the attack
-ADMIN_HEADER_TIMEOUT = 5.0  # sidecar/admin_guard.py: ADMIN_LIMITS.header_timeout
-ADMIN_MAX_CONNECTIONS = 32  # sidecar/admin_guard.py: ADMIN_MAX_CONNECTIONS
-PROXY_MAX_PIPELINED = 16  # sidecar/connection.py: Guard.max_pipelined
+ADMIN_HEADER_TIMEOUT = 5.0  # sidecar/ops/admin_guard.py: ADMIN_LIMITS.header_timeout
+ADMIN_MAX_CONNECTIONS = 32  # sidecar/ops/admin_guard.py: ADMIN_MAX_CONNECTIONS
+PROXY_MAX_PIPELINED = 16  # sidecar/edge/protocol.py: Guard.max_pipelined
 DEADLINE = 20.0  # the longest any wait here lasts: several times the admin listener's timeouts
 
 

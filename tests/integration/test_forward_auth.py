@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sidecar.decision import Reason, auditable
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from sidecar.forward_auth import ORIGINAL_HEADERS, READS
+from sidecar.edge.forward_auth import ORIGINAL_HEADERS, READS
 from sidecar.options import FORWARD_AUTH_INGRESSES, ServeOptions
+from sidecar.reasons import Reason, auditable
 from tests.integration.conftest import POLICY
 from tests.support.metrics import rejections
 from tests.support.servers import SidecarProcess

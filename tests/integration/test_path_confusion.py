@@ -11,7 +11,7 @@ What the HTTP parser (uvicorn with httptools) does before the sidecar sees a pat
 - `#`: the fragment is cut from the path (and from the query); the sidecar never sees it.
 - `*` (asterisk-form): reaches the sidecar as the path `*`, refused by normalisation (400).
 - raw tab, space, control or non-ASCII bytes: refused by the parser, answered 400 `bad_request` by the sidecar's
-  connection layer (sidecar/connection.py); a target that takes the head over `limits.max_header_bytes` (64 KiB by
+  connection layer (sidecar/edge/protocol.py); a target that takes the head over `limits.max_header_bytes` (64 KiB by
   default, about where httptools itself gives up) is 431 `headers_too_large`.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from sidecar.paths import MAX_PATH_BYTES
+from sidecar.edge.paths import MAX_PATH_BYTES
 from tests.support.rawhttp import RawResponse, request
 from tests.support.servers import SidecarProcess, ThreadServer
 

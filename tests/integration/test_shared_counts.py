@@ -15,12 +15,12 @@ import redis.exceptions
 import trustme
 from limits import RateLimitItemPerSecond
 
-from sidecar.decide import Decision
-from sidecar.decision import Reason
+from sidecar.edge.decide import Decision
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import AllowRule, Identity, Match, RateKey, RateLimit, RateLimitStore, Route, StoreFailure
-from sidecar.ratelimit import RateLimiter, StoreUnavailable
-from sidecar.sharedstore import RETRY_INTERVAL, SharedCounts, classify
+from sidecar.ratelimit.limiter import RateLimiter, StoreUnavailable
+from sidecar.ratelimit.redis_store import RETRY_INTERVAL, SharedCounts, classify
+from sidecar.reasons import Reason
 from tests.support.jwtkit import FakeClock
 from tests.support.redis import RedisServer, SentinelServer
 from tests.support.servers import free_closed_port
@@ -312,6 +312,6 @@ def test_each_failure_has_its_label(exc: BaseException, label: str) -> None:
 
 
 def test_labels_are_the_metrics() -> None:
-    from sidecar.metrics import STORE_ERRORS
+    from sidecar.observe.metrics import STORE_ERRORS
 
     assert {label for _, label in CLASSIFIED.values()} == set(STORE_ERRORS)

@@ -30,7 +30,7 @@ rate_limit_store:
 """
 )
 UP = "sidecar_ratelimit_store_up"
-# Checks run every 5 s in each worker (sidecar.sharedstore.CHECK_INTERVAL): a change shows within one interval and
+# Checks run every 5 s in each worker (redis_store.CHECK_INTERVAL): a change shows within one interval and
 # a timeout; this deadline is generous for a loaded 2-core machine.
 DEADLINE = 30.0
 

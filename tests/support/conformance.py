@@ -14,13 +14,13 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from sidecar.decide import Decision, decide
-from sidecar.introspect import Introspector
-from sidecar.keys import KeyStore
+from sidecar.auth.introspect import Introspector
+from sidecar.auth.keys import KeyStore
+from sidecar.auth.verify import Verifier
+from sidecar.edge.decide import Decision, decide
+from sidecar.edge.runtime import Snapshot
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import Policy
-from sidecar.runtime import Snapshot
-from sidecar.verify import Verifier
 from tests.support.jwtkit import FakeClock, FakeIntrospection, FakeIssuer, claims, ec_key, mint, rsa_key
 
 __all__ = ["APP_ID", "NOW", "OID", "TID", "World", "entra", "partner"]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sidecar.proxy import Forwarded, Forwarder
+from sidecar.edge.forward import Forwarded, Forwarder
 
 __all__ = [
     "Reader",

@@ -20,8 +20,8 @@ import uvicorn
 
 from sidecar.demo.cast import demo_clients
 from sidecar.demo.issuer import DemoIssuer
+from sidecar.ops.server import bind
 from sidecar.options import Address
-from sidecar.server import bind
 
 __all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port", "serve_demo_issuer"]
 

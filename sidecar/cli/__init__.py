@@ -1,0 +1,1 @@
+"""The `sidecar` command: serve, check, explain, test and demo."""

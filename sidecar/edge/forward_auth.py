@@ -1,0 +1,144 @@
+"""Forward-auth: the same policy as a yes/no answer for an ingress (ingress-nginx, nginx, Traefik, Caddy, Envoy).
+
+The ingress asks before it proxies: 200 with the identity headers, or 401/403 with WWW-Authenticate. No upstream is
+called. The original method and URI are read only where the configured ingress puts them; any other spelling, or a
+second copy, is a client's own (the ingresses pass those through) and the request is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from sidecar.edge.asgi import Scope, Send
+from sidecar.edge.cross_origin import answer_preflight
+from sidecar.edge.decide import Decision, decide
+from sidecar.edge.exchange import count_refusal, finish, refusal_headers, refuse, start_entry
+from sidecar.edge.forwarded import origin
+from sidecar.edge.head import read_head
+from sidecar.edge.runtime import Runtime, Snapshot
+from sidecar.options import ServeOptions
+from sidecar.policy.model import Identity
+from sidecar.reasons import Reason, Rejection, outcome
+from sidecar.upstream.target import identity_header_values
+
+__all__ = ["ORIGINAL_HEADERS", "READS", "ForwardAuth", "original_request"]
+
+# Where each ingress puts the original request (URI header, method header); None: Envoy's ext_authz, which asks
+# with the original method, at path_prefix + the original path. The names are FORWARD_AUTH_INGRESSES (options.py).
+READS: Final[dict[str, tuple[bytes, bytes] | None]] = {
+    "ingress-nginx": (b"x-original-url", b"x-original-method"),  # its auth location sets both (absolute URL)
+    "nginx": (b"x-original-uri", b"x-original-method"),  # what the README's auth_request location sets
+    "traefik": (b"x-forwarded-uri", b"x-forwarded-method"),  # ForwardAuth sets both (trustForwardHeader off)
+    "caddy": (b"x-forwarded-uri", b"x-forwarded-method"),  # forward_auth sets both (header_up)
+    "envoy": None,
+}
+# Every spelling of an original URI or method that any ingress (or framework) reads, with `_` read as `-`: present
+# other than as the configured ingress's one copy, it was added by the client, and the request is refused.
+ORIGINAL_HEADERS: Final = frozenset(
+    {b"x-original-url", b"x-original-uri", b"x-forwarded-uri", b"x-original-method", b"x-forwarded-method"}
+)
+_HOST: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~:[]")  # host[:port]
+
+
+def original_request(
+    reads: tuple[bytes, bytes] | None,
+    headers: Sequence[tuple[bytes, bytes]],
+    method: str,
+    raw_path: bytes,
+    prefix: bytes,
+) -> tuple[str, bytes]:
+    """The original (method, raw path) the ingress asks about. Raises Rejection: FORWARD_AUTH_SPOOFED when an
+    original URI or method header is not the ingress's own, INVALID_PATH when the request names no usable one."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name.replace(b"_", b"-") not in ORIGINAL_HEADERS:
+            continue
+        if reads is None or name not in reads or name in found:  # another spelling, or a second copy
+            raise Rejection(Reason.FORWARD_AUTH_SPOOFED)
+        found[name] = value
+    if reads is None:  # Envoy ext_authz: path_prefix + the original path, with the original method
+        if not raw_path.startswith(prefix + b"/"):
+            raise Rejection(Reason.INVALID_PATH)
+        return method, raw_path[len(prefix) :]
+    uri, original_method = found.get(reads[0]), found.get(reads[1])
+    if uri is None or not original_method:
+        raise Rejection(Reason.INVALID_PATH)  # an ingress that does not say both is misconfigured: never guess
+    return original_method.decode("latin-1").upper(), _path_of(uri)
+
+
+def _path_of(uri: bytes) -> bytes:
+    """The path of a request target as the ingress received it: origin form (`/p?q`), or absolute (`https://h/p?q`,
+    ingress-nginx's X-Original-URL). Refused (INVALID_PATH) rather than guessed: control characters and spaces
+    (a URL parser would silently drop tabs and newlines), and an authority that is not a plain host[:port]
+    (ingress-nginx copies the client's Host, and nginx lets `Host: evil?` through: the path would become a query)."""
+    if any(byte < 0x21 or byte > 0x7E for byte in uri):
+        raise Rejection(Reason.INVALID_PATH)
+    if not uri.startswith(b"/"):
+        scheme, sep, rest = uri.partition(b"://")
+        authority, slash, tail = rest.partition(b"/")
+        if not sep or scheme.lower() not in (b"http", b"https") or not slash or not _HOST.issuperset(authority):
+            raise Rejection(Reason.INVALID_PATH)
+        uri = b"/" + tail
+    return uri.partition(b"?")[0].partition(b"#")[0]
+
+
+class ForwardAuth:
+    def __init__(self, runtime: Runtime, path: str, ingress: str) -> None:
+        self._runtime = runtime
+        self._prefix = path.rstrip("/").encode("ascii")
+        self._reads = READS[ingress]
+
+    @classmethod
+    def configured(cls, runtime: Runtime, options: ServeOptions) -> ForwardAuth | None:
+        """The endpoint `serve` was asked for, or None (options.py has checked that path and ingress come together)."""
+        if options.forward_auth_path is None or options.forward_auth_ingress is None:
+            return None
+        return cls(runtime, options.forward_auth_path, options.forward_auth_ingress)
+
+    def owns(self, raw_path: bytes) -> bool:
+        return raw_path == self._prefix or raw_path.startswith(self._prefix + b"/")
+
+    async def answer(self, scope: Scope, send: Send, snapshot: Snapshot, rid: str, started: float) -> None:
+        runtime = self._runtime
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        # The peer is the ingress: behind trusted_proxies the client is read from X-Forwarded-For (logs, per: ip).
+        forwarded_for = read_head(headers).forwarded_for
+        method, raw_path = scope["method"], scope.get("raw_path") or b""
+        try:
+            method, raw_path = original_request(self._reads, headers, method, raw_path, self._prefix)
+        except Rejection as rejection:
+            decision = Decision(reason=rejection.reason)  # no path: the log never records one the client made up
+        else:
+            if method == "OPTIONS" and await answer_preflight(
+                runtime, snapshot, scope, send, (method, raw_path), rid, started, forwarded_for, forward_auth=True
+            ):
+                return  # a CORS preflight: allowed without a token (200) or refused (403 cors_refused)
+            decision = await decide(snapshot, method, raw_path, headers, runtime.audit_all)
+        entry = start_entry(scope, rid, method, decision)
+        entry["forward_auth"] = True
+        entry["client_ip"] = origin(entry["client_ip"], forwarded_for, snapshot.policy.trusted_proxies).client_ip
+        try:
+            if decision.route is not None and decision.route.rate_limit is not None:
+                await runtime.limiter.admit(decision, entry)  # only allowed requests count
+            if decision.reason is not None:
+                count_refusal(runtime.metrics, decision)
+            if decision.forwarded:
+                await self._allow(send, snapshot, decision.identity, rid)
+                entry.update(status=200, decision="allow" if decision.reason is None else "audit_forward")
+                return
+            reason = decision.reason or Reason.INVALID_PATH
+            # nginx auth_request understands only 2xx, 401 and 403: every other refusal is a 403 here.
+            status = 401 if outcome(reason).status == 401 else 403
+            entry["decision"] = "reject"
+            route = decision.route.name if decision.route is not None else None
+            extra = refusal_headers(decision, headers, method)
+            await refuse(send, reason, snapshot.policy.realm, rid, route, entry, status=status, extra=extra)
+        finally:
+            finish(runtime.metrics, entry, started)
+
+    async def _allow(self, send: Send, snapshot: Snapshot, identity: Identity | None, rid: str) -> None:
+        headers = [(b"content-length", b"0"), (b"cache-control", b"no-store"), (b"x-request-id", rid.encode("ascii"))]
+        headers += identity_header_values(identity, snapshot.policy.identity_headers, keep_empty=True)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,328 @@
+"""The listeners' HTTP/1.1 connection: uvicorn's httptools protocol with a deadline for each request head,
+bounds on its size and header count, and problem+json refusals (counted and logged) for heads the gate never sees;
+and a deadline for a client to make room for the response (send_timeout). The proxy and admin listeners share it,
+each with its own Guard (the admin's: sidecar/ops/admin_guard.py).
+
+uvicorn times out only idle keep-alive connections, and httptools bounds neither the size nor the number of
+headers: without this, a client sending a head slowly (slowloris), or a head without end, holds a connection and
+memory for as long as it likes. Worse, httptools joins the pieces of a header split across reads with `bytes +=`
+(and uvicorn the request target with `url +=`): every read copies the whole value so far, so a header without end
+costs time quadratic in its length and memory without bound, on the event loop every listener shares. Counting each
+read toward max_header_bytes as it arrives bounds both. The checks ride on parser callbacks uvicorn already
+receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
+with it the upstream connection that response streams from: a timer runs only while the transport is paused for
+want of room (a reset ends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import struct
+import time
+from typing import Any, ClassVar, Final
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from sidecar.edge.exchange import Entry, finish
+from sidecar.edge.problem import problem_body, problem_headers
+from sidecar.edge.runtime import Runtime
+from sidecar.observe.log import logger
+from sidecar.observe.metrics import NO_ROUTE_LABEL
+from sidecar.policy.limits import ServerLimits
+from sidecar.policy.model import Mode
+from sidecar.reasons import Reason, outcome
+
+__all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
+
+_CLOSE: Final = (b"connection", b"close")
+PROXY_MAX_PIPELINED: Final = 16  # browsers and HTTP clients do not pipeline; a few proxies send a handful
+# The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
+# and `request_id` a client cut off by send_timeout is counted and logged under.
+SENDING: Final = "sidecar.sending"
+_SERIALS: Final = itertools.count()
+_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
+
+
+class Guard:
+    """What a connection needs from the running sidecar: the current limits, and a refusal counted and logged
+    like the gate's (route label `(none)`: no route is known before the head is read)."""
+
+    max_connections: int | None = None  # per worker; past it the oldest connection is reset. None: no cap
+    # Requests parsed and queued behind the one being answered (pipelining); past it the connection takes no more
+    # and closes after answering those (RFC 9112 9.3.2: the client resends the rest). Each queued request holds its
+    # scope and headers: unbounded, a client that pipelines without reading grows the process without end.
+    max_pipelined: int | None = PROXY_MAX_PIPELINED
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def limits(self) -> ServerLimits:
+        return self._runtime.current.policy.limits
+
+    def refusal(self, reason: Reason, client: str | None, method: str | None, started: float) -> bytes:
+        """The whole response, bytes ready for the transport; the connection is closed after it."""
+        rid = os.urandom(12).hex()
+        response = self.response(reason, rid)
+        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
+        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
+        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=outcome(reason).status)
+        finish(self._runtime.metrics, entry, started)
+        return response
+
+    def response(self, reason: Reason, rid: str | None = None) -> bytes:
+        """The problem+json refusal with `Connection: close`, as bytes."""
+        rid = rid or os.urandom(12).hex()
+        body = problem_body(reason, rid, None)
+        status = outcome(reason).status
+        headers = [*problem_headers(reason, self._runtime.current.policy.realm, rid, body), _CLOSE]
+        lines = [f"HTTP/1.1 {status} {outcome(reason).title}".encode("ascii")]
+        lines += [name + b": " + value for name, value in headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def cut_off(self, sending: dict[object, object], client: str | None, send_timeout: float) -> None:
+        """A client that took none of its response for `send_timeout`: counted and logged (never a body)."""
+        route = sending.get("route")
+        self._runtime.metrics.cut_off(route if isinstance(route, str) else NO_ROUTE_LABEL)
+        fields = {"route": route, "request_id": sending.get("request_id"), "client_ip": client}
+        logger.warning("client stopped reading", extra={"fields": {**fields, "send_timeout": send_timeout}})
+
+    def evicted(self) -> None:
+        """A connection was reset to stay within `max_connections` (counted by guards that have a cap)."""
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops and `feed_data` raises (a HttpParserCallbackError)."""
+
+
+class _Pipelined(Exception):
+    """Raised from a parser callback: too many requests queued unanswered. Parsing stops; `_refuse` lets the
+    queued ones be answered and the connection close after them (the answers are the client's to read)."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """One connection. A head's deadline runs from its first byte (from the connection's start for the first
+    request: a connection that never sends one is closed then, silently); idle time between requests stays
+    uvicorn's keep-alive timeout.
+
+    Cheap on the hot path (measured: the per-header parser callback is not overridden): per request a few
+    assignments and one clock read. One timer per connection is re-armed lazily when it fires early."""
+
+    guard: ClassVar[Guard]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = self.guard.limits  # read once per connection: a reload applies to the next ones
+        self._timer: asyncio.TimerHandle | None = None  # fires at (or before) the current head's deadline
+        self._draining: asyncio.TimerHandle | None = None  # a refused request's unread body (see on_response_complete)
+        self._drained: object = None  # the request (uvicorn's cycle) whose unread body is being drained
+        self._in_head = True  # between a head's start (or the connection's) and its end
+        self._head_started = False  # a byte of the current head has arrived
+        self._began = self.loop.time()  # the current head's first byte (or the connection's start)
+        self._head_bytes = 0  # bytes of the current head seen in earlier chunks, delimiters included
+        self._chunk = 0  # the size of the chunk being parsed
+        self._begins = 0  # requests begun in the chunk being parsed
+        self._too_large = False
+        self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
+        self._unsent = 0  # bytes waiting for the client when that timer was armed
+        self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
+        self._serial = next(_SERIALS)  # the order connections were made in (for the connection cap)
+
+    # --- the connection ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        cap = self.guard.max_connections
+        if cap is not None and len(self.connections) > cap:
+            self._evict_oldest()
+        self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def _evict_oldest(self) -> None:
+        """Resets the listener's oldest connection: whoever holds connections open cannot lock newer ones out (a
+        probe's lives for milliseconds), and memory stays bounded by the cap. A reset, not a close: a close would
+        wait for a client that does not read to take what was written to it."""
+        oldest = min((c for c in self.connections if isinstance(c, GuardedProtocol)), key=lambda c: c._serial)
+        self.connections.discard(oldest)  # counted out now: its connection_lost comes in a later loop turn
+        sock = oldest.transport.get_extra_info("socket")
+        if sock is not None:  # a reset (RST) the client sees as one, not an ordinary end of the connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        oldest.transport.abort()
+        self.guard.evicted()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the refusals ours. While a head is incomplete, every chunk of it counts whole toward
+        max_header_bytes, so a head without end is cut off as it arrives (not only once complete)."""
+        self._unset_keepalive_if_required()
+        continuing = self._head_started  # a head under way: the chunk is that head's until it ends
+        at_start = not continuing and (self.cycle is None or not self.cycle.more_body)  # no request under way
+        self._chunk, self._begins = len(data), 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            self._refuse(Reason.HEADERS_TOO_LARGE if self._too_large else Reason.BAD_REQUEST)
+            return
+        if self._in_head and self._head_started:
+            # Whole chunks only: when a chunk also holds the end of an earlier request (pipelining), the head's
+            # share of it is unknown, and the next chunks bound the head.
+            if (continuing and self._begins == 0) or (at_start and self._begins == 1):
+                self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_header_bytes:
+                self._refuse(Reason.HEADERS_TOO_LARGE)
+
+    def shutdown(self) -> None:
+        self._cancel_timers()
+        super().shutdown()
+
+    def pause_writing(self) -> None:
+        """The transport holds more than it can send: the client is not taking the response as fast as it comes.
+        Fine (a slow network) as long as it takes some; a client that takes nothing for send_timeout has stopped
+        reading."""
+        super().pause_writing()
+        if self._stalled is None:
+            self._arm_stall_timer()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_stall_timer()
+
+    # --- parser callbacks ----------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        queued = self.guard.max_pipelined
+        if queued is not None and len(self.pipeline) >= queued:
+            raise _Pipelined
+        super().on_message_begin()
+        self.scope.setdefault("extensions", {})[SENDING] = self._sending
+        self._in_head = self._head_started = True
+        self._begins += 1
+        self._too_large = False
+        self._head_bytes = 0
+        self._began = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = self._head_started = False
+        limits = self._limits
+        # The exact size is summed only when the chunks could hold more than the limit: big heads are rare.
+        maybe_large = self._head_bytes + self._chunk > limits.max_header_bytes
+        if len(self.headers) > limits.max_headers or (maybe_large and self._head_size() > limits.max_header_bytes):
+            self._too_large = True
+            raise _HeadTooLarge
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        """A response sent before its request's body ended (a refusal does not read the body): uvicorn reads the
+        rest and drops it, for as long as the client sends. It gets `body_timeout` in all; then the connection
+        closes (the client has its answer)."""
+        super().on_response_complete()
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            self._stop_draining()
+            self._drained = self.cycle
+            self._draining = self.loop.call_later(self._limits.body_timeout, self._drain_timed_out)
+
+    # --- limits --------------------------------------------------------------------------------------------------
+
+    def _head_size(self) -> int:
+        """The request target plus every header name and value."""
+        return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if not self._in_head or self.transport.is_closing():
+            return  # idle between requests (uvicorn's keep-alive timeout): the next head re-arms the timer
+        left = self._began + self._limits.header_timeout - self.loop.time()
+        if left > 0:  # armed for an earlier head
+            self._timer = self.loop.call_later(left, self._head_timed_out)
+        elif self._head_started:
+            self._refuse(Reason.HEADER_TIMEOUT)
+        else:
+            self.transport.close()  # connected and silent: not a request, nothing to answer or count
+
+    def _cancel_timers(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._stop_draining()
+        self._stop_stall_timer()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _arm_stall_timer(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._stalled = self.loop.call_later(self._limits.send_timeout, self._send_timed_out)
+
+    def _send_timed_out(self) -> None:
+        """Still paused: if the client took some bytes meanwhile, it gets another send_timeout. Otherwise reset, not
+        closed: a close waits for the client to take what is buffered, which it never does. uvicorn then tells the
+        app the client is gone, and its exchange ends (the upstream connection dropped, not reused)."""
+        self._stalled = None
+        if self.transport.get_write_buffer_size() < self._unsent:  # a slow client, not a stopped one
+            self._arm_stall_timer()
+            return
+        client = self.client[0] if self.client else None
+        self.guard.cut_off(self._sending, client, self._limits.send_timeout)
+        self.transport.abort()
+
+    def _stop_draining(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
+
+    def _drain_timed_out(self) -> None:
+        """Closes unless the body has ended since (then the connection may have moved on to other requests)."""
+        self._draining = None
+        cycle = self.cycle
+        if cycle is self._drained and cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse(self, reason: Reason) -> None:
+        """Answer and close; while an earlier (pipelined) request's response is still being written, let it end
+        and close then, with no answer for this head (writing one would cut into that response)."""
+        self._cancel_timers()
+        self._in_head = False
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        method = self.parser.get_method().decode("ascii", "replace") if getattr(self, "url", b"") else None
+        client = self.client[0] if self.client else None
+        started = time.perf_counter() - (self.loop.time() - self._began)
+        self.transport.write(self.guard.refusal(reason, client, method, started))
+        self.transport.close()
+
+
+def protocol_for(guard: Guard) -> type[GuardedProtocol]:
+    """The protocol class uvicorn instantiates per connection (its `http` setting), bound to `guard`."""
+
+    class Bound(GuardedProtocol):
+        pass
+
+    Bound.guard = guard
+    return Bound

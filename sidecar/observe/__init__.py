@@ -1,0 +1,1 @@
+"""Telemetry every layer writes to: the metrics and the access/operational log."""

@@ -1,0 +1,1 @@
+"""Running it: the admin listener, servers and workers, hot reload and the last good policy."""

@@ -1,0 +1,1 @@
+"""Per-caller rate limits and their counters (in this process, or shared in Redis)."""
