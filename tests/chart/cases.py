@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tests.chart.doc_snippets import snippet
 from tests.chart.render import values_with
 
-__all__ = ["APP_CONTAINER", "EVERYTHING", "INGRESS", "OPTION_SETS", "PROMETHEUS_PODS", "TLS"]
+__all__ = ["APP_CONTAINER", "EVERYTHING", "INGRESS", "INJECT", "OPTION_SETS", "PROMETHEUS_PODS", "TLS"]
 
 APP_CONTAINER: Final = {
     "name": "app",
@@ -33,6 +34,9 @@ INGRESS: Final = {
 }
 # The listener's certificate (a kubernetes.io/tls Secret from cert-manager) and the CA of the callers' certificates.
 TLS: Final = {"secretName": "payments-listener-tls", "clientCaSecretName": "payments-callers-ca"}
+
+# Inject mode as docs/kubernetes.md sets it up: the sidecar for the operator's Deployment `payroll`.
+INJECT: Final[dict[str, Any]] = snippet("inject-values")
 
 # Every optional object and pod setting at once.
 EVERYTHING: Final[dict[str, Any]] = values_with(

@@ -7,17 +7,15 @@ wheel: no download) merges them, as `kubectl apply -k` would before sending them
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
 import yaml
 
-from tests.chart.cases import APP_CONTAINER, PROMETHEUS_PODS, TLS
+from tests.chart.cases import INJECT, PROMETHEUS_PODS, TLS
 from tests.chart.doc_snippets import snippet
 from tests.chart.render import lint, render, validate
 
@@ -25,10 +23,9 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
 DEPLOYMENT = snippet("inject-deployment")
-VALUES = snippet("inject-values")
 # The documented values, plus every option that adds to the patch or the objects.
 OPTIONED = {
-    **VALUES,
+    **INJECT,
     "tls": TLS,
     "server": {"workers": 2},
     "rollOnConfigChange": True,
@@ -38,7 +35,7 @@ OPTIONED = {
     "serviceMonitor": {"enabled": True},
     "ingress": {"enabled": True, "hosts": [{"host": "payroll.example.com"}]},
 }
-CASES = {"documented": VALUES, "every_option": OPTIONED}
+CASES = {"documented": INJECT, "every_option": OPTIONED}
 
 
 def kustomize(directory: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,29 +130,3 @@ def test_inject_mode_passes_helm_lint_strict() -> None:
     assert {finding.rpartition(": ")[2] for finding in patch} == {
         'a Deployment must contain matchLabels or matchExpressions, and "payroll" does not'
     }
-
-
-def without(values: dict[str, Any], key: str) -> dict[str, Any]:
-    changed = copy.deepcopy(values)
-    del changed["inject"][key]
-    return changed
-
-
-REFUSED = {
-    "no_deployment": (without(VALUES, "deployment"), "mode inject needs inject.deployment"),
-    "no_selector": (without(VALUES, "selector"), "mode inject needs inject.deployment"),
-    "app_containers": ({**VALUES, "extraContainers": [APP_CONTAINER]}, "leave extraContainers empty"),
-    "autoscaler": ({**VALUES, "autoscaling": {"enabled": True}}, "your Deployment's replicas, autoscaler"),
-    "app_on_the_admin_port": ({**VALUES, "app": {"port": 9901}}, "app.port 9901 is a port of the sidecar"),
-    "patch_in_gateway_mode": (
-        {**VALUES, "mode": "gateway", "inject": {"output": "patch"}},
-        "inject.output: patch needs mode inject",
-    ),
-}
-
-
-@pytest.mark.parametrize(("values", "message"), REFUSED.values(), ids=REFUSED.keys())
-def test_inject_values_that_cannot_work_are_refused(values: dict[str, Any], message: str) -> None:
-    with pytest.raises(helm.HelmRenderError, match="auth-sidecar: ") as caught:
-        render(values)
-    assert message in str(caught.value)

@@ -8,7 +8,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.cases import APP_CONTAINER, EVERYTHING, OPTION_SETS
+from tests.chart.cases import APP_CONTAINER, EVERYTHING, INJECT, OPTION_SETS
 from tests.chart.render import POLICY, lint, render, validate, values_with
 
 BASE = ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]  # the NetworkPolicy is on by default
@@ -110,6 +110,15 @@ REFUSED = {
         values_with(policy="{version: 1, routes: []}", trustedProxies=["10.0.0.0/8"]),
         "trustedProxies can be added only to a policy written as a YAML block mapping",
     ),
+    "inject_without_deployment": (
+        {**INJECT, "inject": {"selector": {"app": "payroll"}}},
+        "mode inject needs inject.deployment",
+    ),
+    "inject_without_selector": ({**INJECT, "inject": {"deployment": "payroll"}}, "mode inject needs inject.deployment"),
+    "inject_with_app_containers": ({**INJECT, "extraContainers": [APP_CONTAINER]}, "leave extraContainers empty"),
+    "inject_with_autoscaler": ({**INJECT, "autoscaling": {"enabled": True}}, "your Deployment's replicas, autoscaler"),
+    "inject_app_on_the_admin_port": ({**INJECT, "app": {"port": 9901}}, "app.port 9901 is a port of the sidecar"),
+    "patch_in_gateway_mode": (values_with(inject={"output": "patch"}), "inject.output: patch needs mode inject"),
     "pdb_both_bounds": (
         values_with(podDisruptionBudget={"enabled": True, "maxUnavailable": 1}),
         "set minAvailable or maxUnavailable, not both",
