@@ -108,7 +108,7 @@ REFUSED = {
     ),
     "trusted_proxies_after_a_flow_mapping": (
         values_with(policy="{version: 1, routes: []}", trustedProxies=["10.0.0.0/8"]),
-        "trustedProxies can be added only to a policy written as a YAML block mapping",
+        "trustedProxies can be added only to a policy that is valid YAML written as a block mapping",
     ),
     "inject_without_deployment": (
         {**INJECT, "inject": {"selector": {"app": "payroll"}}},

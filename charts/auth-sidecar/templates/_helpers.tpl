@@ -146,7 +146,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "auth-sidecar: set trusted_proxies in the policy or trustedProxies in the values, not both" }}
 {{- end }}
 {{- if not (deepEqual (get (fromYaml (include "auth-sidecar.policyText" .)) "trusted_proxies") .Values.trustedProxies) }}
-{{- fail "auth-sidecar: trustedProxies can be added only to a policy written as a YAML block mapping (one top-level key per line)" }}
+{{- fail "auth-sidecar: trustedProxies can be added only to a policy that is valid YAML written as a block mapping (one top-level key per line)" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
