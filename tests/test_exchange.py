@@ -47,6 +47,9 @@ routes:
   - {{ name: dead, match: {{ path: /dead }}, upstream: "http://127.0.0.1:{dead}/dead", allow: anyone }}
   - {{ name: page, match: {{ path: /page }}, upstream: "{upstream}/p", allow: anyone,
        cors: {{ origins: ["{ORIGIN}"] }} }}
+  - {{ name: dead-audit, match: {{ path: /dead-audit }}, upstream: "http://127.0.0.1:{dead}/d", allow: anyone,
+       mode: audit, rate_limit: {{ per: ip, requests: 1, window: 1m }} }}
+  - {{ name: silent, match: {{ path: /silent }}, upstream: "{upstream}/slow/30", allow: anyone, timeout: 200ms }}
 """
 
 
@@ -430,3 +433,38 @@ async def test_the_verified_caller_is_logged_and_a_missing_app_is_null(runtime: 
     fields = exchange.record.fields()
     assert (fields["provider"], fields["subject"], fields["app"]) == ("contoso", "s", None)
     assert "auth_ms" not in fields  # no verification measured: no field
+
+
+async def test_a_502_carries_no_retry_after_of_an_audit_mode_rate_limit(
+    runtime: Runtime, access_lines: Callable[[], list[str]]
+) -> None:
+    """Over an audit-mode route's budget the request is still forwarded; when the upstream then fails, the 502 says
+    nothing of the would-be refusal's wait (the client could not do better by waiting)."""
+    gate, ask = _gate(runtime), Ask("GET", "/dead-audit")
+    for _ in range(2):
+        sent = Sent()
+        await gate(_scope(ask), _receive(ask), sent)
+        assert sent.status == 502
+        assert [name for name, _ in sent.headers if name == b"retry-after"] == []
+    record = json.loads(access_lines()[-1])
+    assert (record["decision"], record["reason"], record["mode"]) == ("upstream_error", "upstream_unreachable", "audit")
+    assert record["retry_after"] == 60  # the log still says what the enforced limit would have answered
+    labels = {"route": "dead-audit", "reason": "rate_limited", "mode": "audit"}
+    assert _sample(runtime, "sidecar_rejections_total", labels) == 1.0
+    labels = {"route": "dead-audit", "error": "upstream_unreachable"}
+    assert _sample(runtime, "sidecar_upstream_errors_total", labels) == 2.0
+
+
+async def test_a_timed_out_upstream_is_a_504_without_an_empty_upstream_error(
+    runtime: Runtime, access_lines: Callable[[], list[str]]
+) -> None:
+    """`upstream_error` says why the upstream failed when the client knows (a refused connection, a TLS error);
+    a silence has nothing more to say than its reason, and the line has no empty field."""
+    sent, ask = Sent(), Ask("GET", "/silent")
+    await _gate(runtime)(_scope(ask), _receive(ask), sent)
+    assert sent.status == 504
+    record = json.loads(access_lines()[-1])
+    assert (record["decision"], record["reason"], record["status"]) == ("upstream_error", "upstream_timeout", 504)
+    assert "upstream_error" not in record
+    labels = {"route": "silent", "error": "upstream_timeout"}
+    assert _sample(runtime, "sidecar_upstream_errors_total", labels) == 1.0
