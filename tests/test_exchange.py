@@ -396,7 +396,7 @@ async def test_each_ending_gives_its_answer_metrics_and_one_access_line(
 
 
 def test_the_access_line_keeps_the_readmes_field_order() -> None:
-    """The typed record writes the fields operators read in the order the README shows them."""
+    """The typed record writes the fields operators read in the order docs/operations.md shows them."""
     identity = Identity("contoso", {"oid": "aaaa", "azp": "app-1"}, 0.0)
     record = Record("c15f", "POST", "/flows/payroll", "payroll", Mode.ENFORCE, "10.1.2.3", "contoso", "aaaa", "app-1")
     record.auth_ms, record.decision, record.status = 0.021, Verdict.ALLOW, 200
