@@ -913,16 +913,14 @@ def test_expanded_values_are_scrubbed_even_where_echoed() -> None:
 def test_file_substitution(tmp_path: Path) -> None:
     secret = tmp_path / "sig"
     secret.write_text("abc:def\n")  # the trailing newline of a mounted Secret is dropped
-    twice = tmp_path / "twice"
-    twice.write_text("ghi\n\n")  # only one
     crlf = tmp_path / "crlf"
     crlf.write_bytes(b"jkl\r\n")
-    text = route(allow=f"[{{provider: contoso, users: ['${{file:{twice}}}', '${{file:{crlf}}}']}}]").replace(
+    text = route(allow=f"[{{provider: contoso, users: ['${{file:{crlf}}}']}}]").replace(
         "https://up.example.com/a", f"https://h/?sig=${{file:{secret}}}"
     )
     (only,) = parse(text).routes
     assert only.upstream == "https://h/?sig=abc:def"
-    assert only.allow != ANYONE and only.allow[0].users == UserSet(frozenset({"ghi\n", "jkl"}), frozenset())
+    assert only.allow != ANYONE and only.allow[0].users == UserSet(frozenset({"jkl"}), frozenset())
 
 
 def test_a_trailing_newline_in_a_substituted_value_is_named(tmp_path: Path) -> None:
@@ -940,10 +938,51 @@ def test_a_trailing_newline_in_a_substituted_value_is_named(tmp_path: Path) -> N
     ]
 
 
-def test_a_trailing_newline_no_check_refuses_is_warned_about() -> None:
-    policy = parse(route(allow="[{provider: contoso, users: ['${OID}']}]"), {"OID": "x-oid\r\n"})
+EXACT = "(the value is compared exactly with the token's claims, so no token would match)"
+
+
+@pytest.mark.parametrize(
+    ("allow", "where"),
+    [
+        ("[{provider: contoso, users: ['${V}']}]", "routes[0].allow[0].users[0]"),
+        ("[{provider: contoso, apps: ['${V}']}]", "routes[0].allow[0].apps[0]"),
+        ("[{provider: contoso, groups: ['${V}']}]", "routes[0].allow[0].groups[0]"),
+        ("[{provider: contoso, scopes: ['${V}']}]", "routes[0].allow[0].scopes[0]"),
+        ("[{provider: contoso, claims: {roles: ['${V}']}}]", "routes[0].allow[0].claims.roles[0]"),
+    ],
+    ids=["users", "apps", "groups", "scopes", "claims"],
+)
+@pytest.mark.parametrize(
+    ("value", "edge"),
+    [
+        ("x-id\n", "ends with a newline (written with `echo`?)"),
+        ("x-id\r\n", "ends with a newline (written with `echo`?)"),
+        ("x-id ", "ends with whitespace"),
+        (" x-id", "starts with whitespace"),
+    ],
+    ids=["lf", "crlf", "space", "leading"],
+)
+def test_whitespace_at_an_end_of_a_substituted_identity_value_is_an_error(
+    allow: str, where: str, value: str, edge: str
+) -> None:
+    """A Secret written with `echo` makes an identity value no token carries: refused, not warned about."""
+    (error,) = errors(route(allow=allow), {"V": value})
+    assert error.startswith(f"p.yaml:10: {where}: the value of ${{V}} {edge}: remove it (")
+    assert error.endswith(EXACT) or "scopes" in where  # a scope with a space has its own error
+
+
+def test_whitespace_at_an_end_of_a_substituted_audience_is_an_error() -> None:
+    text = route().replace("audiences: [api://app]", "audiences: ['${API_ID}']")
+    assert errors(text, {"API_ID": "api://app\n"}) == [
+        "p.yaml:5: providers.contoso.audiences[0]: the value of ${API_ID} ends with a newline (written with `echo`?): "
+        f"remove it {EXACT}"
+    ]
+
+
+def test_whitespace_no_check_refuses_is_warned_about() -> None:
+    policy = parse(route().replace("version: 1\n", "version: 1\nrealm: '${REALM}'\n"), {"REALM": "api "})
     assert policy.warnings == (
-        "p.yaml:10: routes[0].allow[0].users[0]: the value of ${OID} ends with a newline, which is kept as part of it",
+        "p.yaml:2: realm: the value of ${REALM} ends with whitespace, which is kept as part of it",
     )
 
 

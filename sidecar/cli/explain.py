@@ -124,4 +124,10 @@ def render(result: Explanation, as_json: bool) -> str:
         lines.append(f"rule {rule['rule']:<4} {'holds' if rule['held'] else 'fails'}: {rule['why']}")
     verdict = f"{result.status} {result.decision}" + (f" ({result.reason})" if result.reason else "")
     lines.append(f"decision  {verdict}")
-    return "\n".join(lines)
+    return "\n".join(_visible(line) for line in lines)
+
+
+def _visible(line: str) -> str:
+    """A claim or a configured value with a newline or another control character must not break or fake a line
+    of the output: show it escaped (`\\n`), as Python would write it."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line)

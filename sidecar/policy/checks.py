@@ -23,6 +23,7 @@ __all__ = [
     "check_route_providers",
     "check_routes",
     "check_unused_providers",
+    "compared_exactly",
     "did_you_mean",
 ]
 
@@ -88,6 +89,18 @@ def check_route_providers(
         doc.error((*path, "allow"), f"introspection providers {', '.join(names)} on one route: use one per route")
         return False
     return True
+
+
+_EXACT_RULE_KEYS: Final = frozenset({"provider", "users", "apps", "groups", "scopes", "claims"})
+_EXACT_PROVIDER_KEYS: Final = frozenset({"issuer", "audiences", "entra"})
+
+
+def compared_exactly(path: Path) -> bool:
+    """Whether the value at `path` is compared as is with what a token carries (an audience, a user, an app, a
+    group, a scope, a claim value): whitespace at its ends would make it match no token at all."""
+    if len(path) >= 3 and path[0] == "providers":
+        return path[2] in _EXACT_PROVIDER_KEYS
+    return len(path) >= 5 and path[0] == "routes" and path[2] == "allow" and path[4] in _EXACT_RULE_KEYS
 
 
 def check_unused_providers(doc: Document, providers: Sequence[str], routes: Sequence[Route]) -> None:

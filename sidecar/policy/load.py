@@ -21,6 +21,7 @@ from sidecar.policy.checks import (
     check_route_providers,
     check_routes,
     check_unused_providers,
+    compared_exactly,
     did_you_mean,
 )
 from sidecar.policy.limits import ServerLimits, UpstreamPool
@@ -135,7 +136,7 @@ def _build(doc: Document) -> Policy | None:
     traffic = _traffic(doc, data, providers.values())
     store = _store(doc, data.get("rate_limit_store"))
     check_never_match(doc, routes, providers)
-    doc.warn_line_ends()
+    doc.check_line_ends(compared_exactly)
     if top is None or headers is None or traffic is None or doc.has_errors:
         return None
     ordered = tuple(routes.values())
