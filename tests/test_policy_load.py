@@ -1067,3 +1067,19 @@ BAD_DURATIONS = {
 def test_parse_duration_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("line", "reference"),
+    [
+        ("    entra: { tenant: ${TENANT_ID} }", "${TENANT_ID}"),
+        ("    audiences: [${API_ID}]", "${API_ID}"),
+        ("    audiences: [api://${API_ID}, api://b]", "${API_ID}"),
+    ],
+    ids=["mapping", "list", "inside-a-value"],
+)
+def test_an_unquoted_reference_in_flow_style_says_quote_it(line: str, reference: str) -> None:
+    text = HEAD.replace("    audiences: [api://app]", line)
+    (error,) = errors(text, {"TENANT_ID": "t", "API_ID": "a"})
+    assert error.startswith(f"p.yaml:5: (yaml): an unquoted {reference} inside [...] or {{...}}")
+    assert f'quote it: "{reference}"' in error.splitlines()[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.policy.load import PolicyError, parse_policy
 from sidecar.policy.allow import authorize
+from sidecar.policy.load import PolicyError, parse_policy
 from sidecar.policy.model import CallerKind, Identity, Introspection, Policy
 
 TID = "11111111-2222-3333-4444-555555555555"

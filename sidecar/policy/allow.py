@@ -133,7 +133,9 @@ def _explain(rule: AllowRule, identity: Identity) -> tuple[AllowRule, bool, str]
         checks.append((user is not None, f"user {_shown(user)} listed" if user else missing))
     if rule.apps is not None:
         app = _listed_app(rule.apps, claims)
-        checks.append((app is not None, f"app {_shown(app)} listed" if app else "app not listed (azp, appid, client_id)"))
+        checks.append(
+            (app is not None, f"app {_shown(app)} listed" if app else "app not listed (azp, appid, client_id)")
+        )
     if rule.groups is not None:
         checks.append(_found("groups", _contained(claims.get("groups"), rule.groups), rule.groups, claims))
     if rule.scopes is not None:

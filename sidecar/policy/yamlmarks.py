@@ -168,6 +168,7 @@ _PLAIN: Final = (
 )
 # Shown lines hide what may be a secret: a URL's query (a SAS `sig`) and the value of a secret-looking key.
 _QUERY: Final = re.compile(r"\?[^\s\"']+")
+_REFERENCE: Final = re.compile(r"\$\{[^{}\s]*\}")
 _SECRET_VALUE: Final = re.compile(r"((?:secret|password|token|sig)\w*\s*:\s*).+", re.IGNORECASE)
 
 
@@ -180,9 +181,24 @@ def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
         return 1, plain
     lines = text.splitlines()
     line = lines[mark.line] if mark.line < len(lines) else ""
+    plain = _unquoted_reference(exc, lines) or plain
     shown = _hidden(line).replace("\t", " ")
     column = min(len(_hidden(line[: mark.column])), len(shown))  # where the place is once secrets are hidden
     return mark.line + 1, f"{plain}\n    {shown}\n    {' ' * column}^"
+
+
+def _unquoted_reference(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
+    """In `[...]` or `{...}` YAML reads the `{` of an unquoted `${VAR}` as a mapping: name the fix, not the symptom."""
+    if "expected ',' or" not in (exc.problem or ""):
+        return None
+    marks = [mark.line for mark in (exc.problem_mark, exc.context_mark) if mark is not None and mark.line < len(lines)]
+    found = next((m for line in marks if (m := _REFERENCE.search(lines[line]))), None)
+    if found is None:
+        return None
+    return (
+        f'an unquoted {found.group(0)} inside [...] or {{...}}: YAML reads its "{{" as the start of a mapping; '
+        f'quote it: "{found.group(0)}"'
+    )
 
 
 def _hidden(line: str) -> str:
