@@ -820,13 +820,11 @@ NEVER_MATCH = {
         "p.yaml:9: routes[0].upstream: http:// sends the query (a signature such as sig) in clear text to "
         "up.example.com: anyone on the way can read and replay it; use https://",
     ),
-    "scopes-beside-app-only-rules": (
-        route(
-            allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, "
-            "{provider: contoso, scopes: [Flows.Run]}]"
-        ),
-        "p.yaml:10: routes[0].allow[1].scopes: scopes match only user (delegated) tokens, and the route's other rules "
-        "take app tokens only: an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
+    "scopes-on-an-app-only-rule": (
+        route(allow="[{provider: contoso, scopes: [Flows.Run], claims: {idtyp: app}}]"),
+        "p.yaml:10: routes[0].allow[0].scopes: scopes match only user (delegated) tokens, and this rule takes app "
+        "tokens only (idtyp: app): an app's client-credentials token carries roles, never scp "
+        "(use claims: {roles: [...]})",
     ),
     "upn-on-app-only-rule": (
         route(allow="[{provider: contoso, app_tokens_only: true, users: [svc@contoso.com]}]"),
@@ -1083,3 +1081,11 @@ def test_an_unquoted_reference_in_flow_style_says_quote_it(line: str, reference:
     (error,) = errors(text, {"TENANT_ID": "t", "API_ID": "a"})
     assert error.startswith(f"p.yaml:5: (yaml): an unquoted {reference} inside [...] or {{...}}")
     assert f'quote it: "{reference}"' in error.splitlines()[0]
+
+
+def test_scopes_beside_app_only_rules_are_a_legitimate_route() -> None:
+    """Apps by role (app tokens only) or users by scope: each rule can match its own callers, so no warning."""
+    text = route(
+        allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, {provider: contoso, scopes: [Run]}]"
+    )
+    assert parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings == ()

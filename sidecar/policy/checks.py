@@ -168,7 +168,7 @@ def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Map
                 _entra_identifiers(doc, rule_path)
             if rule.caller is CallerKind.APP and rule.users is not None and rule.users.names:
                 doc.warn((*rule_path, "users"), "app tokens carry no upn: the entries with @ never match an app")
-        _scopes_beside_app_rules(doc, path, route.allow)
+        _scopes_on_app_only_rule(doc, path, route.allow)
 
 
 def _upstream_in_clear(doc: Document, path: Path, upstream: str) -> None:
@@ -206,15 +206,16 @@ def _entra_identifiers(doc: Document, rule_path: Path) -> None:
             doc.warn((*rule_path, key, n), f'"{entry}" {why}')
 
 
-def _scopes_beside_app_rules(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
-    others = [rule for rule in rules if rule.scopes is None]
-    if not others or any(rule.caller is not CallerKind.APP for rule in others):
-        return
+def _scopes_on_app_only_rule(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
+    """A rule that asks for scopes and, through `claims: {idtyp: app}`, for an app token can never hold: apps carry
+    roles, never scp. (`app_tokens_only` with `scopes` is refused by the loader.) Scopes beside app-only rules are
+    fine: users call with scopes, apps with roles."""
     for rule in rules:
-        if rule.scopes is not None:
+        idtyp = next((claim.values for claim in rule.claims if claim.name == "idtyp"), None)
+        if rule.scopes is not None and idtyp == frozenset({"app"}):
             doc.warn(
                 (*path, "allow", rule.index, "scopes"),
-                "scopes match only user (delegated) tokens, and the route's other rules take app tokens only: "
+                "scopes match only user (delegated) tokens, and this rule takes app tokens only (idtyp: app): "
                 "an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
             )
 
