@@ -39,12 +39,20 @@ def check_command(config: str | None) -> int:
 
 
 def explain_command(config: str | None, args: Any) -> int:
-    from sidecar.cli.explain import explain, render
+    from sidecar.cli.explain import explain, render, unbearer
 
     policy = _policy("explain", config)
     if policy is None:
         return 2
-    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    if token is not None and not token.strip():
+        where = "on stdin" if args.token == "-" else "in --token"
+        print(
+            f"sidecar explain: no token given {where} (to explain a request without one, leave out --token)",
+            file=sys.stderr,
+        )
+        return 2
+    token, pasted = unbearer(token)
     try:
         claims = json.loads(args.claims) if args.claims is not None else None
     except ValueError:
@@ -54,6 +62,7 @@ def explain_command(config: str | None, args: Any) -> int:
         return 2
     path = args.path.split("?", 1)[0].encode("utf-8")
     result = asyncio.run(explain(policy, args.method, path, token, claims))
+    result.notes.extend(pasted)
     print(render(result, args.json))
     return 0 if result.decision != "reject" else 1
 

@@ -8,6 +8,7 @@ Nothing is forwarded anywhere.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,10 +26,10 @@ from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Policy
-from sidecar.reasons import outcome
+from sidecar.reasons import Reason, outcome
 from sidecar.upstream.target import target
 
-__all__ = ["CLAIMS_NOTE", "Explanation", "explain", "render"]
+__all__ = ["CLAIMS_NOTE", "Explanation", "explain", "render", "unbearer"]
 
 CLAIMS_NOTE = "claims given by hand: the token's header, key and signature are not checked"
 
@@ -49,6 +50,27 @@ class Explanation:
     reason: str | None = None
     decision: str = Verdict.ALLOW.value
     allow: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the given token was read
+
+
+_BEARER = re.compile(r"bearer\s+", re.IGNORECASE)
+BEARER_NOTE = 'the leading "Bearer " was removed: --token takes the token alone'
+# The proxy refuses a credential that is not one b64token before any check of the token runs (auth.bearer).
+_NOT_B64TOKEN = (
+    "the token is not one word of base64url characters (a space, line break or other character inside it); "
+    "the proxy refuses it before any other check"
+)
+
+
+def unbearer(token: str | None) -> tuple[str | None, list[str]]:
+    """A token pasted with its scheme (`Bearer eyJ...`, copied from a header) is read as the token, with a note."""
+    if token is None:
+        return None, []
+    token = token.strip()
+    found = _BEARER.match(token)
+    if found is None:
+        return token, []
+    return token[found.end() :], [BEARER_NOTE]
 
 
 async def explain(
@@ -72,6 +94,8 @@ async def explain(
     result = _base(method.upper(), decision)
     result.caller = "claims" if claims is not None else "token" if token is not None else "none"
     result.token = trace
+    if token is not None and not trace and decision.reason is Reason.MALFORMED_TOKEN:
+        result.token.append(Step("format", False, _NOT_B64TOKEN))
     route, identity = decision.route, decision.identity
     if identity is not None and route is not None:
         result.provider = identity.provider
@@ -116,6 +140,7 @@ def render(result: Explanation, as_json: bool) -> str:
         lines.append(
             f"route     {result.route} (line {result.route_line}), mode {result.mode}, upstream {result.upstream}"
         )
+    lines.extend(f"note      {note}" for note in result.notes)
     if result.caller == "claims" and result.token:
         lines.append(f"caller    {CLAIMS_NOTE}")
     for check in result.token:
