@@ -19,12 +19,13 @@ from sidecar.ops.run import run_sidecar
 from sidecar.ops.server import bind
 from sidecar.options import Address, ServeOptions
 from sidecar.policy.load import PolicyError, read_policy
-from sidecar.policy.model import Anyone, Policy
+from sidecar.policy.model import Anyone, Mode, Policy
 
 __all__ = ["check_command", "explain_command", "serve_command", "test_command"]
 
 
-def check_command(config: str | None) -> int:
+def check_command(config: str | None, *, strict: bool = False) -> int:
+    """Exit 0: the policy loads (warnings on stderr); 1: an error, or with `strict` (for CI) any warning."""
     if not config:
         print("sidecar check: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
         return 1
@@ -34,6 +35,10 @@ def check_command(config: str | None) -> int:
     policy = loaded[0]
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
+    if strict and policy.warnings:
+        count = len(policy.warnings)
+        print(f"{config}: refused by --strict: {count} warning{'s' * (count != 1)}: {_summary(policy)}")
+        return 1
     print(f"{config}: OK: {_summary(policy)}")
     return 0
 
@@ -98,9 +103,12 @@ def _summary(policy: Policy) -> str:
     providers = len(policy.providers)
     routes = len(policy.routes)
     warnings = len(policy.warnings)
+    audit = sum(1 for route in policy.routes if route.mode is Mode.AUDIT)
+    audited = f", {audit} in audit mode" if audit else ""  # audit forwards refused calls: never unnoticed
     return (
         f"{providers} provider{'s' * (providers != 1)}, {routes} route{'s' * (routes != 1)} "
-        f"({routes - anyone} authenticated, {anyone} open to anyone), {warnings} warning{'s' * (warnings != 1)}"
+        f"({routes - anyone} authenticated, {anyone} open to anyone{audited}), "
+        f"{warnings} warning{'s' * (warnings != 1)}"
     )
 
 

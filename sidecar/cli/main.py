@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+    check.add_argument("--strict", action="store_true", help="treat every warning as an error (exit 1): for CI")
 
     explain = commands.add_parser(
         "explain", help="the decision for a request, and why (exit 0: allowed, 1: refused, 2: bad input)"
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from sidecar.cli.commands import check_command
 
-        return check_command(args.config or os.environ.get("SIDECAR_CONFIG"))
+        return check_command(args.config or os.environ.get("SIDECAR_CONFIG"), strict=args.strict)
     if args.command == "explain":
         from sidecar.cli.commands import explain_command
 

@@ -13,7 +13,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from sidecar.policy.fields import is_loopback
-from sidecar.policy.model import AllowRule, Anyone, CallerKind, IdentityHeaders, Match, Provider, Route
+from sidecar.policy.model import AllowRule, Anyone, CallerKind, IdentityHeaders, Match, Mode, Provider, Route
 from sidecar.policy.routes import claiming, conflicts, nestings
 from sidecar.policy.yamlmarks import Document, Path
 
@@ -159,6 +159,12 @@ def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Map
     for index, route in routes.items():
         path: Path = ("routes", index)
         _upstream_in_clear(doc, (*path, "upstream"), route.upstream)
+        if route.mode is Mode.AUDIT and urlsplit(route.upstream).query:
+            doc.warn(
+                (*path, "mode"),
+                "mode: audit forwards calls that fail authorization too, so anyone can reach this upstream's secret "
+                "URL (its query, such as sig) without a token; switch to mode: enforce once the audit is done",
+            )
         if isinstance(route.allow, Anyone):
             continue
         for rule in route.allow:
