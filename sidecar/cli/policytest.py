@@ -116,7 +116,7 @@ class Outcome:
         if expect.reason is not None and expect.reason != self.reason:
             wrong.append(f"reason {expect.reason}")
         if self.case.route_expected and expect.route != self.route:
-            wrong.append(f"route {expect.route or 'none'}")
+            wrong.append(f"route {expect.route or 'null'}")  # as the cases file writes it
         if expect.decision is not None and expect.decision != self.decision:
             wrong.append(f"decision {expect.decision}")
         return wrong
@@ -215,7 +215,7 @@ def render(outcomes: Sequence[Outcome], source: str) -> str:
     rows = [("", "CASE", "REQUEST", "GOT", "EXPECTED")]
     for result in outcomes:
         wrong = result.mismatches
-        got = f"{result.status} {result.reason} route={result.route or 'none'}"
+        got = f"{result.status} {result.reason} route={result.route or 'null'}"
         if result.decision == "audit_forward":
             got += " (audit: forwarded)"
         expected = "" if not wrong else "expected " + ", ".join(wrong)
