@@ -19,7 +19,8 @@ every later block.
 What stands in for Entra (the only changes made to what the page says):
 - `https://login.microsoftonline.com` and `https://sts.windows.net`, in commands and files: the demo issuer
   (sidecar/demo/issuer.py, Entra's paths, its tenant 11111111-2222-3333-4444-555555555555);
-- `cloud: public` in a file: `cloud: public, authority: "<the demo issuer>"` (the one key a real tenant needs not);
+- `cloud: public` in a file: `authority: "<the demo issuer>"` (the one key a real tenant needs not; it replaces
+  every host of the cloud, so the two together are refused);
 - the calling app's client id `7c9e8f2a-1111-4a4a-9b9b-0123456789ab`: `payroll-app`, the demo issuer's app holding
   `Payroll.Invoke`; its secret is what a `read` gets on standard input;
 - the trigger host `https://prod-00.westeurope.logic.azure.com:443`: the demo echo upstream;
@@ -184,7 +185,7 @@ def run(tmp_path: Path, issuer_server: tuple[DemoIssuer, ThreadServer], upstream
     substitutions = {
         "https://login.microsoftonline.com": issuer.url,
         "https://sts.windows.net": issuer.url,
-        "cloud: public": f'cloud: public, authority: "{issuer.url}"',
+        "cloud: public": f'authority: "{issuer.url}"',
         CLIENT_ID: DEMO_CLIENT,
         "https://prod-00.westeurope.logic.azure.com:443": upstream.url,
         "127.0.0.1:8080": f"127.0.0.1:{free_closed_port()}",

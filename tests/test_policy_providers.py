@@ -220,3 +220,14 @@ def test_guids_keep_their_case_on_other_providers() -> None:
     route = parse(text(ISSUER, f"[{{provider: contoso, users: [{UPPER}]}}]")).routes[0]
     assert authorize(route, Identity("contoso", {"sub": UPPER.lower()}, 0)) is None
     assert authorize(route, Identity("contoso", {"sub": UPPER}, 0)) is not None
+
+
+def test_cloud_and_authority_together_are_an_error() -> None:
+    """`authority` replaces the cloud's hosts: a `cloud` beside it would be ignored without a word."""
+    entra = f"  entra-co:\n    entra: {{tenant: {TID}, cloud: usgov, authority: http://127.0.0.1:9400}}\n"
+    assert errors(text(entra + "    audiences: [api://app]\n", "[{provider: entra-co}]")) == [
+        "p.yaml:4: providers.entra-co.entra: cloud and authority exclude each other: authority replaces every host "
+        "of the cloud (the cloud would be ignored); keep one"
+    ]
+    alone = f"  entra-co:\n    entra: {{tenant: {TID}, authority: http://127.0.0.1:9400}}\n    audiences: [api://app]\n"
+    assert parse(text(alone, "[{provider: entra-co}]")).providers["entra-co"].entra

@@ -76,6 +76,16 @@ class EntraSpec(Spec):
     cloud: Literal["public", "usgov", "china"] = "public"
     authority: Annotated[Text, AfterValidator(_loopback_url)] | None = None
 
+    @model_validator(mode="after")
+    def _one_place(self) -> EntraSpec:
+        # `authority` replaces every host of the cloud: a `cloud` beside it would be silently ignored.
+        if self.authority is not None and "cloud" in self.model_fields_set:
+            raise ValueError(
+                "cloud and authority exclude each other: authority replaces every host of the cloud "
+                "(the cloud would be ignored); keep one"
+            )
+        return self
+
 
 class JwksRefreshSpec(Spec):
     min: Annotated[Duration, between(1, 86_400)] = DEFAULT_JWKS_REFRESH_MIN_SECONDS
