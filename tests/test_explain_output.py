@@ -73,3 +73,12 @@ def test_an_empty_stdin_is_no_token_given(
     code, lines, err = explain_stdin(policy_file, stdin, monkeypatch, capsys)
     assert (code, lines) == (2, [])
     assert err.startswith("sidecar explain: no token given on stdin")
+
+
+def test_the_help_says_what_claims_go_through(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--claims` is checked for iss, aud, tid and exp like a token (only the signature is skipped)."""
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "without verification" not in help_text
+    assert "the iss, aud, tid and exp checks run" in help_text

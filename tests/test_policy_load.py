@@ -826,6 +826,26 @@ NEVER_MATCH = {
         "tokens only (idtyp: app): an app's client-credentials token carries roles, never scp "
         "(use claims: {roles: [...]})",
     ),
+    "entra-claim-role": (
+        route(allow="[{provider: contoso, claims: {role: [Payroll.Invoke]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.role: Entra\'s tokens carry no claim "role" (claim names are '
+        'case-sensitive): did you mean "roles"?',
+    ),
+    "entra-claim-Roles": (
+        route(allow="[{provider: contoso, claims: {Roles: [Payroll.Invoke]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.Roles: Entra\'s tokens carry no claim "Roles" (claim names are '
+        'case-sensitive): did you mean "roles"?',
+    ),
+    "role-display-name": (
+        route(allow="[{provider: contoso, claims: {roles: [Payroll Invoker]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.roles: "Payroll Invoker" has a space: an app role\'s display name? '
+        "tokens carry the role's value (App roles, Value column, e.g. Payroll.Invoke): use its value",
+    ),
+    "default-scope-audience": (
+        route().replace("audiences: [api://app]", "audiences: [api://app/.default]"),
+        'p.yaml:5: providers.contoso.audiences[0]: "api://app/.default" is the scope a client requests a token '
+        'with, never a token\'s aud: list "api://app" (the Application ID URI) or the application id',
+    ),
     "upn-on-app-only-rule": (
         route(allow="[{provider: contoso, app_tokens_only: true, users: [svc@contoso.com]}]"),
         "p.yaml:10: routes[0].allow[0].users: app tokens carry no upn: the entries with @ never match an app",
@@ -1088,4 +1108,9 @@ def test_scopes_beside_app_only_rules_are_a_legitimate_route() -> None:
     text = route(
         allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, {provider: contoso, scopes: [Run]}]"
     )
+    assert parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings == ()
+
+
+def test_entra_claim_names_that_exist_are_not_questioned() -> None:
+    text = route(allow="[{provider: contoso, claims: {roles: [Payroll.Invoke], wids: [w], department: [x]}}]")
     assert parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings == ()

@@ -84,7 +84,8 @@ async def explain(
     clock: Callable[[], float] = time.time,
 ) -> Explanation:
     """With `token`, the live decision (keys fetched from the issuer now, through `client` when given); with
-    `claims`, the same decision for a caller with these claims, without signature verification."""
+    `claims`, the same decision for a caller with these claims: the iss, aud, tid and exp checks run (missing ones
+    filled in valid by `auth.handclaims`), the header, key and signature are not checked."""
     async with _http(client) as http:
         verifier = Verifier(policy.providers, KeyStore(http), clock=clock, introspector=Introspector(http, clock))
         snapshot = Snapshot(policy, verifier, "")

@@ -57,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--path", required=True, help="request path, as the client would send it")
     given = explain.add_mutually_exclusive_group()
     given.add_argument("--token", help="a bearer JWT, checked against the issuer's live keys ('-' reads stdin)")
-    given.add_argument("--claims", help="claims as JSON, applied to the rules without verification")
+    given.add_argument(
+        "--claims",
+        help="claims as JSON, decided as a token carrying them: the iss, aud, tid and exp checks run (missing ones "
+        "default to valid values), only the header, key and signature are not checked",
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
     test = commands.add_parser(

@@ -156,6 +156,8 @@ def did_you_mean(key: str, allowed: Sequence[str]) -> str:
 
 def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Mapping[str, Provider]) -> None:
     """Warnings for what the loader accepts but that no real call can match, or that gives a secret away."""
+    for name in providers:
+        _default_scope_audiences(doc, ("providers", name, "audiences"))
     for index, route in routes.items():
         path: Path = ("routes", index)
         _upstream_in_clear(doc, (*path, "upstream"), route.upstream)
@@ -172,6 +174,8 @@ def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Map
             provider = providers.get(rule.provider)
             if provider is not None and provider.entra:
                 _entra_identifiers(doc, rule_path)
+                _entra_claim_names(doc, rule_path, rule)
+            _role_display_names(doc, rule_path, rule)
             if rule.caller is CallerKind.APP and rule.users is not None and rule.users.names:
                 doc.warn((*rule_path, "users"), "app tokens carry no upn: the entries with @ never match an app")
         _scopes_on_app_only_rule(doc, path, route.allow)
@@ -210,6 +214,60 @@ def _entra_identifiers(doc: Document, rule_path: Path) -> None:
             if key == "users" and ("@" in entry or _ENTRA_SUB.fullmatch(entry)):
                 continue  # a upn (warned about elsewhere) or a pairwise sub
             doc.warn((*rule_path, key, n), f'"{entry}" {why}')
+
+
+# The claims of Entra's access tokens (Microsoft Learn, "Access token claims reference"), for "did you mean".
+_ENTRA_CLAIMS: Final = (
+    "acct", "acr", "acrs", "aio", "amr", "appid", "appidacr", "aud", "azp", "azpacr", "ctry", "exp", "family_name",
+    "given_name", "groups", "hasgroups", "iat", "idp", "idtyp", "in_corp", "ipaddr", "iss", "login_hint", "name",
+    "nbf", "oid", "onprem_sid", "preferred_username", "puid", "pwd_exp", "pwd_url", "rh", "roles", "scp", "sid",
+    "sub", "tenant_ctry", "tenant_region_scope", "tid", "unique_name", "upn", "uti", "ver", "verified_primary_email",
+    "verified_secondary_email", "wids", "xms_cc", "xms_pdl", "xms_pl", "xms_tpl",
+)  # fmt: skip
+
+
+def _entra_claim_names(doc: Document, rule_path: Path, rule: AllowRule) -> None:
+    """Claim names are case-sensitive, and Entra's are few: `role` or `Roles` is in no token, `roles` is."""
+    for requirement in rule.claims:
+        name = requirement.name
+        if name in _ENTRA_CLAIMS:
+            continue
+        lowered = {claim.lower(): claim for claim in _ENTRA_CLAIMS}
+        close = lowered.get(name.lower()) or next(
+            iter(difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)), None
+        )
+        if close is not None:
+            doc.warn(
+                (*rule_path, "claims", name),
+                f'Entra\'s tokens carry no claim "{name}" (claim names are case-sensitive): did you mean "{close}"?',
+            )
+
+
+def _role_display_names(doc: Document, rule_path: Path, rule: AllowRule) -> None:
+    """A token's `roles` carries each app role's value (`Payroll.Invoke`), which has no spaces; its display name
+    (`Payroll Invoker`) is what the portal shows first, and never appears in a token."""
+    for requirement in rule.claims:
+        if requirement.name != "roles":
+            continue
+        for value in sorted(requirement.values):
+            if " " in value.strip():
+                doc.warn(
+                    (*rule_path, "claims", "roles"),
+                    f"\"{value}\" has a space: an app role's display name? tokens carry the role's value "
+                    "(App roles, Value column, e.g. Payroll.Invoke): use its value",
+                )
+
+
+def _default_scope_audiences(doc: Document, path: Path) -> None:
+    """`api://<id>/.default` is the scope a client asks for; the token it gets says `aud: api://<id>` (or the id)."""
+    audiences = _at(doc.data, path)
+    for n, entry in enumerate(audiences if isinstance(audiences, list) else ()):
+        if isinstance(entry, str) and entry.endswith("/.default"):
+            doc.warn(
+                (*path, n),
+                f'"{entry}" is the scope a client requests a token with, never a token\'s aud: list '
+                f'"{entry.removesuffix("/.default")}" (the Application ID URI) or the application id',
+            )
 
 
 def _scopes_on_app_only_rule(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
