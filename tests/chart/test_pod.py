@@ -245,7 +245,27 @@ MEMORY = {
 def test_memory_requests_and_limits_scale_with_the_workers(values: dict[str, Any], memory: tuple[str, str]) -> None:
     resources = render(values_with(**values)).container()["resources"]
     assert (resources["requests"]["memory"], resources["limits"]["memory"]) == memory
-    assert resources["requests"]["cpu"] == values.get("resources", {}).get("requests", {}).get("cpu", "100m")
+
+
+CPU = {
+    "one_worker": ({}, ("100m", "1000m")),
+    "four_workers": ({"server": {"workers": 4}}, ("400m", "4000m")),
+    "per_worker_amounts": ({"server": {"workers": 2}, "cpuPerWorkerMillicores": {"request": 250}}, ("500m", "2000m")),
+    "explicit_cpu_wins": ({"server": {"workers": 4}, "resources": {"requests": {"cpu": "1"}}}, ("1", "4000m")),
+}
+
+
+@pytest.mark.parametrize(("values", "cpu"), CPU.values(), ids=CPU.keys())
+def test_cpu_requests_and_limits_scale_with_the_workers(values: dict[str, Any], cpu: tuple[str, str]) -> None:
+    """Each worker is a process that can use a core: a CPU request that stays at one worker's starves four (and
+    the HorizontalPodAutoscaler's utilization is measured against this request)."""
+    resources = render(values_with(**values)).container()["resources"]
+    assert (resources["requests"]["cpu"], resources["limits"]["cpu"]) == cpu
+
+
+def test_no_cpu_limit_when_asked() -> None:
+    resources = render(values_with(cpuPerWorkerMillicores={"request": 100, "limit": None})).container()["resources"]
+    assert "cpu" not in resources["limits"] and resources["requests"]["cpu"] == "100m"
 
 
 def test_autoscaling_owns_the_replica_count_and_the_budget_selects_the_pods() -> None:

@@ -83,14 +83,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* `resources`, with memory requests and limits of server.workers x memoryPerWorkerMiB where not set there. */}}
+{{/* `resources`, with CPU and memory requests and limits of server.workers x cpuPerWorkerMillicores and
+memoryPerWorkerMiB where not set there: each worker is a process of its own. */}}
 {{- define "auth-sidecar.resources" -}}
 {{- $resources := deepCopy .Values.resources }}
 {{- $workers := int .Values.server.workers }}
+{{- $cpu := .Values.cpuPerWorkerMillicores }}
 {{- range $kind, $mib := dict "requests" .Values.memoryPerWorkerMiB.request "limits" .Values.memoryPerWorkerMiB.limit }}
 {{- $amounts := get $resources $kind | default dict }}
 {{- if not (hasKey $amounts "memory") }}
 {{- $_ := set $amounts "memory" (printf "%dMi" (mul (int $mib) $workers)) }}
+{{- end }}
+{{- $key := eq $kind "requests" | ternary "request" "limit" }}
+{{- /* limit: null (Helm drops a key set to null) means no CPU limit */}}
+{{- $milli := get $cpu $key }}
+{{- if and (not (hasKey $amounts "cpu")) (hasKey $cpu $key) (not (kindIs "invalid" $milli)) }}
+{{- $_ := set $amounts "cpu" (printf "%dm" (mul (int $milli) $workers)) }}
 {{- end }}
 {{- $_ := set $resources $kind $amounts }}
 {{- end }}
