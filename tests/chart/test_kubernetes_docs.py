@@ -89,7 +89,8 @@ def loopback_ports(container: dict[str, Any]) -> set[int]:
 def app_containers() -> dict[str, dict[str, Any]]:
     sidecar_mode = snippet("sidecar-values")["extraContainers"]
     inject = snippet("inject-deployment")["spec"]["template"]["spec"]["containers"]
-    return {f"sidecar-values/{c['name']}": c for c in sidecar_mode} | {f"inject-deployment/{c['name']}": c for c in inject}
+    named = [(f"sidecar-values/{c['name']}", c) for c in sidecar_mode]
+    return dict(named + [(f"inject-deployment/{c['name']}", c) for c in inject])
 
 
 @pytest.mark.parametrize("container", app_containers().values(), ids=app_containers().keys())

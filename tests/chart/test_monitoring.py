@@ -177,8 +177,12 @@ def test_the_upstream_5xx_alert_leaves_out_the_sidecar_s_own_503s() -> None:
         assert str(reason.op) == "MatchOp.Re"
         assert {r for r in OWN_503 if re.fullmatch(reason.value, r)} == OWN_503
         assert not re.fullmatch(reason.value, "upstream_unreachable")  # 502s: the upstream's, they count
-    rule = {r["alert"]: r for r in render(values_with(prometheusRule={"enabled": True})).one("PrometheusRule")[
-        "spec"]["groups"][0]["rules"]}["AuthSidecarUpstream5xxHigh"]
+    rule = {
+        r["alert"]: r
+        for r in render(values_with(prometheusRule={"enabled": True})).one("PrometheusRule")["spec"]["groups"][0][
+            "rules"
+        ]
+    }["AuthSidecarUpstream5xxHigh"]
     assert "AuthSidecarUpstreamErrors" in rule["annotations"]["description"]  # where to look next
 
 
