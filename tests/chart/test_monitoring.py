@@ -197,3 +197,4 @@ def test_each_alert_is_tuned_under_the_key_named_like_it() -> None:
         tuned = render(values_with(prometheusRule={"enabled": True, "alerts": {key: {"threshold": 0.7}}}))
         [errors] = [q for q in alert_queries(tuned) if q.origin == "AuthSidecarUpstreamErrors"]
         assert "> 0.7" in errors.text, key
+        assert ("old name of prometheusRule.alerts.upstreamErrors" in tuned.notes) is (key == "upstreamTimeouts")
