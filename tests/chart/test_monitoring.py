@@ -177,6 +177,8 @@ def test_the_upstream_5xx_alert_leaves_out_the_sidecar_s_own_503s() -> None:
         assert str(reason.op) == "MatchOp.Re"
         assert {r for r in OWN_503 if re.fullmatch(reason.value, r)} == OWN_503
         assert not re.fullmatch(reason.value, "upstream_unreachable")  # 502s: the upstream's, they count
+        # In audit mode keys_unavailable & co. are forwarded (labelled mode="audit"): the upstream answered those.
+        assert matchers(selector).get("mode") == "enforce"
     rule = {
         r["alert"]: r
         for r in render(values_with(prometheusRule={"enabled": True})).one("PrometheusRule")["spec"]["groups"][0][
