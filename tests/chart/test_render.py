@@ -135,6 +135,10 @@ REFUSED = {
         values_with(autoscaling={"enabled": True, "minReplicas": 1}, podDisruptionBudget={"enabled": True}),
         "podDisruptionBudget.minAvailable 1 with 1 replica(s)",
     ),
+    "pdb_min_available_all": (
+        values_with(podDisruptionBudget={"enabled": True, "minAvailable": "100%"}),
+        "podDisruptionBudget.minAvailable 100%: no pod may ever be evicted",
+    ),
     "pdb_max_unavailable_zero": (
         values_with(podDisruptionBudget={"enabled": True, "minAvailable": None, "maxUnavailable": 0}),
         "podDisruptionBudget.maxUnavailable 0: no pod may ever be evicted",

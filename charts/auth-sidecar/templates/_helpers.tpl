@@ -184,6 +184,9 @@ memoryPerWorkerMiB where not set there: each worker is a process of its own. */}
 {{- fail (printf "auth-sidecar: podDisruptionBudget.minAvailable %d with %d replica(s): no pod may ever be evicted, so every node drain blocks; run more replicas (replicaCount, autoscaling.minReplicas) or set a lower minAvailable" (int $pdb.minAvailable) $replicas) }}
 {{- end }}
 {{- end }}
+{{- if and (kindIs "invalid" $pdb.maxUnavailable) (eq (toString $pdb.minAvailable) "100%") }}
+{{- fail "auth-sidecar: podDisruptionBudget.minAvailable 100%: no pod may ever be evicted, so every node drain blocks; set a lower minAvailable" }}
+{{- end }}
 {{- if and (not (kindIs "invalid" $pdb.maxUnavailable)) (has (toString $pdb.maxUnavailable) (list "0" "0%")) }}
 {{- fail "auth-sidecar: podDisruptionBudget.maxUnavailable 0: no pod may ever be evicted, so every node drain blocks; set 1 or more" }}
 {{- end }}
