@@ -13,6 +13,7 @@ from sidecar.edge.decide import Decision
 from sidecar.edge.problem import problem_body, problem_headers
 from sidecar.observe import log
 from sidecar.observe.metrics import NO_ROUTE_LABEL, Metrics
+from sidecar.observe.trace_context import trace_id
 from sidecar.policy.cors import request_origin, response_headers
 from sidecar.policy.model import Mode
 from sidecar.reasons import Reason, outcome
@@ -43,6 +44,9 @@ def start_entry(scope: Scope, rid: str, method: str, decision: Decision) -> Entr
         "mode": decision.mode.value,
         "client_ip": client[0] if client else None,
     }
+    trace = trace_id(scope["headers"])  # a valid W3C traceparent's trace id only
+    if trace is not None:
+        entry["trace_id"] = trace
     identity = decision.identity
     if identity is not None:
         app = identity.claims.get("azp") or identity.claims.get("appid")
