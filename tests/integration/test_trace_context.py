@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -77,14 +76,16 @@ def test_traceparent_and_every_tracestate_line_reach_the_upstream_unchanged(hop:
 
 
 def test_the_access_line_carries_the_trace_id(hop: Hop) -> None:
-    reply = send_raw(hop.sidecar.proxy, head("GET", "/traced", [("traceparent", VALID), ("X-Request-Id", "trace-log-1")]))
+    sent = [("traceparent", VALID), ("X-Request-Id", "trace-log-1")]
+    reply = send_raw(hop.sidecar.proxy, head("GET", "/traced", sent))
     assert reply.status == 200
     line = hop.sidecar.wait_for_log("request", request_id="trace-log-1")
     assert line["trace_id"] == TRACE and line["status"] == 200
 
 
 def test_a_refused_request_is_logged_with_its_trace_id_too(hop: Hop) -> None:
-    reply = send_raw(hop.sidecar.proxy, head("GET", "/nowhere", [("traceparent", VALID), ("X-Request-Id", "trace-404")]))
+    sent = [("traceparent", VALID), ("X-Request-Id", "trace-404")]
+    reply = send_raw(hop.sidecar.proxy, head("GET", "/nowhere", sent))
     assert reply.status == 404
     line = hop.sidecar.wait_for_log("request", request_id="trace-404")
     assert line["trace_id"] == TRACE and line["reason"] == "no_route"
