@@ -4,7 +4,7 @@ changes them fails here, loudly, naming what to port, before it can change the l
 sidecar/edge/protocol.py subclasses uvicorn's HttpToolsProtocol (no public API: uvicorn documents none for protocols).
 `GuardedProtocol.data_received` is a copy of uvicorn's with the refusals made ours; the copy calls three private
 methods, and the other overrides call `super()` and read the connection's state (`parser`, `cycle`, `pipeline`,
-`headers`, `url`, `connections`). Each of those library functions is compared here, by its syntax tree (formatting and
+`headers`, `url`, `connections`). Each of those library functions is compared here, as Python reads it (formatting and
 comments do not count), with the version recorded below; pyproject.toml bounds uvicorn to the minor release recorded.
 limits is used through its documented storage interface only (sidecar/ratelimit/memory_store.py), and
 tests/test_ratestore.py checks that our storage answers as limits' own MemoryStorage does.
@@ -62,50 +62,52 @@ def data_received(self, data: bytes) -> None:
 
 # What GuardedProtocol relies on, and how, with the digest of each function's syntax tree in RECORDED_VERSION.
 RELIED_ON: dict[str, tuple[Callable[..., Any], str, str]] = {
-    "HttpToolsProtocol.__init__": (HttpToolsProtocol.__init__, "00443043bea6761e", "the state the overrides read"),
-    "HttpToolsProtocol.connection_made": (HttpToolsProtocol.connection_made, "acdde3b1feda895b", "overridden"),
-    "HttpToolsProtocol.connection_lost": (HttpToolsProtocol.connection_lost, "57f91eb8d08c0749", "overridden"),
-    "HttpToolsProtocol.data_received": (HttpToolsProtocol.data_received, "acbe954a13ed6566", "copied"),
+    "HttpToolsProtocol.__init__": (HttpToolsProtocol.__init__, "ef1b7c9c785b9967", "the state the overrides read"),
+    "HttpToolsProtocol.connection_made": (HttpToolsProtocol.connection_made, "52a70c678525d887", "overridden"),
+    "HttpToolsProtocol.connection_lost": (HttpToolsProtocol.connection_lost, "8a5a84898dabba92", "overridden"),
+    "HttpToolsProtocol.data_received": (HttpToolsProtocol.data_received, "8583b7d501b5b5dd", "copied"),
     "HttpToolsProtocol._unset_keepalive_if_required": (
         HttpToolsProtocol._unset_keepalive_if_required,
-        "d4c38df8bf219cd5",
+        "c8a2b3d2c6549f51",
         "private, called by the copy",
     ),
     "HttpToolsProtocol._should_upgrade": (
         HttpToolsProtocol._should_upgrade,
-        "e196db021513b685",
+        "3fde089b4def4efb",
         "private, called by the copy",
     ),
     "HttpToolsProtocol._unsupported_upgrade_warning": (
         HttpToolsProtocol._unsupported_upgrade_warning,
-        "ec3bc182a3a947e4",
+        "2b72baffb4f70927",
         "private, called by the copy",
     ),
     "HttpToolsProtocol.handle_websocket_upgrade": (
         HttpToolsProtocol.handle_websocket_upgrade,
-        "9c6683cbe91a5090",
+        "9f6222b9c807ab2d",
         "called by the copy",
     ),
-    "HttpToolsProtocol.on_message_begin": (HttpToolsProtocol.on_message_begin, "4294ff927d3acca1", "overridden"),
-    "HttpToolsProtocol.on_headers_complete": (HttpToolsProtocol.on_headers_complete, "ecff2e577ea27e2b", "overridden"),
+    "HttpToolsProtocol.on_message_begin": (HttpToolsProtocol.on_message_begin, "4f7bac281585eb31", "overridden"),
+    "HttpToolsProtocol.on_headers_complete": (HttpToolsProtocol.on_headers_complete, "f5d7f89383b961ff", "overridden"),
     "HttpToolsProtocol.on_response_complete": (
         HttpToolsProtocol.on_response_complete,
-        "8a769d10c29642ff",
+        "3b835da51ff0d85f",
         "overridden",
     ),
-    "HttpToolsProtocol.shutdown": (HttpToolsProtocol.shutdown, "54f6bb3a398194f7", "overridden"),
-    "HttpToolsProtocol.pause_writing": (HttpToolsProtocol.pause_writing, "627a58f30e375c9d", "overridden"),
-    "HttpToolsProtocol.resume_writing": (HttpToolsProtocol.resume_writing, "5eef392a4d7d830b", "overridden"),
+    "HttpToolsProtocol.shutdown": (HttpToolsProtocol.shutdown, "4372fe9ca7a194c2", "overridden"),
+    "HttpToolsProtocol.pause_writing": (HttpToolsProtocol.pause_writing, "5b627149ec45f999", "overridden"),
+    "HttpToolsProtocol.resume_writing": (HttpToolsProtocol.resume_writing, "f5985154ac3e15f8", "overridden"),
     "RequestResponseCycle.__init__": (
         RequestResponseCycle.__init__,
-        "752c670bd2681c9c",
+        "6f7b16ad25eee559",
         "its more_body, response_complete and keep_alive are read and set",
     ),
 }
 
 
 def _tree(source: str) -> str:
-    return ast.dump(ast.parse(textwrap.dedent(source)))
+    """The code as Python reads it, written out again (`ast.unparse`: the same on every Python we support, where
+    `ast.dump` is not): formatting and comments do not count, code does."""
+    return ast.unparse(ast.parse(textwrap.dedent(source)))
 
 
 def digest(function: Callable[..., Any]) -> str:
