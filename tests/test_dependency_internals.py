@@ -122,7 +122,15 @@ def _upgrade(name: str) -> str:
 def test_the_copied_data_received_is_still_uvicorns() -> None:
     current = textwrap.dedent(inspect.getsource(HttpToolsProtocol.data_received))
     if _tree(current) != _tree(RECORDED_DATA_RECEIVED):
-        diff = "\n".join(difflib.unified_diff(RECORDED_DATA_RECEIVED.splitlines(), current.splitlines(), lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(
+                RECORDED_DATA_RECEIVED.splitlines(),
+                current.splitlines(),
+                f"recorded (uvicorn {RECORDED_VERSION})",
+                f"installed (uvicorn {uvicorn.__version__})",
+                lineterm="",
+            )
+        )
         pytest.fail(f"{_upgrade('HttpToolsProtocol.data_received')}\n{diff}")
 
 
