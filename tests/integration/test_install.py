@@ -26,7 +26,7 @@ def test_pipx_install_gives_a_working_sidecar_with_runtime_dependencies_only(tmp
     demo_policy = tmp_path / "pipx" / "venvs" / "auth-sidecar"
     found = list(demo_policy.glob("lib/python*/site-packages/sidecar/demo/demo.yaml"))
     assert len(found) == 1  # the package data came along
-    demo_env = {**env, "DEMO_ISSUER": "https://issuer.test", "DEMO_UPSTREAM": "http://127.0.0.1:9"}
+    demo_env = {**env, "DEMO_ISSUER": "http://127.0.0.1:9", "DEMO_UPSTREAM": "http://127.0.0.1:9"}
     check = subprocess.run([tool, "check", "--config", found[0]], env=demo_env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
