@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
+import shlex
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from importlib import metadata
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.chart.dockerfile import Stage, env_of, exec_form, parse_dockerfile
 from tests.chart.render import CHART, render, values_with
+from tests.support.dependencies import runtime_requirements, tools_for_tests
 
 ROOT = CHART.parents[1]
 ARGS, STAGES = parse_dockerfile(ROOT / "Dockerfile")
@@ -53,29 +54,35 @@ def test_dependencies_are_installed_from_the_lock() -> None:
     assert installs and all(re.search(r"(--constraint|-c) constraints\.txt", run) for run in installs)
 
 
-def runtime_requirements(name: str, extras: frozenset[str] = frozenset(), seen: set[str] | None = None) -> set[str]:
-    """Every distribution `pip install .` pulls in (this environment's markers), the package itself excluded."""
-    seen = set() if seen is None else seen
-    for text in metadata.requires(name) or []:
-        requirement = Requirement(text)
-        environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
-        if requirement.marker and not any(requirement.marker.evaluate(env) for env in environments):
-            continue
-        key = canonicalize_name(requirement.name)
-        if key not in seen:
-            seen.add(key)
-            runtime_requirements(requirement.name, frozenset(requirement.extras), seen)
-    return seen
-
-
 def test_the_lock_pins_every_runtime_dependency_of_the_image() -> None:
     pinned = {
         canonicalize_name(line.split("==")[0])
         for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
-    assert runtime_requirements(project) - pinned == set()
+    assert runtime_requirements() - pinned == set()
+
+
+def _pip_installs(stage: Stage) -> list[list[str]]:
+    """The arguments of every `pip install` the stage runs (up to the next `&&`, `;` or `|`)."""
+    found = []
+    for run in stage.all("RUN"):
+        words = shlex.split(run)
+        for at in (i for i, word in enumerate(words) if word.endswith("pip") and words[i + 1 : i + 2] == ["install"]):
+            rest = list(itertools.takewhile(lambda word: word not in ("&&", ";", "|", "||"), words[at + 2 :]))
+            found.append(rest)
+    return found
+
+
+def test_the_image_holds_the_runtime_dependencies_and_no_test_tool() -> None:
+    """The image's dependency list is what its one `pip install` brings: the package itself (`.`, no extra, no other
+    requirement) with the lock, so its runtime dependencies; and no test tool is among those."""
+    installs = [*_pip_installs(BUILD), *_pip_installs(RUNTIME)]
+    assert installs == [["--constraint", "constraints.txt", "."]], installs
+    assert not any("pip" in line for stage in STAGES[1:] for line in stage.all("RUN")), "pip runs only in the build"
+    runtime = runtime_requirements()
+    assert runtime & tools_for_tests() == set(), "a test tool is a runtime dependency of the image"
+    assert {"uvicorn", "pyjwt", "limits"} <= runtime  # the set is read (a broken reader would find nothing)
 
 
 def test_the_image_runs_as_the_numeric_non_root_user_the_chart_expects() -> None:
