@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
@@ -34,7 +35,7 @@ def copy_sources(stage: Stage) -> Iterator[str]:
 
 def test_the_image_is_built_in_stages_on_one_slim_python_base() -> None:
     assert len(STAGES) >= 2 and all(stage.name for stage in STAGES)
-    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", RUNTIME.base), RUNTIME.base
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", RUNTIME.base), RUNTIME.base
     # One base for both: the virtualenv's interpreter links into the base image's Python.
     assert BUILD.base == RUNTIME.base
 
@@ -123,6 +124,32 @@ def test_the_build_context_is_an_allow_list_of_what_the_dockerfile_copies() -> N
     allowed = {line[1:] for line in lines if line.startswith("!")}
     assert allowed == set(copy_sources(BUILD))
     assert all((ROOT / path).exists() for path in allowed)
+
+
+def test_the_base_image_is_pinned_by_a_tag_naming_python_and_debian() -> None:
+    """Never `latest` or a bare `python:3`: the tag names Python's minor version and Debian's release."""
+    assert re.fullmatch(r"python:3\.\d+-slim-[a-z]+", ARGS["PYTHON_IMAGE"]), ARGS["PYTHON_IMAGE"]
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_pins_the_base_image_as_the_dockerfile_documents(tmp_path: Path) -> None:
+    pinned = f"{ARGS['PYTHON_IMAGE']}@{DIGEST}"
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"make image PYTHON_IMAGE={ARGS['PYTHON_IMAGE']}@sha256:" in text  # the documented way
+    dry_run = subprocess.run(
+        ["make", "-s", "-n", "image", f"PYTHON_IMAGE={pinned}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert shlex.split(dry_run.stdout) == [
+        "docker", "build", "--build-arg", f"PYTHON_IMAGE={pinned}", "-t", f"auth-sidecar:{version}", ".",
+    ]  # fmt: skip
+    # Written into the ARG instead, both stages build on exactly that image.
+    written = tmp_path / "Dockerfile"
+    written.write_text(text.replace(f"ARG PYTHON_IMAGE={ARGS['PYTHON_IMAGE']}\n", f"ARG PYTHON_IMAGE={pinned}\n"))
+    stages = parse_dockerfile(written)[1]
+    assert [stage.base for stage in stages] == [pinned] * len(stages)
 
 
 def test_make_image_builds_the_package_version() -> None:
