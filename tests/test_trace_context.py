@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.edge.exchange import Record
 from sidecar.observe.trace_context import trace_id
+from sidecar.policy.model import Mode
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -69,3 +71,9 @@ def test_no_traceparent_and_other_names_give_no_trace_id() -> None:
     assert trace_id(_headers()) is None
     assert trace_id(_headers(VALID, name=b"tracestate")) is None
     assert trace_id(_headers(VALID, name=b"x-traceparent")) is None
+
+
+def test_the_access_record_writes_the_trace_id_after_the_client_address_and_only_when_there_is_one() -> None:
+    traced = Record("r1", "GET", "/x", "x", Mode.ENFORCE, "10.0.0.1", trace_id=TRACE)
+    assert list(traced.fields())[5:7] == ["client_ip", "trace_id"] and traced.fields()["trace_id"] == TRACE
+    assert "trace_id" not in Record("r2", "GET", "/x", "x", Mode.ENFORCE, "10.0.0.1").fields()

@@ -65,7 +65,6 @@ class Record:
     route: str | None
     mode: Mode
     client_ip: str | None
-    trace_id: str | None = None  # a valid W3C traceparent's trace id (observe/trace_context.py)
     provider: str | None = None  # provider, subject and app: the verified caller only, all three or none
     subject: str | None = None
     app: str | None = None
@@ -82,6 +81,7 @@ class Record:
     upstream_ms: float | None = None
     upstream_error: str | None = None
     duration_ms: float | None = None
+    trace_id: str | None = None  # a valid W3C traceparent's trace id (observe/trace_context.py), after client_ip
 
     def fields(self) -> dict[str, Any]:
         line: dict[str, Any] = {
@@ -132,7 +132,7 @@ def _record(scope: Scope, rid: str, method: str, decision: Decision) -> Record:
         route.name if route is not None else None,
         decision.mode,
         client[0] if client else None,
-        trace_id(scope["headers"]),
+        trace_id=trace_id(scope["headers"]),
     )
     identity = decision.identity
     if identity is not None:
