@@ -15,6 +15,7 @@ import uvloop
 
 from sidecar.edge.runtime import policy_hash
 from sidecar.edge.tls import TlsFilesError, server_context
+from sidecar.edge.upstream_tls import tls_errors
 from sidecar.observe import log
 from sidecar.ops.run import run_sidecar
 from sidecar.ops.server import bind
@@ -103,7 +104,10 @@ def _load(config: str) -> tuple[Policy, str] | None:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
-    return policy, policy_hash(text)
+    errors = tls_errors(policy)  # the `tls:` files read and paired, as serving will (FILE:LINE)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return (policy, policy_hash(text)) if not errors else None
 
 
 def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:

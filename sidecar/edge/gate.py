@@ -158,6 +158,7 @@ class Gate:
                 body_timeout=call.snapshot.policy.limits.body_timeout,
                 route=route.name,
                 urls=urls,
+                tls=call.snapshot.upstream_tls.get(route.name),
             )
         except Rejection as rejection:  # the upstream failed before answering: 502 / 504
             if rejection.reason in _LIMITS:  # or the client's body did, or the route's share of the pool is in use

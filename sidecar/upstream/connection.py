@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +23,7 @@ class Origin:
     port: int
     tls: bool
     host_header: bytes  # as aiohttp and browsers send it: IPv6 in brackets, the port only when not the default
+    context: ssl.SSLContext | None = None  # a route's own `tls:` (its key tells its connections apart); None: default
 
 
 @functools.lru_cache(maxsize=1024)
