@@ -85,6 +85,8 @@ class Connection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
         if self.response is not None:
+            if isinstance(exc, ssl.SSLError) and exc.reason:  # TLS 1.3: a refused client certificate shows only now
+                self.response.fail(Broken(f"TLS ended: {type(exc).__name__}: {exc.reason}"))
             self.response.ended()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
