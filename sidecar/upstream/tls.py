@@ -54,7 +54,8 @@ def client_context(tls: UpstreamTls) -> Verified:
         try:
             context = ssl.create_default_context(cadata=_text(data, "ca_file"))  # instead of the system's CAs
         except ssl.SSLError as exc:
-            raise UpstreamTlsError(f"ca_file: no usable certificate in it ({exc.reason or 'SSLError'})") from None
+            why = f" ({exc.reason})" if exc.reason else ""
+            raise UpstreamTlsError(f"ca_file: no usable certificate in it{why}") from None
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_flags |= ssl.VERIFY_X509_STRICT
     if tls.client_cert is not None and tls.client_key is not None:
