@@ -151,6 +151,8 @@ class ListenerTls:
         expires = datetime.datetime.fromtimestamp(loaded.not_after, datetime.UTC).isoformat()
         fields = {"cert": self.files.cert, "fingerprint": loaded.fingerprint, "not_after": expires, **extra}
         logger.info(message, extra={"fields": {**fields, "client_ca": self.files.client_ca}})
+        if loaded.not_after <= time.time():  # served anyway (there is no other): verifying clients will refuse it
+            logger.error("tls certificate has expired", extra={"fields": fields})
 
     def handshake_failed(self, exc: BaseException, client: str | None) -> None:
         """One line and one count per failed handshake, never a traceback: scanners and old clients are routine."""

@@ -213,7 +213,11 @@ def test_an_expired_or_wrong_host_certificate_is_served_as_it_is_and_refused_by_
         assert refused.value.verify_message.startswith(verify_message)
         with pytest.raises(httpx.ConnectError):
             httpx.get(sidecar.proxy + "/echo/x", verify=_client_context(ca), trust_env=False)
-        # The sidecar does not make it valid (no fallback certificate, no plain answer); it counts the refusals.
+        # The sidecar does not make it valid (no fallback certificate, no plain answer); it counts the refusals
+        # and says when the certificate it serves has expired.
+        assert any("tls certificate has expired" in line for line in sidecar.lines) == (
+            verify_message == "certificate has expired"
+        )
         sidecar.wait_for_log("tls handshake failed", kind="refused_by_client")
         assert sample(admin, _HANDSHAKE_FAILURES, reason="refused_by_client") >= 1
         assert sample(admin, "sidecar_requests_total", route="echo", method="GET", code="200") == 0

@@ -4,8 +4,11 @@ https on 127.0.0.1) behind a private CA. Every refusal is a 502 (503 for keys) w
 
 from __future__ import annotations
 
+import http.server
 import ssl
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,9 +17,30 @@ import trustme
 
 from sidecar.demo.cast import demo_clients
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from tests.integration.test_upstream_tls import https_upstream
+from tests.integration.test_upstream_tls import _Hello
 from tests.support.metrics import sample
 from tests.support.servers import SidecarProcess, ThreadServer
+
+
+class _KeptAlive(_Hello):
+    protocol_version = "HTTP/1.1"  # connections stay open: the sidecar pools them
+
+
+@contextmanager
+def https_upstream(context: ssl.SSLContext) -> Iterator[str]:
+    """An HTTPS upstream on 127.0.0.1 that keeps connections alive."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeptAlive)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
 
 _ROUTE = "  - name: {name}\n    match: {{ path: /{name} }}\n    upstream: {upstream}/hello\n    allow: anyone\n"
 
