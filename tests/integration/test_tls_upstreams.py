@@ -4,11 +4,8 @@ https on 127.0.0.1) behind a private CA. Every refusal is a 502 (503 for keys) w
 
 from __future__ import annotations
 
-import http.server
 import ssl
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,29 +14,13 @@ import trustme
 
 from sidecar.demo.cast import demo_clients
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from tests.integration.test_upstream_tls import _Hello
+from tests.integration.test_upstream_tls import _Hello, https_upstream
 from tests.support.metrics import sample
 from tests.support.servers import SidecarProcess, ThreadServer
 
 
 class _KeptAlive(_Hello):
     protocol_version = "HTTP/1.1"  # connections stay open: the sidecar pools them
-
-
-@contextmanager
-def https_upstream(context: ssl.SSLContext) -> Iterator[str]:
-    """An HTTPS upstream on 127.0.0.1 that keeps connections alive."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeptAlive)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 _ROUTE = "  - name: {name}\n    match: {{ path: /{name} }}\n    upstream: {upstream}/hello\n    allow: anyone\n"
@@ -90,7 +71,7 @@ def test_a_mutual_tls_upstream_is_reached_with_the_route_s_client_certificate_an
     tmp_path: Path, pki: dict[str, trustme.CA]
 ) -> None:
     context = _server_context(pki["server_ca"], pki["client_ca"])
-    with https_upstream(context) as upstream:
+    with https_upstream(context, _KeptAlive) as upstream:
         # The key through ${file:...} (a mounted Secret's content), the certificate and the CA as paths.
         with_cert = _ROUTE.format(name="mtls", upstream=upstream) + (
             f"    tls:\n      ca_file: {tmp_path}/ca.pem\n      client_cert: {tmp_path}/client.pem\n"
@@ -113,7 +94,7 @@ def test_a_mutual_tls_upstream_is_reached_with_the_route_s_client_certificate_an
 def test_a_private_ca_upstream_is_trusted_through_ca_file_and_refused_without(
     tmp_path: Path, pki: dict[str, trustme.CA]
 ) -> None:
-    with https_upstream(_server_context(pki["server_ca"])) as upstream:
+    with https_upstream(_server_context(pki["server_ca"]), _KeptAlive) as upstream:
         trusted = _ROUTE.format(name="private", upstream=upstream) + f"    tls: {{ ca_file: {tmp_path}/ca.pem }}\n"
         untrusted = _ROUTE.format(name="system", upstream=upstream)
         sidecar = _start(tmp_path, "version: 1\nroutes:\n" + trusted + untrusted)
