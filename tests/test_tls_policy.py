@@ -4,21 +4,26 @@ listener's --tls-* options resolved from flags and SIDECAR_TLS_* variables."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 from prometheus_client import CollectorRegistry
 
+from sidecar.auth.introspect import Introspector
 from sidecar.cli.commands import check_command
 from sidecar.edge.runtime import Runtime, policy_hash
+from sidecar.edge.upstream_tls import ControlClients
 from sidecar.observe.metrics import Metrics
 from sidecar.ops.reload import PolicyReloader
 from sidecar.options import ListenerTlsFiles, ServeOptions
 from sidecar.policy.load import parse_policy
-from sidecar.policy.model import UpstreamTls
-from tests.support.jwtkit import FakeClock
+from sidecar.policy.model import Introspection, Provider, UpstreamTls
+from sidecar.upstream.tls import client_context
+from tests.support.jwtkit import FakeClock, FakeIntrospection
 from tests.test_policy_load import errors, parse, route
 
 # route() puts the route at line 7 and `body` from line 11 (the route's `tls:` key).
@@ -177,3 +182,32 @@ def test_listener_tls_options_come_in_pairs(flags: dict[str, str], message: str)
     with pytest.raises(ValueError) as refused:
         ServeOptions.resolve({"config": "p.yaml", **flags}, {})
     assert str(refused.value).startswith(message)
+
+
+async def test_a_provider_with_tls_is_asked_through_its_own_client_and_a_rotation_makes_a_new_one(
+    files: dict[str, str],
+) -> None:
+    """The control plane: introspection (and key fetches, through the same chooser) of a provider with `tls:` go
+    through a client built from it, never the default one; new content under the same settings is a new client."""
+    tls = UpstreamTls(ca_file=files["ca"], where="p.yaml:5: providers.opaque.tls")
+    endpoint = Introspection("https://idp.test/oauth2/introspect", "sidecar", "s3cret")
+    provider = Provider("opaque", "", frozenset({"api://app"}), None, introspection=endpoint, tls=tls)
+    clients = ControlClients(httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500))))
+    try:
+        clients.use({tls: client_context(tls)})
+        own = clients.for_provider(provider)
+        assert own is not clients.default
+        assert clients.for_provider(dataclasses.replace(provider, tls=None)) is clients.default
+        clients.use({tls: client_context(tls)})
+        assert clients.for_provider(provider) is own  # same content: same client (its connections)
+        Path(files["ca"]).write_bytes(trustme.CA().cert_pem.bytes())  # the CA bundle rotated on disk
+        clients.use({tls: client_context(tls)})
+        assert clients.for_provider(provider) is not own
+    finally:
+        await clients.close()
+    server = FakeIntrospection(endpoint.endpoint)
+    server.answers["opaque-token"] = {"active": True, "sub": "user-1", "aud": "api://app", "exp": 2e9}
+    async with server.client() as through_tls, httpx.AsyncClient() as default:
+        introspector = Introspector(default, client_for=lambda p: through_tls if p.tls is not None else default)
+        identity = await introspector.introspect(provider, "opaque-token")
+    assert identity.subject == "user-1" and len(server.calls) == 1

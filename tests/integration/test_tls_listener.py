@@ -95,6 +95,7 @@ def test_a_verifying_client_gets_tls_1_2_or_later_with_alpn_http_1_1_and_a_proxi
         answer = httpx.get(sidecar.proxy + "/echo/hello", verify=_client_context(ca), trust_env=False)
         assert answer.status_code == 200
         assert answer.json()["path"] == "/echo/hello"
+        assert answer.json()["headers"]["x-forwarded-proto"] == "https"  # the upstream learns how the caller came
         # The admin listener stays plain HTTP: probes and Prometheus reach it on its own port.
         with httpx.Client(base_url=sidecar.admin, trust_env=False) as admin:
             assert admin.get("/healthz").status_code == 200
