@@ -132,7 +132,8 @@ def test_a_secret_rotated_under_load_loses_no_request_and_new_handshakes_get_the
         kept_socket = kept.sock
         failures: list[str] = []
         done: list[int] = []
-        stop = threading.Event()
+        stop, reached = threading.Event(), threading.Event()
+        target: list[int] = []  # once set: the loader says when it has done this many requests
 
         def load() -> None:  # a new connection, so a new handshake, per request; and one kept-alive connection
             while not stop.is_set():
@@ -144,6 +145,8 @@ def test_a_secret_rotated_under_load_loses_no_request_and_new_handshakes_get_the
                 except (OSError, httpx.HTTPError, http.client.HTTPException) as exc:
                     failures.append(repr(exc))
                 done.append(1)
+                if target and len(done) >= target[0]:
+                    reached.set()
 
         loader = threading.Thread(target=load)
         loader.start()
@@ -154,8 +157,8 @@ def test_a_secret_rotated_under_load_loses_no_request_and_new_handshakes_get_the
             # Every new handshake from now on (in every worker) presents the new certificate.
             seen = {_seen_fingerprint(port, context) for _ in range(8)}
             assert seen == {_fingerprint(second)}
-            while len(done) < after + 5 and loader.is_alive():  # requests under load after the reload, too
-                stop.wait(0.05)
+            target.append(after + 5)  # requests under load after the reload, too
+            assert reached.wait(timeout=60)
         finally:
             stop.set()
             loader.join(timeout=60)
