@@ -44,7 +44,6 @@ MOZILLA_INTERMEDIATE_CIPHERS: Final = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     )
 )
-_HANDSHAKE_RECORD: Final = 0x16  # a TLS record of type handshake: every ClientHello starts with it
 # OpenSSL reasons when the caller's certificate is missing or not from --tls-client-ca.
 _CLIENT_CERTIFICATE: Final = frozenset(
     {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
@@ -204,7 +203,7 @@ class _TlsFront(asyncio.Protocol):
         if self._refused:
             return  # the rest of a plain request: read and dropped until the client closes or the timer fires
         self._cancel_timer()
-        if data[:1].isalpha():
+        if data[:1].isalpha():  # a request line (a method); a ClientHello starts with 0x16, never a letter
             self._refuse_plain(data)
         else:  # a handshake record, or bytes OpenSSL will refuse and the count will show
             self._start_tls(data)
