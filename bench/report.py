@@ -228,6 +228,42 @@ def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _granian_section(granian: dict[str, Any] | None) -> list[str]:
+    if not granian:
+        return ["(not run this time: `make bench BENCH_ARGS='--only granian'` adds it.)"]
+    from bench.granian_conformance import table  # noqa: PLC0415 (the part's own module)
+
+    lines = [
+        "An experiment, not a switch: the sidecar still serves on uvicorn. The same Gate (Runtime + Gate as "
+        "`sidecar/ops/run.py` builds them, one worker, bench/policy.yaml, nginx upstream) served by granian "
+        "(`bench/granian_app.py`, the version pinned in `bench/granian-requirements.txt`, its own venv) beside "
+        f"`sidecar serve` and one Envoy thread, {granian['rounds']} interleaved rounds of {granian['seconds']:g} s "
+        "rows at 64 connections; each figure is the median, each ratio the median of the per-round ratios to "
+        "uvicorn. CPU counts every process and thread of the target.",
+        "",
+        "| front | scenario | req/s | vs uvicorn | p50 | p99 | vs uvicorn | CPU µs/request | vs uvicorn | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in granian["summary"]:
+        lines.append(
+            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
+            f"| {_num(row['rps_ratio'], 2, 'x')} "
+            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
+            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
+            f"| {_num(row.get('other_cores'), 2)} |"
+        )
+    conformance = granian.get("conformance")
+    if conformance:
+        lines += [
+            "",
+            "The raw requests of the path, header and limit tests (`bench/granian_conformance.py`) against both "
+            "fronts; an outcome is the status and the problem's reason, `closed`, or `no answer in N s`:",
+            "",
+            *table(conformance),
+        ]
+    return lines
+
+
 def _appendix(fig: Figures) -> list[str]:
     lines = [
         "Other load: CPU (in cores) the machine spent during the row outside the bench's own processes (proxy,",
@@ -332,6 +368,10 @@ def render(results: dict[str, Any], reading: str) -> str:
         "## The image's Python",
         "",
         *_pythons_section(results.get("pythons")),
+        "",
+        "## Experiment: granian as the front server (issue 13)",
+        "",
+        *_granian_section(results.get("granian")),
         "",
         "## Reading",
         "",
