@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Final
 
+from bench.granian_conformance import run_conformance
 from bench.lab import Lab
 from bench.rounds import ALLOWED, REJECTED, Scenario, run_target
 from bench.targets import Target
@@ -35,8 +36,6 @@ def run_pythons(lab: Lab, rounds: int, seconds: float, pythons: tuple[str, ...] 
 def run_granian(lab: Lab, rounds: int, seconds: float) -> dict[str, Any]:
     """The one-worker Gate under uvicorn (`sidecar serve`, the baseline) and under granian, and one Envoy thread,
     through the 64-connection rows, order rotated; then the raw-socket conformance replay against both fronts."""
-    from bench.granian_conformance import run_conformance  # noqa: PLC0415 (only this part needs it)
-
     targets = {
         "uvicorn (sidecar serve)": Target("sidecar", 1),
         "granian": Target("sidecar", 1, front="granian"),

@@ -9,6 +9,7 @@ bench waits on READY_PATH, answered here before the Gate, 200 once the keys are 
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Final
 
@@ -53,6 +54,7 @@ class GranianGate:
                 self._runtime = Runtime.create(policy, policy_hash(text), Metrics(CollectorRegistry()))
                 self._gate = Gate(self._runtime)
                 self._runtime.fetch_keys()
+                gc.freeze()  # as `sidecar serve` does after start-up (sidecar/cli/commands.py _settle_gc)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._runtime is not None:

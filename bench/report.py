@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from bench.figures import Figures
 from bench.goals import goals_table
+from bench.granian_conformance import table
 
 __all__ = ["render", "write"]
 
@@ -231,8 +232,6 @@ def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
 def _granian_section(granian: dict[str, Any] | None) -> list[str]:
     if not granian:
         return ["(not run this time: `make bench BENCH_ARGS='--only granian'` adds it.)"]
-    from bench.granian_conformance import table  # noqa: PLC0415 (the part's own module)
-
     lines = [
         "An experiment, not a switch: the sidecar still serves on uvicorn. The same Gate (Runtime + Gate as "
         "`sidecar/ops/run.py` builds them, one worker, bench/policy.yaml, nginx upstream) served by granian "
