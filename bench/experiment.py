@@ -12,7 +12,7 @@ from typing import Any, Final
 from bench.granian_conformance import run_conformance
 from bench.lab import Lab
 from bench.rounds import ALLOWED, REJECTED, Scenario, run_target
-from bench.targets import Target
+from bench.targets import Target, granian_version
 
 __all__ = ["PYTHONS", "VARIANTS", "run_experiments", "run_granian", "run_pythons"]
 
@@ -42,7 +42,8 @@ def run_granian(lab: Lab, rounds: int, seconds: float) -> dict[str, Any]:
         "envoy 1 thread": Target("envoy", 1),
     }
     rows = tuple(s for s in ALLOWED + REJECTED if s.connections == 64)
-    return {**_interleaved(lab, rounds, seconds, targets, rows, "granian"), "conformance": run_conformance(lab)}
+    measured = _interleaved(lab, rounds, seconds, targets, rows, "granian")
+    return {**measured, "version": granian_version(), "conformance": run_conformance(lab)}
 
 
 def _interleaved(

