@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.experiment import run_experiments, run_pythons
+from bench.experiment import run_experiments, run_granian, run_pythons
 from bench.flood import run_flood
 from bench.lab import lab
 from bench.machine import describe
@@ -25,7 +25,7 @@ from bench.targets import BENCH_DIR, REPO, Target, sidecar_has_workers
 
 _RESULTS = BENCH_DIR / "run" / "results.json"
 _PARTS = ("rounds", "streaming", "flood", "ratelimit", "profile")
-_EXTRA = ("experiments", "pythons")  # run only when asked for
+_EXTRA = ("experiments", "pythons", "granian")  # run only when asked for
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +80,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             results["experiments"] = run_experiments(shared, args.rounds, args.seconds)
         if "pythons" in parts:
             results["pythons"] = run_pythons(shared, args.rounds, args.seconds)
+        if "granian" in parts:
+            results["granian"] = run_granian(shared, args.rounds, args.seconds)
         results.setdefault("elapsed_s", time.monotonic() - begun)
         _RESULTS.write_text(json.dumps(results, indent=1))
     return results

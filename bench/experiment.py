@@ -9,11 +9,12 @@ from __future__ import annotations
 import statistics
 from typing import Any, Final
 
+from bench.granian_conformance import run_conformance
 from bench.lab import Lab
 from bench.rounds import ALLOWED, REJECTED, Scenario, run_target
-from bench.targets import Target
+from bench.targets import Target, granian_version
 
-__all__ = ["PYTHONS", "VARIANTS", "run_experiments", "run_pythons"]
+__all__ = ["PYTHONS", "VARIANTS", "run_experiments", "run_granian", "run_pythons"]
 
 VARIANTS: Final = ("baseline", "gcthreshold", "coalesce", "nolog")
 PYTHONS: Final = ("3.11", "3.13")  # the first is the baseline: the image's Python before the comparison
@@ -30,6 +31,19 @@ def run_pythons(lab: Lab, rounds: int, seconds: float, pythons: tuple[str, ...] 
     targets = {f"python {version}": Target("sidecar", 1, python=version) for version in pythons}
     targets["envoy 1 thread"] = Target("envoy", 1)
     return _interleaved(lab, rounds, seconds, targets, ALLOWED + REJECTED, "pythons")
+
+
+def run_granian(lab: Lab, rounds: int, seconds: float) -> dict[str, Any]:
+    """The one-worker Gate under uvicorn (`sidecar serve`, the baseline) and under granian, and one Envoy thread,
+    through the 64-connection rows, order rotated; then the raw-socket conformance replay against both fronts."""
+    targets = {
+        "uvicorn (sidecar serve)": Target("sidecar", 1),
+        "granian": Target("sidecar", 1, front="granian"),
+        "envoy 1 thread": Target("envoy", 1),
+    }
+    rows = tuple(s for s in ALLOWED + REJECTED if s.connections == 64)
+    measured = _interleaved(lab, rounds, seconds, targets, rows, "granian")
+    return {**measured, "version": granian_version(), "conformance": run_conformance(lab)}
 
 
 def _interleaved(

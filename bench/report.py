@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from bench.figures import Figures
 from bench.goals import goals_table
+from bench.granian_conformance import table
 
 __all__ = ["render", "write"]
 
@@ -217,14 +218,46 @@ def _pythons_section(pythons: dict[str, Any] | None) -> list[str]:
         "| target | scenario | req/s | vs first | p50 | p99 | vs first | CPU µs/request | vs first | other load |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in pythons["summary"]:
-        lines.append(
-            f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
-            f"| {_num(row['rps_ratio'], 2, 'x')} "
-            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
-            f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
-            f"| {_num(row.get('other_cores'), 2)} |"
-        )
+    return lines + _compared(pythons["summary"])
+
+
+def _compared(summary: list[dict[str, Any]]) -> list[str]:
+    """The rows of an interleaved comparison (bench/experiment.py's summary), ratios to its first target."""
+    return [
+        f"| {row['variant']} | {_SCENARIOS[row['scenario']]} | {_num(row['rps'])} "
+        f"| {_num(row['rps_ratio'], 2, 'x')} "
+        f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | {_num(row['p99_us_ratio'], 2, 'x')} "
+        f"| {_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req_ratio'], 2, 'x')} "
+        f"| {_num(row.get('other_cores'), 2)} |"
+        for row in summary
+    ]
+
+
+def _granian_section(granian: dict[str, Any] | None) -> list[str]:
+    if not granian:
+        return ["(not run this time: `make bench BENCH_ARGS='--only granian'` adds it.)"]
+    lines = [
+        "An experiment, not a switch: the sidecar still serves on uvicorn. The same Gate (Runtime + Gate as "
+        "`sidecar/ops/run.py` builds them, one worker, bench/policy.yaml, nginx upstream) served by granian "
+        f"{granian.get('version', '')} (`bench/granian_app.py`; pinned in `bench/granian-requirements.txt`, its own "
+        "venv) beside "
+        f"`sidecar serve` and one Envoy thread, {granian['rounds']} interleaved rounds of {granian['seconds']:g} s "
+        "rows at 64 connections; each figure is the median, each ratio the median of the per-round ratios to "
+        "uvicorn. CPU counts every process and thread of the target.",
+        "",
+        "| front | scenario | req/s | vs uvicorn | p50 | p99 | vs uvicorn | CPU µs/request | vs uvicorn | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += _compared(granian["summary"])
+    conformance = granian.get("conformance")
+    if conformance:
+        lines += [
+            "",
+            "The raw requests of the path, header and limit tests (`bench/granian_conformance.py`) against both "
+            "fronts; an outcome is the status and the problem's reason, `closed`, or `no answer in N s`:",
+            "",
+            *table(conformance),
+        ]
     return lines
 
 
@@ -332,6 +365,10 @@ def render(results: dict[str, Any], reading: str) -> str:
         "## The image's Python",
         "",
         *_pythons_section(results.get("pythons")),
+        "",
+        "## Experiment: granian as the front server (issue 13)",
+        "",
+        *_granian_section(results.get("granian")),
         "",
         "## Reading",
         "",

