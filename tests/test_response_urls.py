@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.edge.response_urls import response_urls
+from sidecar.upstream.host_key import LOOPBACK, host_key
 from sidecar.upstream.target import response_headers
 
 Rules = tuple[str, str, bool]  # a route's upstream, public path, prefix: built in each test (see tests/conftest.py)
@@ -27,6 +28,8 @@ EXACT: Rules = (TRIGGER, "/flows/payroll", False)
 FILES_SECRET = "c0de%2Bsecret%3D%3D"
 FILES: Rules = (f"http://10.0.0.5:8080/api/v1?code={FILES_SECRET}", "/files/", True)
 LOOP: Rules = ("http://127.0.0.1:9512/pub?sig=PUBSECRET456789", "/public/", True)
+INBOX: Rules = ("http://10.0.0.5:8080/mail/INBOX/?key=MAILSECRET1", "/INBOX/", True)  # paths ending in `/`
+IDN: Rules = ("https://xn--bcher-kva.example/api?sig=BOOKSECRET1", "/books", False)  # bücher.example
 
 LOCATIONS = {
     # exact route (upstream: the trigger URL)
@@ -95,6 +98,18 @@ LOCATIONS = {
     "loopback-name-under-localhost": (LOOP, "http://app.localhost:9512/other", None),
     "loopback-in-the-route": (LOOP, "http://localhost:9512/pub/x?sig=PUBSECRET456789&a=1", "/public/x?a=1"),
     "loopback-other-host-passes": (LOOP, "http://10.0.0.5:9512/other", "http://10.0.0.5:9512/other"),
+    # a prefix route whose upstream path and public prefix end in `/`
+    "slash-prefix-below": (INBOX, "/mail/INBOX/42?key=MAILSECRET1&a=1", "/INBOX/42?a=1"),
+    "slash-prefix-root": (INBOX, "http://10.0.0.5:8080/mail/INBOX/", "/INBOX/"),
+    "slash-prefix-outside": (INBOX, "/mail/OUTBOX/1", None),
+    # an upstream written in its IDNA form, named in Unicode
+    "idn-in-unicode-outside": (IDN, "https://BÜCHER.example./other", None),
+    "idn-in-unicode-in-the-route": (IDN, "https://bücher.example/api?sig=BOOKSECRET1&a=1", "/books?a=1"),
+    "other-host-with-a-backslash-in-its-path-passes": (
+        EXACT,
+        "https://other.example/a\\b",
+        "https://other.example/a\\b",
+    ),
 }
 
 
@@ -118,6 +133,7 @@ REFRESHES = {
     "upper-case-quoted": (f"0;URL='{TRIGGER}'", "0;URL='/flows/payroll'"),
     "comma-no-url-key": (f"3, {INVOKE}?page=1", "3, /flows/payroll?page=1"),
     "no-url": ("5", "5"),
+    "relative": ("0; url=/workflows/abc/triggers/manual/paths/invoke?sig=X&page=1", "0; url=/flows/payroll?page=1"),
     "other-host": ("1; url=https://example.com/", "1; url=https://example.com/"),
     "outside": (f"0; url=https://{HOST}/elsewhere", None),
     "outside-host-with-a-trailing-dot": (f"0; url=https://{HOST}./runs/1?sig=OTHER", None),
@@ -161,6 +177,37 @@ LINKS = {
         '<https://ok.example/>; anchor="https://docs.example.com/"',
         '<https://ok.example/>; anchor="https://docs.example.com/"',
     ),
+    "relative-target-rewritten": (
+        "</workflows/abc/triggers/manual/paths/invoke?page=2>; rel=next",
+        "</flows/payroll?page=2>; rel=next",
+    ),
+    "relative-anchor-outside": ('<https://ok.example/>; anchor="/workflows/abc/runs/1"', None),
+    "anchor-without-a-value-is-this-document": (
+        "<https://ok.example/>; anchor",
+        '<https://ok.example/>; anchor="/flows/payroll"',
+    ),
+    "anchor-token-elsewhere-kept-as-written": (
+        "<https://ok.example/>; anchor=https://docs.example.com/",
+        "<https://ok.example/>; anchor=https://docs.example.com/",
+    ),
+    "anchor-extended-elsewhere-passes": (
+        "<https://ok.example/>; anchor*=UTF-8''https%3A%2F%2Fdocs.example.com%2F",
+        "<https://ok.example/>; anchor*=UTF-8''https%3A%2F%2Fdocs.example.com%2F",
+    ),
+    "anchor-extended-with-a-language-elsewhere-passes": (
+        "<https://ok.example/>; anchor*=UTF-8'en'https%3A%2F%2Fdocs.example.com%2F",
+        "<https://ok.example/>; anchor*=UTF-8'en'https%3A%2F%2Fdocs.example.com%2F",
+    ),
+    "anchor-extended-not-utf-8": ("<https://ok.example/>; anchor*=UTF-8''%FF", None),
+    "anchor-rewritten-keeps-quotes-and-backslashes-escaped": (
+        f'<https://ok.example/>; anchor="{INVOKE}?q=a\\"b\\\\c"',
+        '<https://ok.example/>; anchor="/flows/payroll?q=a\\"b\\\\c"',
+    ),
+    "blanks-before-a-comma-trimmed": (
+        '<https://a.example/>; rel="x" , <https://b.example/>',
+        '<https://a.example/>; rel="x", <https://b.example/>',
+    ),
+    "a-trailing-comma": ("<https://a.example/>; rel=x, ", "<https://a.example/>; rel=x"),
 }
 
 
@@ -230,3 +277,41 @@ def test_a_route_without_a_query_only_rewrites() -> None:
     assert response_urls(*plain).secrets is None
     assert shown(plain, b"location", b"http://10.0.0.5/app/x?y=1") == b"/app/x?y=1"
     assert shown(plain, b"x-anything", b"http://10.0.0.5/app/x") == b"http://10.0.0.5/app/x"
+
+
+HOST_KEYS = {
+    # a host as a URL names it -> the key compared with the upstream's host
+    "name-case-and-trailing-dot": ("Example.COM.", "example.com"),
+    "percent-encoded": ("ex%61mple.com", "example.com"),
+    "invalid-utf-8-escape-is-no-error": ("ex%ffample.com", "ex\ufffdample.com"),
+    "unicode-name-in-its-idna-form": ("BÜCHER.example", "xn--bcher-kva.example"),
+    "idna-form-as-is": ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    "localhost": ("localhost", LOOPBACK),
+    "name-under-localhost": ("api.LOCALHOST.", LOOPBACK),
+    "ipv4": ("10.1.2.3", "10.1.2.3"),
+    "ipv4-three-parts": ("10.1.5", "10.1.0.5"),
+    "ipv4-one-number": ("167772165", "10.0.0.5"),
+    "ipv4-hex-part": ("0x10.0.0.1", "16.0.0.1"),
+    "ipv4-empty-hex-part": ("10.0.0.0x", "10.0.0.0"),
+    "ipv4-octal-part": ("012.0.0.05", "10.0.0.5"),
+    "ipv4-32-digits": ("0" * 22 + "1200000005", "10.0.0.5"),
+    "ipv4-33-digits-is-a-name": ("0" * 23 + "1200000005", "0" * 23 + "1200000005"),
+    "ipv4-five-parts-is-a-name": ("10.0.0.5.0", "10.0.0.5.0"),
+    "ipv4-part-over-255-is-a-name": ("1.256.0.1", "1.256.0.1"),
+    "ipv4-first-part-over-255-is-a-name": ("256.0.0.1", "256.0.0.1"),
+    "ipv4-last-part-over-255-is-a-name": ("10.0.0.256", "10.0.0.256"),
+    "ipv4-last-of-three-over-65535-is-a-name": ("10.0.65536", "10.0.65536"),
+    "ipv4-loopback": ("127.1", LOOPBACK),
+    "ipv4-unspecified": ("0", LOOPBACK),
+    "ipv6": ("2001:DB8::1", "2001:db8::1"),
+    "ipv6-loopback": ("::1", LOOPBACK),
+    "ipv4-mapped-ipv6": ("::ffff:10.0.0.5", "10.0.0.5"),
+    "not-an-ipv6": ("fe80::1::2", "fe80::1::2"),
+}
+
+
+@pytest.mark.parametrize(("host", "key"), HOST_KEYS.values(), ids=HOST_KEYS.keys())
+def test_host_key_reads_a_host_as_browsers_and_curl_do(host: str, key: str) -> None:
+    """Two spellings with one key are the same host: how response_urls recognises the upstream however a
+    `Location` spells it (and never takes a different host for it)."""
+    assert host_key(host) == key
