@@ -85,6 +85,9 @@ LOCATIONS = {
     "not-a-number-is-a-name": (FILES, "http://10.0.0.5x:8080/api/v2", "http://10.0.0.5x:8080/api/v2"),
     "localhost-is-not-a-remote-upstream": (FILES, "http://localhost:8080/api/v2", "http://localhost:8080/api/v2"),
     "browser-reads-a-backslash-as-a-slash": (FILES, "http://10.0.0.5:8080\\@evil.example/api/v2", None),
+    "browser-reads-a-path-of-this-host": (FILES, "//\\admin", None),  # `///admin`; urlsplit: the host `\admin`
+    "browser-strips-a-control-character": (FILES, "//\x01", None),  # urlsplit: the host `\x01`
+    "browser-reads-an-invalid-host": (FILES, "//]\\[::1]", None),  # an IPv6 literal browsers cannot read
     # a loopback upstream: every loopback address, `localhost` and the unspecified address are its host
     "loopback-trailing-dot": (LOOP, "http://127.0.0.1.:9512/other?sig=OTHERSIGNATURE1", None),
     "loopback-as-one-number": (LOOP, "http://2130706433:9512/other?sig=OTHERSIGNATURE1", None),

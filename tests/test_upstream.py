@@ -311,6 +311,12 @@ def test_an_upstream_parameter_named_in_unicode_is_protected_too() -> None:
     assert target_url(upstream, "", b"sig=1&SIG=2&ok=1") == "http://h/x?\u017fig=SECRET1&ok=1"
 
 
+def test_an_upstream_parameter_without_letters_shadows_only_names_without_letters() -> None:
+    """An upstream `_` (a cache buster) has an empty skeleton: `[x]` and `_` are read as it, `a[b]` is not."""
+    upstream = target("http://h/x?_=CACHE&sig=S")
+    assert target_url(upstream, "", b"a[b]=1&X]sig=2&[x]=3&__=4") == "http://h/x?_=CACHE&sig=S&a[b]=1&X]sig=2"
+
+
 def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:
     upstream = target("http://h/x?api_key=SECRET-VALUE")
     for pair in (b"api.key=1", b"api+key=1", b"api%20key=1", b"API_KEY[]=1"):
