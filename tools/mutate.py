@@ -22,6 +22,7 @@ import sys
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -171,17 +172,18 @@ def report(scores: dict[str, Score], section: str, stale: list[str], previous: s
         " `make mutate MUTATE_ONLY='sidecar/edge/forward_auth.py ...'` runs the named modules again and rewrites"
         " their rows only.",
         "",
-        "| module | killed | not equivalent | equivalent | not run yet | total | score |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| module | killed | not equivalent | equivalent | not run yet | total | score | run (UTC) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     for module, entry in scores.items():
         if entry.total == 0:
-            lines.append(kept_rows.get(module, f"| `{module}` | | | | | | not run |"))
+            lines.append(kept_rows.get(module, f"| `{module}` | | | | | | not run | |"))
             continue
         counted = entry.total - entry.equivalent
         lines.append(
             f"| `{module}` | {entry.killed} | {counted} | {entry.equivalent} | {entry.not_run} | {entry.total} |"
-            f" {entry.percent:.1f}% |"
+            f" {entry.percent:.1f}% | {today} |"
         )
     lines += ["", "## Surviving mutants", ""]
     body: list[str] = []
