@@ -158,6 +158,9 @@ URIS: dict[str, tuple[bytes, bytes | None]] = {
     "absolute-ipv6": (b"https://[::1]:8443/p", b"/p"),
     "absolute-every-host-character": (b"https://Az09.-_~:[]/p", b"/p"),
     "absolute-path-keeps-its-slashes": (b"https://gw//a/b", b"//a/b"),
+    "absolute-with-a-url-in-its-path": (b"https://gw/go/https://x.example/", b"/go/https://x.example/"),
+    "two-question-marks": (b"/p?a?b", b"/p"),
+    "two-fragments": (b"/p#a#b", b"/p"),
     "space": (b"/public/x /flows/payroll", None),
     "tab": (b"/public/\tx", None),
     "newline": (b"/public/x\n", None),
@@ -211,7 +214,7 @@ routes:  # upstreams on a closed port: forward-auth never calls one (a forwarded
     match: { path: /flows/browser, methods: [GET, POST] }
     upstream: http://127.0.0.1:${CLOSED}/browser
     allow: [{ provider: contoso }]
-    cors: { origins: ['https://app.example.com'], headers: [Authorization] }
+    cors: { origins: ['https://app.example.com'], headers: [Authorization], methods: [POST] }
   - name: limited
     match: { path: /flows/limited, methods: [POST] }
     upstream: http://127.0.0.1:${CLOSED}/limited
@@ -410,7 +413,7 @@ async def test_an_allowed_caller_gets_200_and_the_identity_headers(
     ]
     assert sidecar.counted_since(before) == {("requests", "payroll", "POST", "200"): 1}
     [line] = sidecar.lines
-    assert line["forward_auth"] is True
+    assert (line["forward_auth"], line["request_id"]) == (True, "fa-allow-1")
     assert (line["decision"], line["status"], line["method"], line["path"]) == ("allow", 200, "POST", "/flows/payroll")
     assert (line["route"], line["provider"], line["subject"]) == ("payroll", "contoso", LISA["oid"])
 
@@ -558,7 +561,9 @@ async def test_a_refusal_on_a_cors_route_lets_the_page_read_it(build: Build) -> 
     sidecar = await build()
     answer = await sidecar.ask("nginx", "POST", "/flows/browser", [(b"origin", APP_ORIGIN.encode())])
     assert answer.status == 401
+    assert answer.values(b"vary") == [b"Origin"]
     assert answer.values(b"access-control-allow-origin") == [APP_ORIGIN.encode()]
+    assert answer.values(b"access-control-expose-headers") == [b"www-authenticate, retry-after, x-request-id"]
 
 
 @module_loop
@@ -613,19 +618,22 @@ async def test_the_log_names_the_client_the_trusted_ingress_forwarded_for(build:
     forwarded = [(b"x-forwarded-for", b"203.0.113.9")]
     await sidecar.ask("nginx", "GET", "/public/x", forwarded, client="10.1.2.3")  # the ingress: trusted
     await sidecar.ask("nginx", "GET", "/public/x", forwarded, client="192.0.2.7")  # not a trusted proxy
-    assert [line["client_ip"] for line in sidecar.lines] == ["203.0.113.9", "192.0.2.7"]
+    preflight = [(b"origin", APP_ORIGIN.encode()), (b"access-control-request-method", b"POST"), *forwarded]
+    await sidecar.ask("nginx", "OPTIONS", "/flows/browser", preflight, client="10.1.2.3")
+    assert [line["client_ip"] for line in sidecar.lines] == ["203.0.113.9", "192.0.2.7", "203.0.113.9"]
 
 
-@pytest.mark.parametrize("path", ["/_auth", "/_auth/"])
+@pytest.mark.parametrize("path", ["/_auth", "/_auth/", "/AUTHX", "/AUTHX/"])
 @module_loop
 async def test_only_the_configured_path_and_below_is_forward_auth(path: str, build: Build) -> None:
-    """`--forward-auth-path /_auth` (a trailing slash or not) owns /_auth and /_auth/...; /_authx is a request to
-    proxy like any other (here: no route, 404)."""
+    """`--forward-auth-path /_auth` (a trailing slash or not, any letters) owns /_auth and /_auth/...; /_authx is a
+    request to proxy like any other (here: no route, 404)."""
     sidecar = await build(path=path)
+    base = path.rstrip("/").encode()
     nginx = [(b"x-original-uri", b"/public/x"), (b"x-original-method", b"GET")]
-    assert (await sidecar.call("GET", b"/_auth", nginx)).status == 200
-    assert (await sidecar.call("GET", b"/_auth/sub", nginx)).status == 200
-    other = await sidecar.call("GET", b"/_authx", nginx)
+    assert (await sidecar.call("GET", base, nginx)).status == 200
+    assert (await sidecar.call("GET", base + b"/sub", nginx)).status == 200
+    other = await sidecar.call("GET", base + b"x", nginx)
     assert (other.status, other.problem()["reason"]) == (404, "no_route")
 
 
