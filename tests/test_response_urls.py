@@ -29,6 +29,7 @@ FILES_SECRET = "c0de%2Bsecret%3D%3D"
 FILES: Rules = (f"http://10.0.0.5:8080/api/v1?code={FILES_SECRET}", "/files/", True)
 LOOP: Rules = ("http://127.0.0.1:9512/pub?sig=PUBSECRET456789", "/public/", True)
 INBOX: Rules = ("http://10.0.0.5:8080/mail/INBOX/?key=MAILSECRET1", "/INBOX/", True)  # paths ending in `/`
+ROOT: Rules = ("http://10.0.0.7:8080/", "/root/", True)  # an upstream at its host's root
 IDN: Rules = ("https://xn--bcher-kva.example/api?sig=BOOKSECRET1", "/books", False)  # bücher.example
 
 LOCATIONS = {
@@ -42,6 +43,9 @@ LOCATIONS = {
     "query-only": (EXACT, "?page=2&api-version=1", "/flows/payroll?page=2"),
     "empty": (EXACT, "", "/flows/payroll"),
     "other-params-and-fragment-kept": (EXACT, f"{TRIGGER}&page=2#top", "/flows/payroll?page=2#top"),
+    "two-other-params-kept": (EXACT, f"{INVOKE}?page=2&sig={SIG}&size=3", "/flows/payroll?page=2&size=3"),
+    "root-upstream-url-without-a-path": (ROOT, "http://10.0.0.7:8080", "/root/"),
+    "root-upstream-url-with-only-a-query": (ROOT, "http://10.0.0.7:8080?x=1", "/root/?x=1"),
     "shadowing-spellings-dropped": (EXACT, f"{INVOKE}?sig[]=a&%73ig=b&x=1;sig=c&%20SIG=d&ok=1", "/flows/payroll?ok=1"),
     "elsewhere-on-the-upstream": (EXACT, f"https://{HOST}/workflows/abc/runs/1/operations/2?sig=OTHER", None),
     "below-an-exact-path": (EXACT, f"{INVOKE}/more", None),
@@ -207,8 +211,8 @@ LINKS = {
         '<https://ok.example/>; anchor="/flows/payroll?q=a\\"b\\\\c"',
     ),
     "blanks-before-a-comma-trimmed": (
-        '<https://a.example/>; rel="x" , <https://b.example/>',
-        '<https://a.example/>; rel="x", <https://b.example/>',
+        "<https://a.example/> ; rel=x , <https://b.example/>",
+        "<https://a.example/> ; rel=x, <https://b.example/>",
     ),
     "a-trailing-comma": ("<https://a.example/>; rel=x, ", "<https://a.example/>; rel=x"),
 }
@@ -253,7 +257,13 @@ def test_a_header_named_with_the_secret_is_dropped() -> None:
 
 
 def test_short_query_values_and_other_headers_pass() -> None:
-    for key, value in [(b"server", b"thing/1.0"), (b"etag", b'"abc"'), (b"x-debug", b"Qz9+k3Yv")]:
+    many_escapes = b"q=%25252541"  # still escaped after the decodings tried: not a secret for that
+    for key, value in [
+        (b"server", b"thing/1.0"),
+        (b"etag", b'"abc"'),
+        (b"x-debug", b"Qz9+k3Yv"),
+        (b"x-q", many_escapes),
+    ]:
         assert shown(EXACT, key, value) == value
 
 
@@ -318,3 +328,16 @@ def test_host_key_reads_a_host_as_browsers_and_curl_do(host: str, key: str) -> N
     """Two spellings with one key are the same host: how response_urls recognises the upstream however a
     `Location` spells it (and never takes a different host for it)."""
     assert host_key(host) == key
+
+
+def test_an_upstream_value_with_its_padding_written_raw_is_still_a_secret() -> None:
+    """`sig=...==`: the value is everything after the first `=`, base64 padding included."""
+    padded: Rules = ("https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==", "/p", False)
+    assert shown(padded, b"x-debug", b"Qz9+k3Yv/0aRmN4sPc==") is None
+    assert shown(padded, b"x-debug", b"Qz9%2Bk3Yv%2F0aRmN4sPc%3D%3D") is None
+
+
+def test_a_query_value_of_eight_characters_is_a_secret_and_of_seven_is_not() -> None:
+    rules: Rules = ("https://h.example/x?code=ABCD1234&v=ABC1234", "/p", False)
+    assert shown(rules, b"x-debug", b"ABCD1234") is None
+    assert shown(rules, b"x-debug", b"ABC1234") == b"ABC1234"

@@ -36,6 +36,8 @@ ROUTES = {
         make("admin-json", path="/public/admin.json.bak", allow=ADMINS),  # an exact route of its own: it wins
         make("admin-files", prefix="/public/admin./", allow=ADMINS),  # a longer prefix written for a spelling
         make("health", path="/public/health"),  # as open as its prefix: claims nothing
+        make("one-letter", path="/public/a", allow=ADMINS),
+        make("directory", path="/public/dir/", allow=ADMINS),
     )
 }
 TABLE = RouteTable.build(list(ROUTES.values()))
@@ -60,6 +62,9 @@ SPELLINGS = {
     "other-name-with-dot": ("/public/adm.in", "public", "/adm.in"),
     "unclaimed-exact-path": ("/public/health/", "public", "/health/"),
     "unclaimed-extension": ("/public/health.json", "public", "/health.json"),
+    "one-letter-name-extension": ("/public/a.json", "one-letter", ""),
+    "spelling-in-an-earlier-segment-stays-with-prefix": ("/public/admin.json/x", "public", "/admin.json/x"),
+    "a-name-in-a-protected-directory-stays-with-prefix": ("/public/dir/.json", "public", "/dir/.json"),
 }
 
 
@@ -83,7 +88,7 @@ def test_without_an_open_prefix_a_spelling_is_still_no_route() -> None:
 
 
 def test_only_exact_paths_under_a_prefix_that_decides_otherwise_claim() -> None:
-    assert claiming(list(ROUTES.values())) == {"/public/admin", "/public/admin.json.bak"}
+    assert claiming(list(ROUTES.values())) == {"/public/admin", "/public/admin.json.bak", "/public/a", "/public/dir/"}
 
 
 def test_check_says_the_exact_route_takes_the_spellings() -> None:

@@ -317,6 +317,12 @@ def test_an_upstream_parameter_without_letters_shadows_only_names_without_letter
     assert target_url(upstream, "", b"a[b]=1&X]sig=2&[x]=3&__=4") == "http://h/x?_=CACHE&sig=S&a[b]=1&X]sig=2"
 
 
+def test_an_upstream_value_with_its_padding_written_raw_keeps_its_name() -> None:
+    """`sig=...==`: the name is what comes before the first `=` (base64 padding is part of the value)."""
+    upstream = target("https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==")
+    assert target_url(upstream, "", b"sig=1&ok=2") == "https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==&ok=2"
+
+
 def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:
     upstream = target("http://h/x?api_key=SECRET-VALUE")
     for pair in (b"api.key=1", b"api+key=1", b"api%20key=1", b"API_KEY[]=1"):
