@@ -10,7 +10,11 @@ by hand (one line per mutant, with why it cannot change behaviour) and kept as i
 the mutants of those modules only, every one of them again, and rewrites only their rows and survivors in
 MUTATION.md: the other modules' rows are kept as the last run wrote them (a module never run here keeps its row).
 
-Usage: python tools/mutate.py [--report-only] [mutmut name patterns...]. Exit 1 when a module is under the target.
+`--survivors` runs again only the mutants (of MUTATE_ONLY's modules, or all) that no test has killed yet: after adding
+tests, that is what can change.
+
+Usage: python tools/mutate.py [--report-only | --survivors] [mutmut name patterns...]. Exit 1 when a module is under
+the target.
 """
 
 from __future__ import annotations
@@ -211,11 +215,20 @@ def report(scores: dict[str, Score], section: str, stale: list[str], previous: s
 
 
 def main(argv: list[str]) -> int:
-    report_only = "--report-only" in argv
-    patterns = [arg for arg in argv if arg != "--report-only"]
+    report_only, again = "--report-only" in argv, "--survivors" in argv
+    patterns = [arg for arg in argv if arg not in ("--report-only", "--survivors")]
     names = modules()
     chosen = only(os.environ.get("MUTATE_ONLY", ""), names)
-    if chosen:  # every mutant of these modules, run again (mutmut reruns the mutants it is given by name)
+    if again:
+        patterns += [
+            name
+            for name, status in results().items()
+            if status not in KILLED and (not chosen or module_of(name, names) in chosen)
+        ]
+        if not patterns:
+            print("no surviving mutants to run again")
+            report_only = True
+    elif chosen and not patterns:  # every mutant of these modules, run again (mutmut reruns those named)
         patterns += [f"{module}.*" for module in chosen]
     if not report_only:
         run_mutmut(patterns)
