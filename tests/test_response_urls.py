@@ -341,3 +341,14 @@ def test_a_query_value_of_eight_characters_is_a_secret_and_of_seven_is_not() -> 
     rules: Rules = ("https://h.example/x?code=ABCD1234&v=ABC1234", "/p", False)
     assert shown(rules, b"x-debug", b"ABCD1234") is None
     assert shown(rules, b"x-debug", b"ABC1234") == b"ABC1234"
+
+
+def test_without_the_request_url_relative_references_resolve_against_the_upstream_url() -> None:
+    assert response_headers([(b"Location", b"invoke?page=2")], 302, response_urls(*EXACT)) == [
+        (b"Location", b"/flows/payroll?page=2")
+    ]
+
+
+def test_the_headers_after_a_dropped_one_still_pass() -> None:
+    upstream = [(b"Location", f"https://{HOST}/elsewhere".encode()), (b"ETag", b'"a"'), (b"Link", b"x")]
+    assert response_headers(upstream, 302, response_urls(*EXACT)) == [(b"ETag", b'"a"')]

@@ -40,7 +40,12 @@ ROUTES = {
         make("directory", path="/public/dir/", allow=ADMINS),
     )
 }
-TABLE = RouteTable.build(list(ROUTES.values()))
+
+
+def table() -> RouteTable:
+    """Built in each test: `make mutate` runs a mutant's tests in a process that imported this module unmutated."""
+    return RouteTable.build(list(ROUTES.values()))
+
 
 # raw request path -> the route that decides it, and the rest a prefix route appends
 SPELLINGS = {
@@ -70,13 +75,21 @@ SPELLINGS = {
 
 @pytest.mark.parametrize(("raw", "name", "rest"), SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_spelling_of_a_protected_exact_path_is_decided_by_its_route(raw: str, name: str, rest: str) -> None:
-    assert TABLE.lookup("GET", normalise(raw.encode())) == RouteHit(ROUTES[name], rest)
+    assert table().lookup("GET", normalise(raw.encode())) == RouteHit(ROUTES[name], rest)
 
 
 def test_a_method_the_exact_route_does_not_take_goes_where_the_exact_path_goes() -> None:
     """DELETE /public/admin is the open prefix's (the exact route takes GET and POST only): so are its spellings."""
-    assert TABLE.lookup("DELETE", "/public/admin") == RouteHit(ROUTES["public"], "/admin")
-    assert TABLE.lookup("DELETE", "/public/admin/") == RouteHit(ROUTES["public"], "/admin/")
+    assert table().lookup("DELETE", "/public/admin") == RouteHit(ROUTES["public"], "/admin")
+    assert table().lookup("DELETE", "/public/admin/") == RouteHit(ROUTES["public"], "/admin/")
+
+
+def test_a_spelling_neither_route_takes_the_method_of_is_405_naming_both() -> None:
+    shop = make("shop", prefix="/shop/", methods="GET POST")
+    admin = make("shop-admin", path="/shop/admin", methods="POST", allow=ADMINS)
+    spelled = RouteTable.build([shop, admin])
+    assert spelled.lookup("DELETE", "/shop/admin/") == WrongMethod(("GET", "POST"))
+    assert spelled.lookup("POST", "/shop/admin.json") == RouteHit(admin, "")
 
 
 def test_without_an_open_prefix_a_spelling_is_still_no_route() -> None:

@@ -201,6 +201,10 @@ BODILESS = {
 }
 
 
+def test_a_304_is_taken_as_the_answer_to_a_get_unless_told_otherwise() -> None:
+    assert response_headers([(b"Content-Length", b"5"), (b"ETag", b'"a"')], 304) == [(b"ETag", b'"a"')]
+
+
 @pytest.mark.parametrize(("status", "head", "expected"), BODILESS.values(), ids=BODILESS.keys())
 def test_no_content_length_on_204_and_304(status: int, head: bool, expected: list[tuple[bytes, bytes]]) -> None:
     assert response_headers([(b"Content-Length", b"10"), (b"ETag", b'"a"')], status, head=head) == expected
