@@ -86,10 +86,11 @@ def test_a_method_the_exact_route_does_not_take_goes_where_the_exact_path_goes()
 
 def test_a_spelling_neither_route_takes_the_method_of_is_405_naming_both() -> None:
     shop = make("shop", prefix="/shop/", methods="GET POST")
-    admin = make("shop-admin", path="/shop/admin", methods="POST", allow=ADMINS)
+    admin = make("shop-admin", path="/shop/admin", methods="POST PUT", allow=ADMINS)
     spelled = RouteTable.build([shop, admin])
-    assert spelled.lookup("DELETE", "/shop/admin/") == WrongMethod(("GET", "POST"))
+    assert spelled.lookup("DELETE", "/shop/admin/") == WrongMethod(("GET", "POST", "PUT"))
     assert spelled.lookup("POST", "/shop/admin.json") == RouteHit(admin, "")
+    assert spelled.lookup("GET", "/shop/admin/") == RouteHit(shop, "/admin/")  # where GET /shop/admin goes
 
 
 def test_without_an_open_prefix_a_spelling_is_still_no_route() -> None:
