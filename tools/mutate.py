@@ -174,7 +174,9 @@ def report(scores: dict[str, Score], section: str, stale: list[str], previous: s
         " `[tool.mutmut]` of pyproject.toml, each mutant against the tests that reached its function. A mutant not run"
         " yet (a run cut short) counts as not killed; `make mutate` goes on from where mutmut stopped (`mutants/`)."
         " `make mutate MUTATE_ONLY='sidecar/edge/forward_auth.py ...'` runs the named modules again and rewrites"
-        " their rows only.",
+        " their rows only; add `MUTATE_ARGS=--survivors` to run only their mutants no test has killed yet (after"
+        " adding tests). Tests build what they check inside the test: mutmut forks each mutant's run from a process"
+        " that imported the test modules with the original code (tests/conftest.py clears the memoised results).",
         "",
         "| module | killed | not equivalent | equivalent | not run yet | total | score | run (UTC) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
