@@ -191,3 +191,26 @@ def test_an_audit_mode_refusal_is_the_would_be_refusal_forwarded(
     code, out, err = run(demo, write(demo, cases), capsys)
     assert code == 0, out + err
     assert "403 not_allowed route=payroll (audit: forwarded)" in out
+
+
+NO_ROUTE = f"""version: 1
+cases:
+  - name: nothing there
+    path: /nowhere
+    expect: {{ status: 404, route: null }}
+  - name: payroll has a route
+    method: POST
+    path: /flows/payroll
+    caller: {{ claims: {{ oid: {TOM} }} }}
+    expect: {{ route: null }}
+"""
+
+
+def test_no_route_is_printed_as_the_cases_file_writes_it(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`route: null` in the cases file, `route=null` in the table: one spelling for "no route"."""
+    code, out, _ = run(demo, write(demo, NO_ROUTE), capsys)
+    assert code == 1
+    nothing = next(line for line in out.splitlines() if "nothing there" in line)
+    payroll = next(line for line in out.splitlines() if "payroll has a route" in line)
+    assert nothing.startswith("ok ") and "404 no_route route=null" in nothing
+    assert payroll.startswith("FAIL") and payroll.endswith("expected route null")

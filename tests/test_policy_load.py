@@ -41,7 +41,7 @@ HS_REFUSED = (
 ALGORITHMS = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA"
 PROVIDER_KEYS = (
     "algorithms, audiences, entra, introspection, issuer, jwks_min_refresh, jwks_refresh, jwks_uri, leeway, "
-    "max_stale, max_token_bytes, require_typ"
+    "max_stale, max_token_bytes, require_typ, tls"
 )
 COLON_MISPLACED = (
     '(yaml): a ": " where no key can start: is the line indented too far, or does a value hold ": " (then quote it)?'
@@ -346,7 +346,7 @@ SINGLE_ERRORS = {
         11,
         'routes[0].users: unknown key "users": users belongs in an allow rule: allow: [{provider: ..., users: ...}] '
         "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, mode, name, rate_limit, "
-        "timeout, upstream)",
+        "timeout, tls, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -820,13 +820,31 @@ NEVER_MATCH = {
         "p.yaml:9: routes[0].upstream: http:// sends the query (a signature such as sig) in clear text to "
         "up.example.com: anyone on the way can read and replay it; use https://",
     ),
-    "scopes-beside-app-only-rules": (
-        route(
-            allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, "
-            "{provider: contoso, scopes: [Flows.Run]}]"
-        ),
-        "p.yaml:10: routes[0].allow[1].scopes: scopes match only user (delegated) tokens, and the route's other rules "
-        "take app tokens only: an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
+    "scopes-on-an-app-only-rule": (
+        route(allow="[{provider: contoso, scopes: [Flows.Run], claims: {idtyp: app}}]"),
+        "p.yaml:10: routes[0].allow[0].scopes: scopes match only user (delegated) tokens, and this rule takes app "
+        "tokens only (idtyp: app): an app's client-credentials token carries roles, never scp "
+        "(use claims: {roles: [...]})",
+    ),
+    "entra-claim-role": (
+        route(allow="[{provider: contoso, claims: {role: [Payroll.Invoke]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.role: Entra\'s tokens carry no claim "role" (claim names are '
+        'case-sensitive): did you mean "roles"?',
+    ),
+    "entra-claim-Roles": (
+        route(allow="[{provider: contoso, claims: {Roles: [Payroll.Invoke]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.Roles: Entra\'s tokens carry no claim "Roles" (claim names are '
+        'case-sensitive): did you mean "roles"?',
+    ),
+    "role-display-name": (
+        route(allow="[{provider: contoso, claims: {roles: [Payroll Invoker]}}]"),
+        'p.yaml:10: routes[0].allow[0].claims.roles: "Payroll Invoker" has a space: an app role\'s display name? '
+        "tokens carry the role's value (App roles, Value column, e.g. Payroll.Invoke): use its value",
+    ),
+    "default-scope-audience": (
+        route().replace("audiences: [api://app]", "audiences: [api://app/.default]"),
+        'p.yaml:5: providers.contoso.audiences[0]: "api://app/.default" is the scope a client requests a token '
+        'with, never a token\'s aud: list "api://app" (the Application ID URI) or the application id',
     ),
     "upn-on-app-only-rule": (
         route(allow="[{provider: contoso, app_tokens_only: true, users: [svc@contoso.com]}]"),
@@ -884,7 +902,7 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
         "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_query, forward_token, "
-        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
+        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, tls, upstream)"
     ]
 
 
@@ -913,16 +931,14 @@ def test_expanded_values_are_scrubbed_even_where_echoed() -> None:
 def test_file_substitution(tmp_path: Path) -> None:
     secret = tmp_path / "sig"
     secret.write_text("abc:def\n")  # the trailing newline of a mounted Secret is dropped
-    twice = tmp_path / "twice"
-    twice.write_text("ghi\n\n")  # only one
     crlf = tmp_path / "crlf"
     crlf.write_bytes(b"jkl\r\n")
-    text = route(allow=f"[{{provider: contoso, users: ['${{file:{twice}}}', '${{file:{crlf}}}']}}]").replace(
+    text = route(allow=f"[{{provider: contoso, users: ['${{file:{crlf}}}']}}]").replace(
         "https://up.example.com/a", f"https://h/?sig=${{file:{secret}}}"
     )
     (only,) = parse(text).routes
     assert only.upstream == "https://h/?sig=abc:def"
-    assert only.allow != ANYONE and only.allow[0].users == UserSet(frozenset({"ghi\n", "jkl"}), frozenset())
+    assert only.allow != ANYONE and only.allow[0].users == UserSet(frozenset({"jkl"}), frozenset())
 
 
 def test_a_trailing_newline_in_a_substituted_value_is_named(tmp_path: Path) -> None:
@@ -940,10 +956,51 @@ def test_a_trailing_newline_in_a_substituted_value_is_named(tmp_path: Path) -> N
     ]
 
 
-def test_a_trailing_newline_no_check_refuses_is_warned_about() -> None:
-    policy = parse(route(allow="[{provider: contoso, users: ['${OID}']}]"), {"OID": "x-oid\r\n"})
+EXACT = "(the value is compared exactly with the token's claims, so no token would match)"
+
+
+@pytest.mark.parametrize(
+    ("allow", "where"),
+    [
+        ("[{provider: contoso, users: ['${V}']}]", "routes[0].allow[0].users[0]"),
+        ("[{provider: contoso, apps: ['${V}']}]", "routes[0].allow[0].apps[0]"),
+        ("[{provider: contoso, groups: ['${V}']}]", "routes[0].allow[0].groups[0]"),
+        ("[{provider: contoso, scopes: ['${V}']}]", "routes[0].allow[0].scopes[0]"),
+        ("[{provider: contoso, claims: {roles: ['${V}']}}]", "routes[0].allow[0].claims.roles[0]"),
+    ],
+    ids=["users", "apps", "groups", "scopes", "claims"],
+)
+@pytest.mark.parametrize(
+    ("value", "edge"),
+    [
+        ("x-id\n", "ends with a newline (written with `echo`?)"),
+        ("x-id\r\n", "ends with a newline (written with `echo`?)"),
+        ("x-id ", "ends with whitespace"),
+        (" x-id", "starts with whitespace"),
+    ],
+    ids=["lf", "crlf", "space", "leading"],
+)
+def test_whitespace_at_an_end_of_a_substituted_identity_value_is_an_error(
+    allow: str, where: str, value: str, edge: str
+) -> None:
+    """A Secret written with `echo` makes an identity value no token carries: refused, not warned about."""
+    (error,) = errors(route(allow=allow), {"V": value})
+    assert error.startswith(f"p.yaml:10: {where}: the value of ${{V}} {edge}: remove it (")
+    assert error.endswith(EXACT) or "scopes" in where  # a scope with a space has its own error
+
+
+def test_whitespace_at_an_end_of_a_substituted_audience_is_an_error() -> None:
+    text = route().replace("audiences: [api://app]", "audiences: ['${API_ID}']")
+    assert errors(text, {"API_ID": "api://app\n"}) == [
+        "p.yaml:5: providers.contoso.audiences[0]: the value of ${API_ID} ends with a newline (written with `echo`?): "
+        f"remove it {EXACT}"
+    ]
+
+
+def test_whitespace_no_check_refuses_is_warned_about() -> None:
+    policy = parse(route().replace("version: 1\n", "version: 1\nrealm: '${REALM}'\n"), {"REALM": "api "})
     assert policy.warnings == (
-        "p.yaml:10: routes[0].allow[0].users[0]: the value of ${OID} ends with a newline, which is kept as part of it",
+        "p.yaml:2: realm: the value of ${REALM} ends with whitespace, which is kept as part of it",
     )
 
 
@@ -1028,3 +1085,32 @@ BAD_DURATIONS = {
 def test_parse_duration_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("line", "reference"),
+    [
+        ("    entra: { tenant: ${TENANT_ID} }", "${TENANT_ID}"),
+        ("    audiences: [${API_ID}]", "${API_ID}"),
+        ("    audiences: [api://${API_ID}, api://b]", "${API_ID}"),
+    ],
+    ids=["mapping", "list", "inside-a-value"],
+)
+def test_an_unquoted_reference_in_flow_style_says_quote_it(line: str, reference: str) -> None:
+    text = HEAD.replace("    audiences: [api://app]", line)
+    (error,) = errors(text, {"TENANT_ID": "t", "API_ID": "a"})
+    assert error.startswith(f"p.yaml:5: (yaml): an unquoted {reference} inside [...] or {{...}}")
+    assert f'quote it: "{reference}"' in error.splitlines()[0]
+
+
+def test_scopes_beside_app_only_rules_are_a_legitimate_route() -> None:
+    """Apps by role (app tokens only) or users by scope: each rule can match its own callers, so no warning."""
+    text = route(
+        allow="[{provider: contoso, app_tokens_only: true, claims: {roles: [Run]}}, {provider: contoso, scopes: [Run]}]"
+    )
+    assert parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings == ()
+
+
+def test_entra_claim_names_that_exist_are_not_questioned() -> None:
+    text = route(allow="[{provider: contoso, claims: {roles: [Payroll.Invoke], wids: [w], department: [x]}}]")
+    assert parse(text.replace(HEAD, ENTRA_HEAD, 1)).warnings == ()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.policy.allow import authorize
 from sidecar.policy.load import PolicyError, parse_policy
-from sidecar.policy.model import CallerKind, Introspection, Policy
+from sidecar.policy.model import CallerKind, Identity, Introspection, Policy
 
 TID = "11111111-2222-3333-4444-555555555555"
 ROUTE = "routes:\n  - name: a\n    match: {path: /a}\n    upstream: https://up.example.com/a\n    allow: ALLOW\n"
@@ -198,3 +199,35 @@ def test_no_error_echoes_the_secret() -> None:
     source = text(OPAQUE.replace("client_id: sidecar", "client_id: sidecar\n      cache: ${SECRET}"))
     found = errors(source.replace("[{provider: contoso}]", "[{provider: opaque}]"))
     assert found and not [error for error in found if ENV["SECRET"] in error]
+
+
+UPPER = "AAAAAAAA-0000-4000-8000-00000000000A"
+
+
+@pytest.mark.parametrize(
+    ("key", "claims"),
+    [("users", {"oid": UPPER.lower()}), ("apps", {"azp": UPPER.lower()}), ("groups", {"groups": [UPPER.lower()]})],
+    ids=["users", "apps", "groups"],
+)
+def test_an_upper_case_guid_matches_entras_lower_case_claim(key: str, claims: dict[str, object]) -> None:
+    """The portal may show a GUID in upper case; Entra's tokens carry it in lower case."""
+    route = parse(text(ENTRA, f"[{{provider: entra-co, {key}: [{UPPER}]}}]")).routes[0]
+    assert authorize(route, Identity("entra-co", claims, 0)) is not None
+
+
+def test_guids_keep_their_case_on_other_providers() -> None:
+    """Another issuer's `sub` may be case-sensitive: only Entra's ids are known to be lower-case GUIDs."""
+    route = parse(text(ISSUER, f"[{{provider: contoso, users: [{UPPER}]}}]")).routes[0]
+    assert authorize(route, Identity("contoso", {"sub": UPPER.lower()}, 0)) is None
+    assert authorize(route, Identity("contoso", {"sub": UPPER}, 0)) is not None
+
+
+def test_cloud_and_authority_together_are_an_error() -> None:
+    """`authority` replaces the cloud's hosts: a `cloud` beside it would be ignored without a word."""
+    entra = f"  entra-co:\n    entra: {{tenant: {TID}, cloud: usgov, authority: http://127.0.0.1:9400}}\n"
+    assert errors(text(entra + "    audiences: [api://app]\n", "[{provider: entra-co}]")) == [
+        "p.yaml:4: providers.entra-co.entra: cloud and authority exclude each other: authority replaces every host "
+        "of the cloud (the cloud would be ignored); keep one"
+    ]
+    alone = f"  entra-co:\n    entra: {{tenant: {TID}, authority: http://127.0.0.1:9400}}\n    audiences: [api://app]\n"
+    assert parse(text(alone, "[{provider: entra-co}]")).providers["entra-co"].entra

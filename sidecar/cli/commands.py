@@ -14,17 +14,20 @@ from typing import Any
 import uvloop
 
 from sidecar.edge.runtime import policy_hash
+from sidecar.edge.tls import TlsFilesError, server_context
+from sidecar.edge.upstream_tls import tls_errors
 from sidecar.observe import log
 from sidecar.ops.run import run_sidecar
 from sidecar.ops.server import bind
 from sidecar.options import Address, ServeOptions
 from sidecar.policy.load import PolicyError, read_policy
-from sidecar.policy.model import Anyone, Policy
+from sidecar.policy.model import Anyone, Mode, Policy
 
 __all__ = ["check_command", "explain_command", "serve_command", "test_command"]
 
 
-def check_command(config: str | None) -> int:
+def check_command(config: str | None, *, strict: bool = False) -> int:
+    """Exit 0: the policy loads (warnings on stderr); 1: an error, or with `strict` (for CI) any warning."""
     if not config:
         print("sidecar check: no policy file: pass --config FILE or set SIDECAR_CONFIG", file=sys.stderr)
         return 1
@@ -34,17 +37,29 @@ def check_command(config: str | None) -> int:
     policy = loaded[0]
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
+    if strict and policy.warnings:
+        count = len(policy.warnings)
+        print(f"{config}: refused by --strict: {count} warning{'s' * (count != 1)}: {_summary(policy)}")
+        return 1
     print(f"{config}: OK: {_summary(policy)}")
     return 0
 
 
 def explain_command(config: str | None, args: Any) -> int:
-    from sidecar.cli.explain import explain, render
+    from sidecar.cli.explain import explain, render, unbearer
 
     policy = _policy("explain", config)
     if policy is None:
         return 2
-    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    if token is not None and not token.strip():
+        where = "on stdin" if args.token == "-" else "in --token"
+        print(
+            f"sidecar explain: no token given {where} (to explain a request without one, leave out --token)",
+            file=sys.stderr,
+        )
+        return 2
+    token, pasted = unbearer(token)
     try:
         claims = json.loads(args.claims) if args.claims is not None else None
     except ValueError:
@@ -54,6 +69,7 @@ def explain_command(config: str | None, args: Any) -> int:
         return 2
     path = args.path.split("?", 1)[0].encode("utf-8")
     result = asyncio.run(explain(policy, args.method, path, token, claims))
+    result.notes.extend(pasted)
     print(render(result, args.json))
     return 0 if result.decision != "reject" else 1
 
@@ -89,9 +105,12 @@ def _summary(policy: Policy) -> str:
     providers = len(policy.providers)
     routes = len(policy.routes)
     warnings = len(policy.warnings)
+    audit = sum(1 for route in policy.routes if route.mode is Mode.AUDIT)
+    audited = f", {audit} in audit mode" if audit else ""  # audit forwards refused calls: never unnoticed
     return (
         f"{providers} provider{'s' * (providers != 1)}, {routes} route{'s' * (routes != 1)} "
-        f"({routes - anyone} authenticated, {anyone} open to anyone), {warnings} warning{'s' * (warnings != 1)}"
+        f"({routes - anyone} authenticated, {anyone} open to anyone{audited}), "
+        f"{warnings} warning{'s' * (warnings != 1)}"
     )
 
 
@@ -102,7 +121,10 @@ def _load(config: str) -> tuple[Policy, str] | None:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
-    return policy, policy_hash(text)
+    errors = tls_errors(policy)  # the `tls:` files read and paired, as serving will (FILE:LINE)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return (policy, policy_hash(text)) if not errors else None
 
 
 def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
@@ -115,6 +137,12 @@ def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
     loaded = _load(options.config)
     if loaded is None:
         return 1
+    if options.tls is not None:
+        try:
+            server_context(options.tls)  # before binding or forking: a certificate that does not load stops here
+        except TlsFilesError as exc:
+            print(f"sidecar serve: {exc}", file=sys.stderr)
+            return 2
     sockets = _bind_all([options.listen, options.admin_listen])
     if sockets is None:
         return 2

@@ -8,6 +8,7 @@ Nothing is forwarded anywhere.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,13 +22,15 @@ from sidecar.auth.keys import KeyStore
 from sidecar.auth.steps import Step
 from sidecar.auth.verify import Verifier
 from sidecar.edge.decide import Decision, decide
+from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
+from sidecar.edge.upstream_tls import ControlClients, build_tls, control_client
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Policy
-from sidecar.reasons import outcome
+from sidecar.reasons import Reason, outcome
 from sidecar.upstream.target import target
 
-__all__ = ["CLAIMS_NOTE", "Explanation", "explain", "render"]
+__all__ = ["CLAIMS_NOTE", "Explanation", "explain", "render", "unbearer"]
 
 CLAIMS_NOTE = "claims given by hand: the token's header, key and signature are not checked"
 
@@ -46,8 +49,29 @@ class Explanation:
     rules: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     reason: str | None = None
-    decision: str = "allow"
+    decision: str = Verdict.ALLOW.value
     allow: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the given token was read
+
+
+_BEARER = re.compile(r"bearer\s+", re.IGNORECASE)
+BEARER_NOTE = 'the leading "Bearer " was removed: --token takes the token alone'
+# The proxy refuses a credential that is not one b64token before any check of the token runs (auth.bearer).
+_NOT_B64TOKEN = (
+    "the token is not one word of base64url characters (a space, line break or other character inside it); "
+    "the proxy refuses it before any other check"
+)
+
+
+def unbearer(token: str | None) -> tuple[str | None, list[str]]:
+    """A token pasted with its scheme (`Bearer eyJ...`, copied from a header) is read as the token, with a note."""
+    if token is None:
+        return None, []
+    token = token.strip()
+    found = _BEARER.match(token)
+    if found is None:
+        return token, []
+    return token[found.end() :], [BEARER_NOTE]
 
 
 async def explain(
@@ -61,9 +85,12 @@ async def explain(
     clock: Callable[[], float] = time.time,
 ) -> Explanation:
     """With `token`, the live decision (keys fetched from the issuer now, through `client` when given); with
-    `claims`, the same decision for a caller with these claims, without signature verification."""
-    async with _http(client) as http:
-        verifier = Verifier(policy.providers, KeyStore(http), clock=clock, introspector=Introspector(http, clock))
+    `claims`, the same decision for a caller with these claims: the iss, aud, tid and exp checks run (missing ones
+    filled in valid by `auth.handclaims`), the header, key and signature are not checked."""
+    async with _http(policy, client) as http:
+        keys = KeyStore(http.default, client_for=http.for_provider)
+        introspector = Introspector(http.default, clock, client_for=http.for_provider)
+        verifier = Verifier(policy.providers, keys, clock=clock, introspector=introspector)
         snapshot = Snapshot(policy, verifier, "")
         headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
         trace: list[Step] = []
@@ -71,6 +98,8 @@ async def explain(
     result = _base(method.upper(), decision)
     result.caller = "claims" if claims is not None else "token" if token is not None else "none"
     result.token = trace
+    if token is not None and not trace and decision.reason is Reason.MALFORMED_TOKEN:
+        result.token.append(Step("format", False, _NOT_B64TOKEN))
     route, identity = decision.route, decision.identity
     if identity is not None and route is not None:
         result.provider = identity.provider
@@ -79,12 +108,17 @@ async def explain(
 
 
 @asynccontextmanager
-async def _http(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+async def _http(policy: Policy, client: httpx.AsyncClient | None) -> AsyncIterator[ControlClients]:
+    """`client` when given (tests); else the proxy's clients: a provider's own `tls:` is used as when serving."""
     if client is not None:
-        yield client
+        yield ControlClients(client)
         return
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as own:
-        yield own
+    clients = ControlClients(control_client())
+    try:
+        clients.use(build_tls(policy).providers)
+        yield clients
+    finally:
+        await clients.close()
 
 
 def _base(method: str, decision: Decision) -> Explanation:
@@ -97,7 +131,8 @@ def _base(method: str, decision: Decision) -> Explanation:
     if decision.reason is not None:
         result.reason = decision.reason.value
         result.status = outcome(decision.reason).status
-        result.decision = "audit_forward" if decision.forwarded else "reject"
+        verdict = Verdict.AUDIT_FORWARD if decision.forwarded else Verdict.REJECT  # as the access line says
+        result.decision = verdict.value
     return result
 
 
@@ -114,6 +149,7 @@ def render(result: Explanation, as_json: bool) -> str:
         lines.append(
             f"route     {result.route} (line {result.route_line}), mode {result.mode}, upstream {result.upstream}"
         )
+    lines.extend(f"note      {note}" for note in result.notes)
     if result.caller == "claims" and result.token:
         lines.append(f"caller    {CLAIMS_NOTE}")
     for check in result.token:
@@ -122,4 +158,10 @@ def render(result: Explanation, as_json: bool) -> str:
         lines.append(f"rule {rule['rule']:<4} {'holds' if rule['held'] else 'fails'}: {rule['why']}")
     verdict = f"{result.status} {result.decision}" + (f" ({result.reason})" if result.reason else "")
     lines.append(f"decision  {verdict}")
-    return "\n".join(lines)
+    return "\n".join(_visible(line) for line in lines)
+
+
+def _visible(line: str) -> str:
+    """A claim or a configured value with a newline or another control character must not break or fake a line
+    of the output: show it escaped (`\\n`), as Python would write it."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line)

@@ -44,9 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--reload-settle", help="seconds a policy file changed in place must stay unchanged before it loads (default 5)"
     )
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate chain: the proxy listener speaks HTTPS (env SIDECAR_TLS_CERT; reloaded)"
+    )
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env SIDECAR_TLS_KEY; reloaded on change)")
+    serve.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: callers must show a certificate it issued (env SIDECAR_TLS_CLIENT_CA)"
+    )
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")
+    check.add_argument("--strict", action="store_true", help="treat every warning as an error (exit 1): for CI")
 
     explain = commands.add_parser(
         "explain", help="the decision for a request, and why (exit 0: allowed, 1: refused, 2: bad input)"
@@ -56,7 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--path", required=True, help="request path, as the client would send it")
     given = explain.add_mutually_exclusive_group()
     given.add_argument("--token", help="a bearer JWT, checked against the issuer's live keys ('-' reads stdin)")
-    given.add_argument("--claims", help="claims as JSON, applied to the rules without verification")
+    given.add_argument(
+        "--claims",
+        help="claims as JSON, decided as a token carrying them: the iss, aud, tid and exp checks run (missing ones "
+        "default to valid values), only the header, key and signature are not checked",
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
     test = commands.add_parser(
@@ -83,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from sidecar.cli.commands import check_command
 
-        return check_command(args.config or os.environ.get("SIDECAR_CONFIG"))
+        return check_command(args.config or os.environ.get("SIDECAR_CONFIG"), strict=args.strict)
     if args.command == "explain":
         from sidecar.cli.commands import explain_command
 

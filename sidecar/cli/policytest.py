@@ -22,7 +22,9 @@ from sidecar.auth.keys import KeyStore
 from sidecar.auth.verify import Verifier
 from sidecar.cli.explain import CLAIMS_NOTE
 from sidecar.edge.decide import Decision, decide
+from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
+from sidecar.edge.upstream_tls import ControlClients, build_tls, control_client
 from sidecar.policy.fields import Spec, Text, method_name
 from sidecar.policy.load import validate_spec
 from sidecar.policy.model import Policy
@@ -115,7 +117,7 @@ class Outcome:
         if expect.reason is not None and expect.reason != self.reason:
             wrong.append(f"reason {expect.reason}")
         if self.case.route_expected and expect.route != self.route:
-            wrong.append(f"route {expect.route or 'none'}")
+            wrong.append(f"route {expect.route or 'null'}")  # as the cases file writes it
         if expect.decision is not None and expect.decision != self.decision:
             wrong.append(f"decision {expect.decision}")
         return wrong
@@ -188,9 +190,13 @@ async def run_cases(
     clock: Callable[[], float] = time.time,
 ) -> list[Outcome]:
     """Each case's decision, through one verifier as in the proxy (keys fetched once for every token case)."""
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as own:
-        http = client or own
-        verifier = Verifier(policy.providers, KeyStore(http), clock=clock, introspector=Introspector(http, clock))
+    http = ControlClients(client or control_client())
+    try:
+        if client is None:  # a provider's own `tls:` is used as when serving
+            http.use(build_tls(policy).providers)
+        keys = KeyStore(http.default, client_for=http.for_provider)
+        introspector = Introspector(http.default, clock, client_for=http.for_provider)
+        verifier = Verifier(policy.providers, keys, clock=clock, introspector=introspector)
         snapshot = Snapshot(policy, verifier, "")
         outcomes = []
         for case in cases:
@@ -199,14 +205,17 @@ async def run_cases(
             decision = await decide(snapshot, case.method, raw_path, headers, claims=case.claims)
             outcomes.append(_outcome(case, decision))
         return outcomes
+    finally:
+        if client is None:  # a given client is the caller's to close
+            await http.close()
 
 
 def _outcome(case: Case, decision: Decision) -> Outcome:
     route = decision.route.name if decision.route is not None else None
     if decision.reason is None:
-        return Outcome(case, 200, "allowed", route, "allow")
-    verdict = "audit_forward" if decision.forwarded else "reject"
-    return Outcome(case, outcome(decision.reason).status, decision.reason.value, route, verdict)
+        return Outcome(case, 200, "allowed", route, Verdict.ALLOW.value)
+    verdict = Verdict.AUDIT_FORWARD if decision.forwarded else Verdict.REJECT  # as the proxy's access line says
+    return Outcome(case, outcome(decision.reason).status, decision.reason.value, route, verdict.value)
 
 
 def render(outcomes: Sequence[Outcome], source: str) -> str:
@@ -214,7 +223,7 @@ def render(outcomes: Sequence[Outcome], source: str) -> str:
     rows = [("", "CASE", "REQUEST", "GOT", "EXPECTED")]
     for result in outcomes:
         wrong = result.mismatches
-        got = f"{result.status} {result.reason} route={result.route or 'none'}"
+        got = f"{result.status} {result.reason} route={result.route or 'null'}"
         if result.decision == "audit_forward":
             got += " (audit: forwarded)"
         expected = "" if not wrong else "expected " + ", ".join(wrong)

@@ -7,6 +7,7 @@ issuer verifies it (the nOAuth account takeover).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from sidecar.policy.model import AllowRule, Anyone, CallerKind, ClaimRequirement, Identity, Route, UserSet
@@ -129,10 +130,12 @@ def _explain(rule: AllowRule, identity: Identity) -> tuple[AllowRule, bool, str]
     if rule.users is not None:
         user = _listed_user(rule.users, claims)
         missing = "user not listed (oid, sub, upn, preferred_username)"
-        checks.append((user is not None, f"user {user} listed" if user else missing))
+        checks.append((user is not None, f"user {_shown(user)} listed" if user else missing))
     if rule.apps is not None:
         app = _listed_app(rule.apps, claims)
-        checks.append((app is not None, f"app {app} listed" if app else "app not listed (azp, appid, client_id)"))
+        checks.append(
+            (app is not None, f"app {_shown(app)} listed" if app else "app not listed (azp, appid, client_id)")
+        )
     if rule.groups is not None:
         checks.append(_found("groups", _contained(claims.get("groups"), rule.groups), rule.groups, claims))
     if rule.scopes is not None:
@@ -148,10 +151,17 @@ def _found(
     what: str, found: str | None, wanted: frozenset[str], claims: Mapping[str, object] | None = None
 ) -> tuple[bool, str]:
     if found is not None:
-        return True, f"{what}: {found} present"
+        return True, f"{what}: {_shown(found)} present"
     overage = what == "groups" and claims is not None and "groups" in _names(claims.get("_claim_names"))
     hint = " (group overage: the token lists too many groups to carry them; use app roles)" if overage else ""
-    return False, f"{what}: none of [{', '.join(sorted(wanted))}] present{hint}"
+    return False, f"{what}: none of [{', '.join(_shown(value) for value in sorted(wanted))}] present{hint}"
+
+
+def _shown(value: str) -> str:
+    """A value with whitespace at an end (or any control character) is quoted, so the space shows."""
+    if value and value == value.strip() and value.isprintable():
+        return value
+    return json.dumps(value)
 
 
 def _names(value: object) -> Sequence[str]:

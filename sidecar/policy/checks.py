@@ -13,7 +13,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from sidecar.policy.fields import is_loopback
-from sidecar.policy.model import AllowRule, Anyone, CallerKind, IdentityHeaders, Match, Provider, Route
+from sidecar.policy.model import AllowRule, Anyone, CallerKind, IdentityHeaders, Match, Mode, Provider, Route
 from sidecar.policy.routes import claiming, conflicts, nestings
 from sidecar.policy.yamlmarks import Document, Path
 
@@ -23,6 +23,7 @@ __all__ = [
     "check_route_providers",
     "check_routes",
     "check_unused_providers",
+    "compared_exactly",
     "did_you_mean",
 ]
 
@@ -90,6 +91,18 @@ def check_route_providers(
     return True
 
 
+_EXACT_RULE_KEYS: Final = frozenset({"provider", "users", "apps", "groups", "scopes", "claims"})
+_EXACT_PROVIDER_KEYS: Final = frozenset({"issuer", "audiences", "entra"})
+
+
+def compared_exactly(path: Path) -> bool:
+    """Whether the value at `path` is compared as is with what a token carries (an audience, a user, an app, a
+    group, a scope, a claim value): whitespace at its ends would make it match no token at all."""
+    if len(path) >= 3 and path[0] == "providers":
+        return path[2] in _EXACT_PROVIDER_KEYS
+    return len(path) >= 5 and path[0] == "routes" and path[2] == "allow" and path[4] in _EXACT_RULE_KEYS
+
+
 def check_unused_providers(doc: Document, providers: Sequence[str], routes: Sequence[Route]) -> None:
     used = {provider for route in routes for provider in route.providers}
     for name in providers:
@@ -143,9 +156,17 @@ def did_you_mean(key: str, allowed: Sequence[str]) -> str:
 
 def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Mapping[str, Provider]) -> None:
     """Warnings for what the loader accepts but that no real call can match, or that gives a secret away."""
+    for name in providers:
+        _default_scope_audiences(doc, ("providers", name, "audiences"))
     for index, route in routes.items():
         path: Path = ("routes", index)
         _upstream_in_clear(doc, (*path, "upstream"), route.upstream)
+        if route.mode is Mode.AUDIT and urlsplit(route.upstream).query:
+            doc.warn(
+                (*path, "mode"),
+                "mode: audit forwards calls that fail authorization too, so anyone can reach this upstream's secret "
+                "URL (its query, such as sig) without a token; switch to mode: enforce once the audit is done",
+            )
         if isinstance(route.allow, Anyone):
             continue
         for rule in route.allow:
@@ -153,9 +174,11 @@ def check_never_match(doc: Document, routes: Mapping[int, Route], providers: Map
             provider = providers.get(rule.provider)
             if provider is not None and provider.entra:
                 _entra_identifiers(doc, rule_path)
+                _entra_claim_names(doc, rule_path, rule)
+            _role_display_names(doc, rule_path, rule)
             if rule.caller is CallerKind.APP and rule.users is not None and rule.users.names:
                 doc.warn((*rule_path, "users"), "app tokens carry no upn: the entries with @ never match an app")
-        _scopes_beside_app_rules(doc, path, route.allow)
+        _scopes_on_app_only_rule(doc, path, route.allow)
 
 
 def _upstream_in_clear(doc: Document, path: Path, upstream: str) -> None:
@@ -193,15 +216,70 @@ def _entra_identifiers(doc: Document, rule_path: Path) -> None:
             doc.warn((*rule_path, key, n), f'"{entry}" {why}')
 
 
-def _scopes_beside_app_rules(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
-    others = [rule for rule in rules if rule.scopes is None]
-    if not others or any(rule.caller is not CallerKind.APP for rule in others):
-        return
+# The claims of Entra's access tokens (Microsoft Learn, "Access token claims reference"), for "did you mean".
+_ENTRA_CLAIMS: Final = (
+    "acct", "acr", "acrs", "aio", "amr", "appid", "appidacr", "aud", "azp", "azpacr", "ctry", "exp", "family_name",
+    "given_name", "groups", "hasgroups", "iat", "idp", "idtyp", "in_corp", "ipaddr", "iss", "login_hint", "name",
+    "nbf", "oid", "onprem_sid", "preferred_username", "puid", "pwd_exp", "pwd_url", "rh", "roles", "scp", "sid",
+    "sub", "tenant_ctry", "tenant_region_scope", "tid", "unique_name", "upn", "uti", "ver", "verified_primary_email",
+    "verified_secondary_email", "wids", "xms_cc", "xms_pdl", "xms_pl", "xms_tpl",
+)  # fmt: skip
+
+
+def _entra_claim_names(doc: Document, rule_path: Path, rule: AllowRule) -> None:
+    """Claim names are case-sensitive, and Entra's are few: `role` or `Roles` is in no token, `roles` is."""
+    for requirement in rule.claims:
+        name = requirement.name
+        if name in _ENTRA_CLAIMS:
+            continue
+        lowered = {claim.lower(): claim for claim in _ENTRA_CLAIMS}
+        close = lowered.get(name.lower()) or next(
+            iter(difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)), None
+        )
+        if close is not None:
+            doc.warn(
+                (*rule_path, "claims", name),
+                f'Entra\'s tokens carry no claim "{name}" (claim names are case-sensitive): did you mean "{close}"?',
+            )
+
+
+def _role_display_names(doc: Document, rule_path: Path, rule: AllowRule) -> None:
+    """A token's `roles` carries each app role's value (`Payroll.Invoke`), which has no spaces; its display name
+    (`Payroll Invoker`) is what the portal shows first, and never appears in a token."""
+    for requirement in rule.claims:
+        if requirement.name != "roles":
+            continue
+        for value in sorted(requirement.values):
+            if " " in value.strip():
+                doc.warn(
+                    (*rule_path, "claims", "roles"),
+                    f"\"{value}\" has a space: an app role's display name? tokens carry the role's value "
+                    "(App roles, Value column, e.g. Payroll.Invoke): use its value",
+                )
+
+
+def _default_scope_audiences(doc: Document, path: Path) -> None:
+    """`api://<id>/.default` is the scope a client asks for; the token it gets says `aud: api://<id>` (or the id)."""
+    audiences = _at(doc.data, path)
+    for n, entry in enumerate(audiences if isinstance(audiences, list) else ()):
+        if isinstance(entry, str) and entry.endswith("/.default"):
+            doc.warn(
+                (*path, n),
+                f'"{entry}" is the scope a client requests a token with, never a token\'s aud: list '
+                f'"{entry.removesuffix("/.default")}" (the Application ID URI) or the application id',
+            )
+
+
+def _scopes_on_app_only_rule(doc: Document, path: Path, rules: Sequence[AllowRule]) -> None:
+    """A rule that asks for scopes and, through `claims: {idtyp: app}`, for an app token can never hold: apps carry
+    roles, never scp. (`app_tokens_only` with `scopes` is refused by the loader.) Scopes beside app-only rules are
+    fine: users call with scopes, apps with roles."""
     for rule in rules:
-        if rule.scopes is not None:
+        idtyp = next((claim.values for claim in rule.claims if claim.name == "idtyp"), None)
+        if rule.scopes is not None and idtyp == frozenset({"app"}):
             doc.warn(
                 (*path, "allow", rule.index, "scopes"),
-                "scopes match only user (delegated) tokens, and the route's other rules take app tokens only: "
+                "scopes match only user (delegated) tokens, and this rule takes app tokens only (idtyp: app): "
                 "an app's client-credentials token carries roles, never scp (use claims: {roles: [...]})",
             )
 

@@ -28,7 +28,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CLOUDS", "EntraCloud", "EntraEndpoints", "app_id_audiences", "endpoints", "is_tenant_id"]
+__all__ = [
+    "CLOUDS",
+    "EntraCloud",
+    "EntraEndpoints",
+    "app_id_audiences",
+    "endpoints",
+    "guids_lowered",
+    "is_tenant_id",
+]
 
 _GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -94,3 +102,9 @@ def app_id_audiences(audiences: Iterable[str]) -> frozenset[str]:
     listed = frozenset(audiences)
     app_ids = {value.lower() for value in listed if _GUID.fullmatch(value.lower())}  # tokens carry it lower-case
     return listed | app_ids | {f"api://{app_id}" for app_id in app_ids}
+
+
+def guids_lowered(values: Iterable[str]) -> list[str]:
+    """The entries with every GUID lower-cased: Entra writes oid, appid, azp and groups in lower case, and the
+    portal's copy buttons (or PowerShell) may give upper case, which would then never match."""
+    return [value.lower() if _GUID.fullmatch(value.lower()) else value for value in values]

@@ -21,6 +21,7 @@ from sidecar.policy.checks import (
     check_route_providers,
     check_routes,
     check_unused_providers,
+    compared_exactly,
     did_you_mean,
 )
 from sidecar.policy.limits import ServerLimits, UpstreamPool
@@ -44,6 +45,7 @@ from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
 from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning, store_warnings
+from sidecar.policy.tls_spec import build_tls
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
 __all__ = [
@@ -135,7 +137,7 @@ def _build(doc: Document) -> Policy | None:
     traffic = _traffic(doc, data, providers.values())
     store = _store(doc, data.get("rate_limit_store"))
     check_never_match(doc, routes, providers)
-    doc.warn_line_ends()
+    doc.check_line_ends(compared_exactly)
     if top is None or headers is None or traffic is None or doc.has_errors:
         return None
     ordered = tuple(routes.values())
@@ -162,7 +164,7 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
             doc.error(path, "provider names may contain only letters, digits, '_', '.' and '-'")
         spec = validate_spec(ProviderSpec, value, path, doc)
         if spec is not None:
-            providers[name] = build_provider(name, spec)
+            providers[name] = build_provider(name, spec, build_tls(doc, (*path, "tls"), spec.tls))
             if spec.introspection is not None and spec.audiences is None:
                 doc.warn(path, "no audiences: any active token is accepted, whatever resource it was issued for")
     return providers
@@ -271,7 +273,10 @@ def _routes(
             forward_query=spec.forward_query,
             rate_limit=build_rate_limit(doc, path, spec),
             cors=build_cors(doc, path, spec),
+            tls=build_tls(doc, (*path, "tls"), spec.tls),
         )
+        if spec.tls is not None and not spec.upstream.lower().startswith("https://"):
+            doc.error((*path, "tls"), "applies to an https:// upstream only (this one is plain http)")
     return routes
 
 

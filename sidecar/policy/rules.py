@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sidecar.policy.allow import SCOPE_CLAIMS
+from sidecar.policy.entra import guids_lowered
 from sidecar.policy.model import AllowRule, CallerKind, ClaimRequirement, Provider, UserSet
 from sidecar.policy.schema import RuleSpec
 from sidecar.policy.yamlmarks import Document, Path
@@ -19,6 +20,9 @@ def build_rule(
     """The rule, or None when it is invalid (each error reported on `doc`). `known` lists every provider name in
     the file, valid or not: an unknown one is reported elsewhere, an invalid one already was."""
     valid = spec.provider in known
+    provider = providers.get(spec.provider)
+    if provider is not None and provider.entra:
+        spec = _entra_ids(spec)
     users = _users(doc, (*path, "users"), spec.users) if spec.users is not None else None
     claims = []
     for name, values in (spec.claims or {}).items():
@@ -27,7 +31,6 @@ def build_rule(
             valid = False
         claims.append(ClaimRequirement(name, frozenset(values)))
     caller = CallerKind.USER if spec.user_tokens_only else CallerKind.APP if spec.app_tokens_only else None
-    provider = providers.get(spec.provider)
     if caller is not None and provider is not None and not provider.entra:
         key = "user_tokens_only" if caller is CallerKind.USER else "app_tokens_only"
         doc.error(
@@ -48,6 +51,12 @@ def build_rule(
         scopes=_set(spec.scopes),
         caller=caller,
     )
+
+
+def _entra_ids(spec: RuleSpec) -> RuleSpec:
+    """Entra's GUIDs in lower case, as its tokens carry them (users' oid, apps' azp/appid, groups)."""
+    lowered = {key: guids_lowered(getattr(spec, key)) for key in ("users", "apps", "groups") if getattr(spec, key)}
+    return spec.model_copy(update=lowered)
 
 
 def _set(values: Sequence[str] | None) -> frozenset[str] | None:

@@ -22,8 +22,9 @@ _FILE = "file:"
 
 @dataclass(slots=True)
 class Expansion:
-    """The expanded text, every inserted value (to scrub from messages), what went wrong, and the references whose
-    value ends with a line break (a Secret written with `echo`: named in any error about the value)."""
+    """The expanded text, every inserted value (to scrub from messages), what went wrong, and, for each reference
+    whose value starts or ends with whitespace (a Secret written with `echo`), a phrase naming it and the whitespace
+    (for any error about the value; the value itself is never shown)."""
 
     value: str
     secrets: list[str] = field(default_factory=list)
@@ -48,12 +49,24 @@ def expand(text: str, environ: Mapping[str, str]) -> Expansion:
         value = _resolve(inner, environ, result.errors)
         if value:
             result.secrets.append(value)
-        if value.endswith(("\n", "\r")):
-            result.line_ends.append(token)
+        edge = _edge(value)
+        if edge:
+            result.line_ends.append(f"the value of {token} {edge}")
         return value
 
     result.value = _TOKEN.sub(replace, text)
     return result
+
+
+def _edge(value: str) -> str:
+    """What whitespace `value` has at its ends, in words; "" when none."""
+    if value.endswith(("\n", "\r")):
+        return "ends with a newline (written with `echo`?)"
+    if value != value.rstrip():
+        return "ends with whitespace"
+    if value != value.lstrip():
+        return "starts with whitespace"
+    return ""
 
 
 def _resolve(inner: str, environ: Mapping[str, str], errors: list[str]) -> str:

@@ -8,7 +8,7 @@ where it applies), and `${...}` references in string values are expanded per sca
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -54,7 +54,7 @@ class Document:
     data: object = None
     lines: dict[Path, int] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
-    line_ends: dict[Path, list[str]] = field(default_factory=dict)  # values whose `${...}` ends with a line break
+    line_ends: dict[Path, list[str]] = field(default_factory=dict)  # values whose `${...}` has whitespace at an end
     _errors: list[_Finding] = field(default_factory=list)
     _warnings: list[_Finding] = field(default_factory=list)
     _failed: set[Path] = field(default_factory=set)
@@ -74,20 +74,23 @@ class Document:
         self._errors.append(_Finding(line or self.line(path), format_path(path), self._line_end(path, message)))
 
     def _line_end(self, path: Path, message: str) -> str:
-        """A value refused because its `${...}` brought a trailing newline: say so, not just what the field wants."""
+        """A value refused because its `${...}` brought whitespace at an end: say so, not just what the field wants."""
         references = self.line_ends.get(path)
         if not references:
             return message
-        return f"the value of {', '.join(references)} ends with a newline (written with `echo`?): remove it ({message})"
+        return f"{', '.join(references)}: remove it ({message})"
 
-    def warn_line_ends(self) -> None:
-        """A value whose `${...}` ends with a line break that no check refused is used as is: say so once."""
+    def check_line_ends(self, exact: Callable[[Path], bool]) -> None:
+        """A value whose `${...}` has whitespace at an end that no check refused: an error where the value is
+        compared exactly with a token's claim (`exact(path)`: no token could ever match it), else a warning."""
         refused = {finding.path for finding in self._errors}
         for path, references in self.line_ends.items():
-            if format_path(path) not in refused:
-                self.warn(
-                    path, f"the value of {', '.join(references)} ends with a newline, which is kept as part of it"
-                )
+            if format_path(path) in refused:
+                continue
+            if exact(path):
+                self.error(path, "the value is compared exactly with the token's claims, so no token would match")
+            else:
+                self.warn(path, f"{', '.join(references)}, which is kept as part of it")
 
     def warn(self, path: Path, message: str) -> None:
         self._warnings.append(_Finding(self.line(path), format_path(path), message))
@@ -165,6 +168,7 @@ _PLAIN: Final = (
 )
 # Shown lines hide what may be a secret: a URL's query (a SAS `sig`) and the value of a secret-looking key.
 _QUERY: Final = re.compile(r"\?[^\s\"']+")
+_REFERENCE: Final = re.compile(r"\$\{[^{}\s]*\}")
 _SECRET_VALUE: Final = re.compile(r"((?:secret|password|token|sig)\w*\s*:\s*).+", re.IGNORECASE)
 
 
@@ -177,9 +181,24 @@ def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
         return 1, plain
     lines = text.splitlines()
     line = lines[mark.line] if mark.line < len(lines) else ""
+    plain = _unquoted_reference(exc, lines) or plain
     shown = _hidden(line).replace("\t", " ")
     column = min(len(_hidden(line[: mark.column])), len(shown))  # where the place is once secrets are hidden
     return mark.line + 1, f"{plain}\n    {shown}\n    {' ' * column}^"
+
+
+def _unquoted_reference(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
+    """In `[...]` or `{...}` YAML reads the `{` of an unquoted `${VAR}` as a mapping: name the fix, not the symptom."""
+    if "expected ',' or" not in (exc.problem or ""):
+        return None
+    marks = [mark.line for mark in (exc.problem_mark, exc.context_mark) if mark is not None and mark.line < len(lines)]
+    found = next((m for line in marks if (m := _REFERENCE.search(lines[line]))), None)
+    if found is None:
+        return None
+    return (
+        f'an unquoted {found.group(0)} inside [...] or {{...}}: YAML reads its "{{" as the start of a mapping; '
+        f'quote it: "{found.group(0)}"'
+    )
 
 
 def _hidden(line: str) -> str:
