@@ -99,8 +99,12 @@ fuzz: venv
 # every survivor to MUTATION.md (its "Equivalent mutants" section is hand-maintained). MUTATE_CHILDREN parallel
 # test processes (default 2); MUTATE_ARGS: mutmut name patterns, e.g. 'sidecar.edge.paths*'. Work directory: mutants/.
 # Exits 1 when a module is under 90%. mutmut is installed here only (tools/mutate-requirements.txt).
+# MUTATE_ONLY='sidecar/edge/forward_auth.py sidecar/upstream/host_key.py': those modules' mutants only, all run again;
+# MUTATION.md keeps the other modules' rows. MUTATE_ARGS=--survivors: only the mutants no test has killed yet run
+# again (after adding tests).
 MUTATE_CHILDREN ?= 2
+MUTATE_ONLY ?=
 .PHONY: mutate
 mutate: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -r tools/mutate-requirements.txt
-	MUTATE_CHILDREN=$(MUTATE_CHILDREN) $(BIN)/python tools/mutate.py $(MUTATE_ARGS)
+	MUTATE_CHILDREN=$(MUTATE_CHILDREN) MUTATE_ONLY="$(MUTATE_ONLY)" $(BIN)/python tools/mutate.py $(MUTATE_ARGS)

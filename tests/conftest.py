@@ -8,7 +8,20 @@ import pytest
 
 from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import DemoIssuer
+from sidecar.edge import response_urls
+from sidecar.upstream import connection, target
 from tests.support.servers import ThreadServer, serve_demo_issuer
+
+# The memoised results of the modules `make mutate` mutates (tools/mutate.py).
+_CACHED = (target.target, target._dropped, response_urls.response_urls, connection._origin)
+
+
+@pytest.fixture(autouse=True)
+def _computed_by_the_code_under_test() -> None:
+    """Each test computes what it checks: `make mutate` runs a mutant's tests in a process forked from one that
+    imported the test modules with the original code, and a memoised result from then would hide the mutant."""
+    for cached in _CACHED:
+        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

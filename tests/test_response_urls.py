@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.edge.response_urls import ResponseUrls, response_urls
+from sidecar.edge.response_urls import response_urls
+from sidecar.upstream.host_key import LOOPBACK, host_key
 from sidecar.upstream.target import response_headers
 
+Rules = tuple[str, str, bool]  # a route's upstream, public path, prefix: built in each test (see tests/conftest.py)
 
-def shown(rules: ResponseUrls, name: bytes, value: bytes, url: str = "") -> bytes | None:
+
+def shown(rules: Rules, name: bytes, value: bytes, url: str = "") -> bytes | None:
     """What the client gets of this one upstream header, or None."""
-    kept = response_headers([(name, value)], 200, rules, url)
+    kept = response_headers([(name, value)], 200, response_urls(*rules), url)
     assert len(kept) <= 1
     return kept[0][1] if kept else None
 
@@ -21,10 +24,13 @@ SIG = "Qz9%2Bk3Yv%2F0aRmN4sPcE5bL8dHjU2fGiO1yT6wQ%3D"  # as written in the URL; 
 SIG_DECODED = "Qz9+k3Yv/0aRmN4sPcE5bL8dHjU2fGiO1yT6wQ="
 INVOKE = f"https://{HOST}:443/workflows/abc/triggers/manual/paths/invoke"
 TRIGGER = f"{INVOKE}?api-version=2016-10-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={SIG}"
-EXACT = response_urls(TRIGGER, "/flows/payroll", False)
+EXACT: Rules = (TRIGGER, "/flows/payroll", False)
 FILES_SECRET = "c0de%2Bsecret%3D%3D"
-FILES = response_urls(f"http://10.0.0.5:8080/api/v1?code={FILES_SECRET}", "/files/", True)
-LOOP = response_urls("http://127.0.0.1:9512/pub?sig=PUBSECRET456789", "/public/", True)
+FILES: Rules = (f"http://10.0.0.5:8080/api/v1?code={FILES_SECRET}", "/files/", True)
+LOOP: Rules = ("http://127.0.0.1:9512/pub?sig=PUBSECRET456789", "/public/", True)
+INBOX: Rules = ("http://10.0.0.5:8080/mail/INBOX/?key=MAILSECRET1", "/INBOX/", True)  # paths ending in `/`
+ROOT: Rules = ("http://10.0.0.7:8080/", "/root/", True)  # an upstream at its host's root
+IDN: Rules = ("https://xn--bcher-kva.example/api?sig=BOOKSECRET1", "/books", False)  # bücher.example
 
 LOCATIONS = {
     # exact route (upstream: the trigger URL)
@@ -37,6 +43,9 @@ LOCATIONS = {
     "query-only": (EXACT, "?page=2&api-version=1", "/flows/payroll?page=2"),
     "empty": (EXACT, "", "/flows/payroll"),
     "other-params-and-fragment-kept": (EXACT, f"{TRIGGER}&page=2#top", "/flows/payroll?page=2#top"),
+    "two-other-params-kept": (EXACT, f"{INVOKE}?page=2&sig={SIG}&size=3", "/flows/payroll?page=2&size=3"),
+    "root-upstream-url-without-a-path": (ROOT, "http://10.0.0.7:8080", "/root/"),
+    "root-upstream-url-with-only-a-query": (ROOT, "http://10.0.0.7:8080?x=1", "/root/?x=1"),
     "shadowing-spellings-dropped": (EXACT, f"{INVOKE}?sig[]=a&%73ig=b&x=1;sig=c&%20SIG=d&ok=1", "/flows/payroll?ok=1"),
     "elsewhere-on-the-upstream": (EXACT, f"https://{HOST}/workflows/abc/runs/1/operations/2?sig=OTHER", None),
     "below-an-exact-path": (EXACT, f"{INVOKE}/more", None),
@@ -80,6 +89,9 @@ LOCATIONS = {
     "not-a-number-is-a-name": (FILES, "http://10.0.0.5x:8080/api/v2", "http://10.0.0.5x:8080/api/v2"),
     "localhost-is-not-a-remote-upstream": (FILES, "http://localhost:8080/api/v2", "http://localhost:8080/api/v2"),
     "browser-reads-a-backslash-as-a-slash": (FILES, "http://10.0.0.5:8080\\@evil.example/api/v2", None),
+    "browser-reads-a-path-of-this-host": (FILES, "//\\admin", None),  # `///admin`; urlsplit: the host `\admin`
+    "browser-strips-a-control-character": (FILES, "//\x01", None),  # urlsplit: the host `\x01`
+    "browser-reads-an-invalid-host": (FILES, "//]\\[::1]", None),  # an IPv6 literal browsers cannot read
     # a loopback upstream: every loopback address, `localhost` and the unspecified address are its host
     "loopback-trailing-dot": (LOOP, "http://127.0.0.1.:9512/other?sig=OTHERSIGNATURE1", None),
     "loopback-as-one-number": (LOOP, "http://2130706433:9512/other?sig=OTHERSIGNATURE1", None),
@@ -93,11 +105,23 @@ LOCATIONS = {
     "loopback-name-under-localhost": (LOOP, "http://app.localhost:9512/other", None),
     "loopback-in-the-route": (LOOP, "http://localhost:9512/pub/x?sig=PUBSECRET456789&a=1", "/public/x?a=1"),
     "loopback-other-host-passes": (LOOP, "http://10.0.0.5:9512/other", "http://10.0.0.5:9512/other"),
+    # a prefix route whose upstream path and public prefix end in `/`
+    "slash-prefix-below": (INBOX, "/mail/INBOX/42?key=MAILSECRET1&a=1", "/INBOX/42?a=1"),
+    "slash-prefix-root": (INBOX, "http://10.0.0.5:8080/mail/INBOX/", "/INBOX/"),
+    "slash-prefix-outside": (INBOX, "/mail/OUTBOX/1", None),
+    # an upstream written in its IDNA form, named in Unicode
+    "idn-in-unicode-outside": (IDN, "https://BÜCHER.example./other", None),
+    "idn-in-unicode-in-the-route": (IDN, "https://bücher.example/api?sig=BOOKSECRET1&a=1", "/books?a=1"),
+    "other-host-with-a-backslash-in-its-path-passes": (
+        EXACT,
+        "https://other.example/a\\b",
+        "https://other.example/a\\b",
+    ),
 }
 
 
 @pytest.mark.parametrize(("rules", "location", "expected"), LOCATIONS.values(), ids=LOCATIONS.keys())
-def test_location(rules: ResponseUrls, location: str, expected: str | None) -> None:
+def test_location(rules: Rules, location: str, expected: str | None) -> None:
     seen = shown(rules, b"location", location.encode("latin-1"))
     assert (seen.decode("latin-1") if seen is not None else None) == expected
     content_location = shown(rules, b"content-location", location.encode("latin-1"))
@@ -116,6 +140,7 @@ REFRESHES = {
     "upper-case-quoted": (f"0;URL='{TRIGGER}'", "0;URL='/flows/payroll'"),
     "comma-no-url-key": (f"3, {INVOKE}?page=1", "3, /flows/payroll?page=1"),
     "no-url": ("5", "5"),
+    "relative": ("0; url=/workflows/abc/triggers/manual/paths/invoke?sig=X&page=1", "0; url=/flows/payroll?page=1"),
     "other-host": ("1; url=https://example.com/", "1; url=https://example.com/"),
     "outside": (f"0; url=https://{HOST}/elsewhere", None),
     "outside-host-with-a-trailing-dot": (f"0; url=https://{HOST}./runs/1?sig=OTHER", None),
@@ -159,6 +184,37 @@ LINKS = {
         '<https://ok.example/>; anchor="https://docs.example.com/"',
         '<https://ok.example/>; anchor="https://docs.example.com/"',
     ),
+    "relative-target-rewritten": (
+        "</workflows/abc/triggers/manual/paths/invoke?page=2>; rel=next",
+        "</flows/payroll?page=2>; rel=next",
+    ),
+    "relative-anchor-outside": ('<https://ok.example/>; anchor="/workflows/abc/runs/1"', None),
+    "anchor-without-a-value-is-this-document": (
+        "<https://ok.example/>; anchor",
+        '<https://ok.example/>; anchor="/flows/payroll"',
+    ),
+    "anchor-token-elsewhere-kept-as-written": (
+        "<https://ok.example/>; anchor=https://docs.example.com/",
+        "<https://ok.example/>; anchor=https://docs.example.com/",
+    ),
+    "anchor-extended-elsewhere-passes": (
+        "<https://ok.example/>; anchor*=UTF-8''https%3A%2F%2Fdocs.example.com%2F",
+        "<https://ok.example/>; anchor*=UTF-8''https%3A%2F%2Fdocs.example.com%2F",
+    ),
+    "anchor-extended-with-a-language-elsewhere-passes": (
+        "<https://ok.example/>; anchor*=UTF-8'en'https%3A%2F%2Fdocs.example.com%2F",
+        "<https://ok.example/>; anchor*=UTF-8'en'https%3A%2F%2Fdocs.example.com%2F",
+    ),
+    "anchor-extended-not-utf-8": ("<https://ok.example/>; anchor*=UTF-8''%FF", None),
+    "anchor-rewritten-keeps-quotes-and-backslashes-escaped": (
+        f'<https://ok.example/>; anchor="{INVOKE}?q=a\\"b\\\\c"',
+        '<https://ok.example/>; anchor="/flows/payroll?q=a\\"b\\\\c"',
+    ),
+    "blanks-before-a-comma-trimmed": (
+        "<https://a.example/> ; rel=x , <https://b.example/>",
+        "<https://a.example/> ; rel=x, <https://b.example/>",
+    ),
+    "a-trailing-comma": ("<https://a.example/>; rel=x, ", "<https://a.example/>; rel=x"),
 }
 
 
@@ -197,11 +253,17 @@ def test_a_header_holding_a_value_of_the_upstream_query_is_dropped(value: str) -
 
 def test_a_header_named_with_the_secret_is_dropped() -> None:
     headers = [(f"X-{SIG}".encode(), b"1"), (b"X-Other", b"2")]
-    assert response_headers(headers, 200, EXACT) == [(b"X-Other", b"2")]
+    assert response_headers(headers, 200, response_urls(*EXACT)) == [(b"X-Other", b"2")]
 
 
 def test_short_query_values_and_other_headers_pass() -> None:
-    for key, value in [(b"server", b"thing/1.0"), (b"etag", b'"abc"'), (b"x-debug", b"Qz9+k3Yv")]:
+    many_escapes = b"q=%25252541"  # still escaped after the decodings tried: not a secret for that
+    for key, value in [
+        (b"server", b"thing/1.0"),
+        (b"etag", b'"abc"'),
+        (b"x-debug", b"Qz9+k3Yv"),
+        (b"x-q", many_escapes),
+    ]:
         assert shown(EXACT, key, value) == value
 
 
@@ -214,7 +276,7 @@ def test_response_headers_apply_the_rules_by_their_lenient_name_and_keep_the_ord
         (b"Link", f'<{TRIGGER}>; rel="self"'.encode()),
         (b"ETag", b'"a"'),
     ]
-    assert response_headers(upstream, 302, EXACT) == [
+    assert response_headers(upstream, 302, response_urls(*EXACT)) == [
         (b"Content-Type", b"text/plain"),
         (b"Location", b"/flows/payroll"),
         (b"Content_Location", b"/flows/payroll"),
@@ -224,7 +286,69 @@ def test_response_headers_apply_the_rules_by_their_lenient_name_and_keep_the_ord
 
 
 def test_a_route_without_a_query_only_rewrites() -> None:
-    plain = response_urls("http://10.0.0.5/app", "/app/", True)
-    assert plain.secrets is None
+    plain = ("http://10.0.0.5/app", "/app/", True)
+    assert response_urls(*plain).secrets is None
     assert shown(plain, b"location", b"http://10.0.0.5/app/x?y=1") == b"/app/x?y=1"
     assert shown(plain, b"x-anything", b"http://10.0.0.5/app/x") == b"http://10.0.0.5/app/x"
+
+
+HOST_KEYS = {
+    # a host as a URL names it -> the key compared with the upstream's host
+    "name-case-and-trailing-dot": ("Example.COM.", "example.com"),
+    "percent-encoded": ("ex%61mple.com", "example.com"),
+    "invalid-utf-8-escape-is-no-error": ("ex%ffample.com", "ex\ufffdample.com"),
+    "unicode-name-in-its-idna-form": ("BÜCHER.example", "xn--bcher-kva.example"),
+    "idna-form-as-is": ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    "localhost": ("localhost", LOOPBACK),
+    "name-under-localhost": ("api.LOCALHOST.", LOOPBACK),
+    "ipv4": ("10.1.2.3", "10.1.2.3"),
+    "ipv4-three-parts": ("10.1.5", "10.1.0.5"),
+    "ipv4-one-number": ("167772165", "10.0.0.5"),
+    "ipv4-hex-part": ("0x10.0.0.1", "16.0.0.1"),
+    "ipv4-empty-hex-part": ("10.0.0.0x", "10.0.0.0"),
+    "ipv4-octal-part": ("012.0.0.05", "10.0.0.5"),
+    "ipv4-32-digits": ("0" * 22 + "1200000005", "10.0.0.5"),
+    "ipv4-33-digits-is-a-name": ("0" * 23 + "1200000005", "0" * 23 + "1200000005"),
+    "ipv4-five-parts-is-a-name": ("10.0.0.5.0", "10.0.0.5.0"),
+    "ipv4-part-over-255-is-a-name": ("1.256.0.1", "1.256.0.1"),
+    "ipv4-first-part-over-255-is-a-name": ("256.0.0.1", "256.0.0.1"),
+    "ipv4-last-part-over-255-is-a-name": ("10.0.0.256", "10.0.0.256"),
+    "ipv4-last-of-three-over-65535-is-a-name": ("10.0.65536", "10.0.65536"),
+    "ipv4-loopback": ("127.1", LOOPBACK),
+    "ipv4-unspecified": ("0", LOOPBACK),
+    "ipv6": ("2001:DB8::1", "2001:db8::1"),
+    "ipv6-loopback": ("::1", LOOPBACK),
+    "ipv4-mapped-ipv6": ("::ffff:10.0.0.5", "10.0.0.5"),
+    "not-an-ipv6": ("fe80::1::2", "fe80::1::2"),
+}
+
+
+@pytest.mark.parametrize(("host", "key"), HOST_KEYS.values(), ids=HOST_KEYS.keys())
+def test_host_key_reads_a_host_as_browsers_and_curl_do(host: str, key: str) -> None:
+    """Two spellings with one key are the same host: how response_urls recognises the upstream however a
+    `Location` spells it (and never takes a different host for it)."""
+    assert host_key(host) == key
+
+
+def test_an_upstream_value_with_its_padding_written_raw_is_still_a_secret() -> None:
+    """`sig=...==`: the value is everything after the first `=`, base64 padding included."""
+    padded: Rules = ("https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==", "/p", False)
+    assert shown(padded, b"x-debug", b"Qz9+k3Yv/0aRmN4sPc==") is None
+    assert shown(padded, b"x-debug", b"Qz9%2Bk3Yv%2F0aRmN4sPc%3D%3D") is None
+
+
+def test_a_query_value_of_eight_characters_is_a_secret_and_of_seven_is_not() -> None:
+    rules: Rules = ("https://h.example/x?code=ABCD1234&v=ABC1234", "/p", False)
+    assert shown(rules, b"x-debug", b"ABCD1234") is None
+    assert shown(rules, b"x-debug", b"ABC1234") == b"ABC1234"
+
+
+def test_without_the_request_url_relative_references_resolve_against_the_upstream_url() -> None:
+    assert response_headers([(b"Location", b"invoke?page=2")], 302, response_urls(*EXACT)) == [
+        (b"Location", b"/flows/payroll?page=2")
+    ]
+
+
+def test_the_headers_after_a_dropped_one_still_pass() -> None:
+    upstream = [(b"Location", f"https://{HOST}/elsewhere".encode()), (b"ETag", b'"a"'), (b"Link", b"x")]
+    assert response_headers(upstream, 302, response_urls(*EXACT)) == [(b"ETag", b'"a"')]

@@ -36,9 +36,16 @@ ROUTES = {
         make("admin-json", path="/public/admin.json.bak", allow=ADMINS),  # an exact route of its own: it wins
         make("admin-files", prefix="/public/admin./", allow=ADMINS),  # a longer prefix written for a spelling
         make("health", path="/public/health"),  # as open as its prefix: claims nothing
+        make("one-letter", path="/public/a", allow=ADMINS),
+        make("directory", path="/public/dir/", allow=ADMINS),
     )
 }
-TABLE = RouteTable.build(list(ROUTES.values()))
+
+
+def table() -> RouteTable:
+    """Built in each test: `make mutate` runs a mutant's tests in a process that imported this module unmutated."""
+    return RouteTable.build(list(ROUTES.values()))
+
 
 # raw request path -> the route that decides it, and the rest a prefix route appends
 SPELLINGS = {
@@ -60,18 +67,30 @@ SPELLINGS = {
     "other-name-with-dot": ("/public/adm.in", "public", "/adm.in"),
     "unclaimed-exact-path": ("/public/health/", "public", "/health/"),
     "unclaimed-extension": ("/public/health.json", "public", "/health.json"),
+    "one-letter-name-extension": ("/public/a.json", "one-letter", ""),
+    "spelling-in-an-earlier-segment-stays-with-prefix": ("/public/admin.json/x", "public", "/admin.json/x"),
+    "a-name-in-a-protected-directory-stays-with-prefix": ("/public/dir/.json", "public", "/dir/.json"),
 }
 
 
 @pytest.mark.parametrize(("raw", "name", "rest"), SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_spelling_of_a_protected_exact_path_is_decided_by_its_route(raw: str, name: str, rest: str) -> None:
-    assert TABLE.lookup("GET", normalise(raw.encode())) == RouteHit(ROUTES[name], rest)
+    assert table().lookup("GET", normalise(raw.encode())) == RouteHit(ROUTES[name], rest)
 
 
 def test_a_method_the_exact_route_does_not_take_goes_where_the_exact_path_goes() -> None:
     """DELETE /public/admin is the open prefix's (the exact route takes GET and POST only): so are its spellings."""
-    assert TABLE.lookup("DELETE", "/public/admin") == RouteHit(ROUTES["public"], "/admin")
-    assert TABLE.lookup("DELETE", "/public/admin/") == RouteHit(ROUTES["public"], "/admin/")
+    assert table().lookup("DELETE", "/public/admin") == RouteHit(ROUTES["public"], "/admin")
+    assert table().lookup("DELETE", "/public/admin/") == RouteHit(ROUTES["public"], "/admin/")
+
+
+def test_a_spelling_neither_route_takes_the_method_of_is_405_naming_both() -> None:
+    shop = make("shop", prefix="/shop/", methods="GET POST")
+    admin = make("shop-admin", path="/shop/admin", methods="POST PUT", allow=ADMINS)
+    spelled = RouteTable.build([shop, admin])
+    assert spelled.lookup("DELETE", "/shop/admin/") == WrongMethod(("GET", "POST", "PUT"))
+    assert spelled.lookup("POST", "/shop/admin.json") == RouteHit(admin, "")
+    assert spelled.lookup("GET", "/shop/admin/") == RouteHit(shop, "/admin/")  # where GET /shop/admin goes
 
 
 def test_without_an_open_prefix_a_spelling_is_still_no_route() -> None:
@@ -83,7 +102,7 @@ def test_without_an_open_prefix_a_spelling_is_still_no_route() -> None:
 
 
 def test_only_exact_paths_under_a_prefix_that_decides_otherwise_claim() -> None:
-    assert claiming(list(ROUTES.values())) == {"/public/admin", "/public/admin.json.bak"}
+    assert claiming(list(ROUTES.values())) == {"/public/admin", "/public/admin.json.bak", "/public/a", "/public/dir/"}
 
 
 def test_check_says_the_exact_route_takes_the_spellings() -> None:

@@ -130,6 +130,17 @@ def test_claim_values_cannot_inject_header_lines() -> None:
 CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
 
 
+def test_claim_values_keep_their_letters_and_other_spaces() -> None:
+    """Only the blanks that stood for control characters, and the ends' spaces, are trimmed: a user named Xavier
+    keeps his X, a name ending in an ideographic space keeps it."""
+    claims = {"sub": " Xavier X ", "upn": "Xavier X\u3000"}
+    assert identity_header_values(Identity("p", claims, 0), IdentityHeaders()) == [
+        (b"x-auth-subject", b"Xavier X"),
+        (b"x-auth-user", "Xavier X\u3000".encode()),
+        (b"x-auth-provider", b"p"),
+    ]
+
+
 @pytest.mark.parametrize("keep_empty", [False, True], ids=["proxy", "forward-auth"])
 def test_claim_values_carry_no_control_character(keep_empty: bool) -> None:
     claims = {
@@ -190,6 +201,10 @@ BODILESS = {
 }
 
 
+def test_a_304_is_taken_as_the_answer_to_a_get_unless_told_otherwise() -> None:
+    assert response_headers([(b"Content-Length", b"5"), (b"ETag", b'"a"')], 304) == [(b"ETag", b'"a"')]
+
+
 @pytest.mark.parametrize(("status", "head", "expected"), BODILESS.values(), ids=BODILESS.keys())
 def test_no_content_length_on_204_and_304(status: int, head: bool, expected: list[tuple[bytes, bytes]]) -> None:
     assert response_headers([(b"Content-Length", b"10"), (b"ETag", b'"a"')], status, head=head) == expected
@@ -217,9 +232,11 @@ SHADOWS = {
     "leading-underscore": b"_sig=x",
     "nul-truncated": b"sig%00=x",
     "nul-then-more": b"sig%00anything=x",
+    "nul-twice": b"sig%00a%00b=x",
     "semicolon-separated": b"x=1;sig=x",
     "semicolon-first": b"sig=x;y=2",
     "long-s": b"%C5%BFig=x",
+    "dotless-i": b"s%C4%B1g=x",
     "fullwidth": b"%EF%BD%93%EF%BD%89%EF%BD%87=x",
     "raw-utf8-long-s": b"\xc5\xbfig=x",
     "other-upstream-name": b"API-Version=1",
@@ -233,6 +250,7 @@ SHADOWS = {
     "rack-brackets-around": b"[sig]=x",
     "rack-leading-close-bracket": b"]sig=x",
     "rack-leading-empty-brackets": b"[]sig=x",
+    "rack-brackets-then-an-index": b"[sig][a]=x",
     # servers that decode the whole query before splitting it
     "encoded-ampersand-in-the-name": b"x%26sig=x",
     "encoded-equals-in-the-name": b"sig%3Dx",
@@ -273,6 +291,9 @@ KEPT = {
     "encoded-url-in-a-value": b"next=%2Fx%3Fsig%3D1",
     "encoded-equals-before-the-name": b"a%3Dsig=1",
     "encoded-three-times": b"q=%252541",
+    "php-nested-array-of-another-name": b"s[v][x]=1",  # PHP reads `s`, not the upstream's `sv`
+    "percent-u-lone-surrogate": b"%uD800=1",
+    "percent-u-surrogate-pair": b"%uD83D%uDE00=1",
 }
 
 
@@ -286,6 +307,24 @@ def test_a_parameter_still_encoded_after_eight_decodings_is_dropped() -> None:
     nine, eight = b"q=%" + b"25" * 8 + b"41", b"q=%" + b"25" * 7 + b"41"  # `A` escaped nine and eight times
     assert target_url(target(TRIGGER), "", nine + b"&id=7") == TRIGGER + "&id=7"
     assert target_url(target(TRIGGER), "", eight + b"&id=7") == TRIGGER + "&" + eight.decode() + "&id=7"
+
+
+def test_an_upstream_parameter_named_in_unicode_is_protected_too() -> None:
+    """A policy may write the upstream's parameter name with characters outside Latin-1 (`ſig`, read as `sig`)."""
+    upstream = target("http://h/x?\u017fig=SECRET1")
+    assert target_url(upstream, "", b"sig=1&SIG=2&ok=1") == "http://h/x?\u017fig=SECRET1&ok=1"
+
+
+def test_an_upstream_parameter_without_letters_shadows_only_names_without_letters() -> None:
+    """An upstream `_` (a cache buster) has an empty skeleton: `[x]` and `_` are read as it, `a[b]` is not."""
+    upstream = target("http://h/x?_=CACHE&sig=S")
+    assert target_url(upstream, "", b"a[b]=1&X]sig=2&[x]=3&__=4") == "http://h/x?_=CACHE&sig=S&a[b]=1&X]sig=2"
+
+
+def test_an_upstream_value_with_its_padding_written_raw_keeps_its_name() -> None:
+    """`sig=...==`: the name is what comes before the first `=` (base64 padding is part of the value)."""
+    upstream = target("https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==")
+    assert target_url(upstream, "", b"sig=1&ok=2") == "https://h.example/x?sig=Qz9+k3Yv/0aRmN4sPc==&ok=2"
 
 
 def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:
