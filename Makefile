@@ -105,6 +105,6 @@ fuzz: venv
 MUTATE_CHILDREN ?= 2
 MUTATE_ONLY ?=
 .PHONY: mutate
-mutate: $(STAMP)
+mutate: venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -r tools/mutate-requirements.txt
 	MUTATE_CHILDREN=$(MUTATE_CHILDREN) MUTATE_ONLY="$(MUTATE_ONLY)" $(BIN)/python tools/mutate.py $(MUTATE_ARGS)
