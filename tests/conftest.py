@@ -8,14 +8,13 @@ import pytest
 
 from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import DemoIssuer
-from tests.support.servers import ThreadServer, serve_demo_issuer
+from tests.support.servers import ThreadServer, serve_demo_issuer, served
 
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[ThreadServer]:
-    server = ThreadServer(lambda _url: EchoUpstream())
-    yield server
-    server.stop()
+    with served(EchoUpstream()) as (_echo, server):
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +22,8 @@ def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
     issuer, server = serve_demo_issuer()
     yield issuer, server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
+    return issuer_server[0]

@@ -18,18 +18,14 @@ from sidecar.edge.runtime import Runtime, policy_hash
 from sidecar.observe.metrics import Metrics
 from sidecar.options import Address, ServeOptions
 from sidecar.policy.load import parse_policy
+from tests.support.logs import Records, captured
 from tests.support.rawupstream import RawUpstream
 from tests.support.recorder import Recorder
-from tests.support.servers import ThreadServer, free_closed_port
+from tests.support.servers import ThreadServer, free_closed_port, served
 
 POLICY = Path(__file__).with_name("policy.yaml")
 PAYROLL_SIG = "payroll-secret-signature-0d4b4c1e9a57"
 RAW_SIG = "raw-secret-signature-3b2f8e7d1c40"
-
-
-@pytest.fixture(scope="session")
-def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
-    return issuer_server[0]
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +38,9 @@ def raw() -> Iterator[RawUpstream]:
 
 @pytest.fixture(scope="session")
 def recorder() -> Iterator[tuple[Recorder, ThreadServer]]:
-    app = Recorder()
-    server = ThreadServer(lambda _url: app)
-    yield app, server
-    app.release()
-    server.stop()
+    with served(Recorder()) as (app, server):
+        yield app, server
+        app.release()  # nothing may stay held while the server stops
 
 
 @pytest.fixture(scope="session")
@@ -120,18 +114,7 @@ async def edge(make_edge: BuildEdge) -> Edge:
 
 
 @pytest.fixture
-def access_log() -> Iterator[list[dict[str, object]]]:
-    """The access lines' fields, as the gate logs them in a process that has not configured JSON output."""
-    lines: list[dict[str, object]] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(dict(getattr(record, "fields", {})))
-
-    handler, logger = Keep(), logging.getLogger("sidecar.access")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+def access_log() -> Iterator[Records]:
+    """The access lines (`.fields()`), as the gate logs them in a process that has not configured JSON output."""
+    with captured("sidecar.access", logging.INFO) as records:
+        yield records

@@ -11,6 +11,7 @@ from sidecar.demo.issuer import DemoIssuer
 from tests.edge.conftest import BuildEdge, Edge
 from tests.support.asgi import Answer, call
 from tests.support.ingress_asks import INGRESSES, SPELLINGS, Headers
+from tests.support.logs import Records
 from tests.support.people import LISA, TOM, bearer
 
 
@@ -71,7 +72,7 @@ async def test_the_same_normalisation_applies(asked: tuple[str, Edge], issuer: D
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_an_original_header_the_ingress_does_not_set_is_refused(
-    spelling: str, asked: tuple[str, Edge], issuer: DemoIssuer, access_log: list[dict[str, object]]
+    spelling: str, asked: tuple[str, Edge], issuer: DemoIssuer, access_log: Records
 ) -> None:
     ingress, edge = asked
     auth_method, path, headers = INGRESSES[ingress]("POST", "/flows/payroll")
@@ -84,7 +85,7 @@ async def test_an_original_header_the_ingress_does_not_set_is_refused(
         assert (answer.status, json.loads(answer.body)["reason"]) == (403, "forward_auth_spoofed")
         assert answer.values("x-auth-user") == []
     assert edge.rejections("(none)", "forward_auth_spoofed") == 2
-    assert all(line["forward_auth"] is True and line.get("path") is None for line in access_log)
+    assert all(line["forward_auth"] is True and line.get("path") is None for line in access_log.fields())
 
 
 @pytest.mark.parametrize("ingress", ["nginx", "ingress-nginx", "traefik"])
@@ -118,21 +119,19 @@ async def test_the_rate_limit_counts_and_refuses_with_403(make_edge: BuildEdge, 
 
 
 async def test_audit_mode_says_yes_and_counts_the_would_be_refusal(
-    make_edge: BuildEdge, issuer: DemoIssuer, access_log: list[dict[str, object]]
+    make_edge: BuildEdge, issuer: DemoIssuer, access_log: Records
 ) -> None:
     edge = await make_edge(ingress="nginx")
     answer = await ask(edge, "nginx", "POST", "/flows/audited", bearer(issuer, TOM))
     assert answer.status == 200 and answer.values("x-auth-user") == [b"tom@contoso.com"]
     assert edge.rejections("audited", "not_allowed", mode="audit") == 1
-    (line,) = access_log
+    (line,) = access_log.fields()
     assert (line["decision"], line["forward_auth"], line["status"]) == ("audit_forward", True, 200)
 
 
-async def test_the_client_behind_a_trusted_ingress_is_logged(
-    make_edge: BuildEdge, access_log: list[dict[str, object]]
-) -> None:
+async def test_the_client_behind_a_trusted_ingress_is_logged(make_edge: BuildEdge, access_log: Records) -> None:
     edge = await make_edge(ingress="nginx")
     forwarded = [("X-Forwarded-For", "203.0.113.7")]
     await ask(edge, "nginx", "GET", "/public/x", forwarded, peer="10.0.0.5")
     await ask(edge, "nginx", "GET", "/public/x", forwarded, peer="192.0.2.1")  # not a trusted proxy
-    assert [line["client_ip"] for line in access_log] == ["203.0.113.7", "192.0.2.1"]
+    assert [line["client_ip"] for line in access_log.fields()] == ["203.0.113.7", "192.0.2.1"]

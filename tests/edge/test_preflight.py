@@ -10,6 +10,7 @@ import pytest
 from sidecar.demo.issuer import DemoIssuer
 from tests.edge.conftest import BuildEdge, Edge
 from tests.support.asgi import call
+from tests.support.logs import Records
 from tests.support.people import LISA, bearer
 from tests.support.rawupstream import RawUpstream
 
@@ -22,7 +23,7 @@ def preflight(origin: str = APP, method: str = "POST", headers: str = "authoriza
 
 
 async def test_a_preflight_is_answered_without_a_token_and_without_the_upstream(
-    edge: Edge, raw: RawUpstream, access_log: list[dict[str, object]]
+    edge: Edge, raw: RawUpstream, access_log: Records
 ) -> None:
     answer = await call(edge.app, "OPTIONS", "/flows/browser", preflight())
     assert (answer.status, answer.body) == (204, b"")
@@ -34,7 +35,7 @@ async def test_a_preflight_is_answered_without_a_token_and_without_the_upstream(
     assert answer.values("access-control-allow-credentials") == []
     assert b"Origin" in b", ".join(answer.values("vary"))
     assert not [seen for seen in raw.received if seen.path == "/browser" and seen.line.startswith(b"OPTIONS")]
-    (line,) = access_log
+    (line,) = access_log.fields()
     assert (line["decision"], line["cors"], line["status"], line["route"]) == ("preflight", "allowed", 204, "browser")
 
 
@@ -46,14 +47,14 @@ REFUSALS = {
 
 @pytest.mark.parametrize(("headers", "refused"), REFUSALS.values(), ids=REFUSALS.keys())
 async def test_a_preflight_asking_for_what_the_route_does_not_allow_is_refused_counted_and_logged(
-    edge: Edge, headers: Headers, refused: str, access_log: list[dict[str, object]]
+    edge: Edge, headers: Headers, refused: str, access_log: Records
 ) -> None:
     answer = await call(edge.app, "OPTIONS", "/flows/browser", headers)
     assert (answer.status, json.loads(answer.body)["reason"]) == (403, "cors_refused")
     assert answer.values("access-control-allow-origin") == []
     assert answer.values("vary") == [b"Origin"]
     assert edge.rejections("browser", "cors_refused") == 1
-    (line,) = access_log
+    (line,) = access_log.fields()
     assert (line["decision"], line["reason"], line["cors"], line["status"]) == ("reject", "cors_refused", refused, 403)
 
 
@@ -101,7 +102,7 @@ FORWARD_AUTH = {"allowed": (APP, 200, None), "origin-not-listed": ("https://evil
 
 @pytest.mark.parametrize(("origin", "status", "reason"), FORWARD_AUTH.values(), ids=FORWARD_AUTH)
 async def test_forward_auth_lets_allowed_preflights_through_without_a_token(
-    make_edge: BuildEdge, origin: str, status: int, reason: str | None, access_log: list[dict[str, object]]
+    make_edge: BuildEdge, origin: str, status: int, reason: str | None, access_log: Records
 ) -> None:
     edge = await make_edge(ingress="nginx")
     asked = [("X-Original-URI", "/flows/browser"), ("X-Original-Method", "OPTIONS"), *preflight(origin=origin)]
@@ -112,7 +113,7 @@ async def test_forward_auth_lets_allowed_preflights_through_without_a_token(
         assert json.loads(answer.body)["reason"] == reason
     else:
         assert (answer.body, answer.values("content-length")) == (b"", [b"0"])
-    (line,) = access_log
+    (line,) = access_log.fields()
     assert line["forward_auth"] is True
 
 
