@@ -29,13 +29,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from sidecar.edge.exchange import Entry, finish
+from sidecar.edge.exchange import record_refused_head
 from sidecar.edge.problem import problem_body, problem_headers
 from sidecar.edge.runtime import Runtime
 from sidecar.observe.log import logger
 from sidecar.observe.metrics import NO_ROUTE_LABEL
 from sidecar.policy.limits import ServerLimits
-from sidecar.policy.model import Mode
 from sidecar.reasons import Reason, outcome
 
 __all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
@@ -70,10 +69,7 @@ class Guard:
         """The whole response, bytes ready for the transport; the connection is closed after it."""
         rid = os.urandom(12).hex()
         response = self.response(reason, rid)
-        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
-        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
-        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=outcome(reason).status)
-        finish(self._runtime.metrics, entry, started)
+        record_refused_head(self._runtime.metrics, method, client, reason, rid, started)
         return response
 
     def response(self, reason: Reason, rid: str | None = None) -> bytes:

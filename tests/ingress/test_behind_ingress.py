@@ -1,6 +1,6 @@
 """Forward-auth behind the real nginx (auth_request), Caddy (forward_auth) and Envoy (ext_authz), each configured with
-the README's snippet, and nginx configured as ingress-nginx configures itself from the README's annotations: the
-walk-through's answers, and no header a client adds gets a request further."""
+its snippet of docs/forward-auth.md, and nginx configured as ingress-nginx configures itself from the guide's
+annotations: the walk-through's answers, and no header a client adds gets a request further."""
 
 from __future__ import annotations
 
