@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["FORWARD_AUTH_INGRESSES", "Address", "ServeOptions", "parse_address"]
+__all__ = ["FORWARD_AUTH_INGRESSES", "Address", "ListenerTlsFiles", "ServeOptions", "parse_address"]
 
 DEFAULT_LISTEN: Final = "0.0.0.0:8080"
 DEFAULT_ADMIN_LISTEN: Final = "0.0.0.0:9901"
@@ -50,6 +50,7 @@ class ServeOptions:
     forward_auth_ingress: str | None = None
     reload_interval: float = 2.0
     reload_settle: float = 5.0  # a file changed in place is loaded once unchanged this long (sidecar.ops.reload)
+    tls: ListenerTlsFiles | None = None  # None: the proxy listener speaks plain HTTP
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> ServeOptions:
@@ -76,9 +77,32 @@ class ServeOptions:
             forward_auth_ingress=pick("forward_auth_ingress"),
             reload_interval=_seconds("reload-interval", pick("reload_interval", 2.0)),
             reload_settle=_seconds("reload-settle", pick("reload_settle", 5.0)),
+            tls=_tls_files(pick("tls_cert"), pick("tls_key"), pick("tls_client_ca")),
         )
         _check_forward_auth(options.forward_auth_path, options.forward_auth_ingress)
         return options
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTlsFiles:
+    """`--tls-cert`, `--tls-key` and `--tls-client-ca`: PEM files, watched and reloaded while serving."""
+
+    cert: str  # the certificate chain, leaf first
+    key: str  # its private key (never read into a message)
+    client_ca: str | None = None  # set: every caller must present a certificate issued by these CAs
+
+
+def _tls_files(cert: str | None, key: str | None, client_ca: str | None) -> ListenerTlsFiles | None:
+    """Both the certificate and the key, or neither; a client CA only with them."""
+    if cert and key:
+        return ListenerTlsFiles(cert, key, client_ca or None)
+    if cert:
+        raise ValueError("--tls-cert needs --tls-key (env SIDECAR_TLS_KEY)")
+    if key:
+        raise ValueError("--tls-key needs --tls-cert (env SIDECAR_TLS_CERT)")
+    if client_ca:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (env SIDECAR_TLS_CERT, SIDECAR_TLS_KEY)")
+    return None
 
 
 def _check_forward_auth(path: str | None, ingress: str | None) -> None:

@@ -43,6 +43,7 @@ class Reason(enum.Enum):
     OVERLOADED = "overloaded"
     POOL_SHARE_FULL = "pool_share_full"
     FORWARD_AUTH_SPOOFED = "forward_auth_spoofed"
+    PLAIN_HTTP = "plain_http"  # plain HTTP sent to the proxy listener while it speaks HTTPS (--tls-cert)
     METRICS_BUSY = "metrics_busy"  # the admin listener's /metrics only: too many scrapes already wait their turn
 
 
@@ -146,6 +147,9 @@ _TABLE: Final[dict[Reason, Outcome]] = {
         False,
         "The forward-auth request names its original URI or method in a header the ingress does not set, or twice.",
     ),
+    Reason.PLAIN_HTTP: Outcome(
+        400, "Bad Request", None, False, "The plain HTTP request was sent to an HTTPS port: use https://."
+    ),
     Reason.METRICS_BUSY: Outcome(
         503, "Service Unavailable", None, False, "Too many scrapes are waiting for their turn; see Retry-After."
     ),
@@ -163,6 +167,7 @@ LIMIT_REASONS: Final = frozenset(
         Reason.BAD_REQUEST,
         Reason.HEADERS_TOO_LARGE,
         Reason.HEADER_TIMEOUT,
+        Reason.PLAIN_HTTP,
         Reason.BODY_TOO_LARGE,
         Reason.BODY_TIMEOUT,
         Reason.OVERLOADED,

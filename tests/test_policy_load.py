@@ -41,7 +41,7 @@ HS_REFUSED = (
 ALGORITHMS = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA"
 PROVIDER_KEYS = (
     "algorithms, audiences, entra, introspection, issuer, jwks_min_refresh, jwks_refresh, jwks_uri, leeway, "
-    "max_stale, max_token_bytes, require_typ"
+    "max_stale, max_token_bytes, require_typ, tls"
 )
 COLON_MISPLACED = (
     '(yaml): a ": " where no key can start: is the line indented too far, or does a value hold ": " (then quote it)?'
@@ -346,7 +346,7 @@ SINGLE_ERRORS = {
         11,
         'routes[0].users: unknown key "users": users belongs in an allow rule: allow: [{provider: ..., users: ...}] '
         "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, mode, name, rate_limit, "
-        "timeout, upstream)",
+        "timeout, tls, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
@@ -884,7 +884,7 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
         "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_query, forward_token, "
-        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, upstream)"
+        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, tls, upstream)"
     ]
 
 

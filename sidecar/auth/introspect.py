@@ -124,8 +124,10 @@ class Introspector:
         *,
         on_failure: Callable[[str, str], None] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        client_for: Callable[[Provider], httpx.AsyncClient] | None = None,
     ) -> None:
         self._client = client
+        self._client_for = client_for  # a provider with its own `tls:` (private CA, client certificate) has its own
         self._clock = clock
         self._on_failure = on_failure
         self._cache: TLRUCache[_Key, _Answer] = TLRUCache(
@@ -200,7 +202,7 @@ class Introspector:
             async with asyncio.timeout(INTROSPECTION_TIMEOUT_SECONDS):
                 async with lane.slots:
                     document = await post_json(
-                        self._client,
+                        self._client_for(provider) if self._client_for is not None else self._client,
                         endpoint.endpoint,
                         "introspection",
                         {"token": token, "token_type_hint": "access_token"},

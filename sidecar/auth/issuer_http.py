@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ async def _request(
         raise FetchError(f"{what} {safe_url(url)}: timed out", "timeout") from exc
     except httpx.HTTPError as exc:
         # The exception's type only: httpx messages quote the URL, query included.
-        raise FetchError(f"{what} {safe_url(url)}: {type(exc).__name__}", "unreachable") from exc
+        raise FetchError(f"{what} {safe_url(url)}: {type(exc).__name__}{_tls_cause(exc)}", "unreachable") from exc
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -95,6 +96,19 @@ async def _request(
     if not isinstance(document, dict):
         raise FetchError(f"{what} {safe_url(url)}: not a JSON object")
     return Document(document, max_age)
+
+
+def _tls_cause(exc: BaseException) -> str:
+    """A refused handshake in OpenSSL's own words (`: SSLCertVerificationError: unable to get local issuer
+    certificate`), found down the chain httpx raises; never an exception's message, which could quote a URL."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> ssl: a few links at most
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f": {type(seen).__name__}: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError) and seen.reason:
+            return f": {type(seen).__name__}: {seen.reason}"
+    return ""
 
 
 def _max_age(cache_control: str) -> float | None:

@@ -80,8 +80,10 @@ class KeyStore:
         *,
         observer: KeyObserver | None = None,
         rand: Callable[[], float] = random.random,
+        client_for: Callable[[Provider], httpx.AsyncClient] | None = None,
     ) -> None:
         self._client = client
+        self._client_for = client_for  # a provider with its own `tls:` (private CA, client certificate) has its own
         self._clock = clock
         self._observer = observer
         self._rand = rand
@@ -219,7 +221,8 @@ class KeyStore:
     async def _refresh(self, provider: Provider, state: _State) -> None:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
-                found = await fetch_key_set(self._client, provider)
+                client = self._client_for(provider) if self._client_for is not None else self._client
+                found = await fetch_key_set(client, provider)
         except (FetchError, JwksError) as exc:
             self._failed(provider, state, str(exc))
         except TimeoutError:

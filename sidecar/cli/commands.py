@@ -14,6 +14,8 @@ from typing import Any
 import uvloop
 
 from sidecar.edge.runtime import policy_hash
+from sidecar.edge.tls import TlsFilesError, server_context
+from sidecar.edge.upstream_tls import tls_errors
 from sidecar.observe import log
 from sidecar.ops.run import run_sidecar
 from sidecar.ops.server import bind
@@ -102,7 +104,10 @@ def _load(config: str) -> tuple[Policy, str] | None:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
-    return policy, policy_hash(text)
+    errors = tls_errors(policy)  # the `tls:` files read and paired, as serving will (FILE:LINE)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return (policy, policy_hash(text)) if not errors else None
 
 
 def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
@@ -115,6 +120,12 @@ def serve_command(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
     loaded = _load(options.config)
     if loaded is None:
         return 1
+    if options.tls is not None:
+        try:
+            server_context(options.tls)  # before binding or forking: a certificate that does not load stops here
+        except TlsFilesError as exc:
+            print(f"sidecar serve: {exc}", file=sys.stderr)
+            return 2
     sockets = _bind_all([options.listen, options.admin_listen])
     if sockets is None:
         return 2

@@ -23,6 +23,7 @@ from sidecar.auth.verify import Verifier
 from sidecar.edge.decide import Decision, decide
 from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
+from sidecar.edge.upstream_tls import ControlClients, build_tls, control_client
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Policy
 from sidecar.reasons import outcome
@@ -63,8 +64,10 @@ async def explain(
 ) -> Explanation:
     """With `token`, the live decision (keys fetched from the issuer now, through `client` when given); with
     `claims`, the same decision for a caller with these claims, without signature verification."""
-    async with _http(client) as http:
-        verifier = Verifier(policy.providers, KeyStore(http), clock=clock, introspector=Introspector(http, clock))
+    async with _http(policy, client) as http:
+        keys = KeyStore(http.default, client_for=http.for_provider)
+        introspector = Introspector(http.default, clock, client_for=http.for_provider)
+        verifier = Verifier(policy.providers, keys, clock=clock, introspector=introspector)
         snapshot = Snapshot(policy, verifier, "")
         headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
         trace: list[Step] = []
@@ -80,12 +83,17 @@ async def explain(
 
 
 @asynccontextmanager
-async def _http(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+async def _http(policy: Policy, client: httpx.AsyncClient | None) -> AsyncIterator[ControlClients]:
+    """`client` when given (tests); else the proxy's clients: a provider's own `tls:` is used as when serving."""
     if client is not None:
-        yield client
+        yield ControlClients(client)
         return
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as own:
-        yield own
+    clients = ControlClients(control_client())
+    try:
+        clients.use(build_tls(policy).providers)
+        yield clients
+    finally:
+        await clients.close()
 
 
 def _base(method: str, decision: Decision) -> Explanation:

@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--reload-settle", help="seconds a policy file changed in place must stay unchanged before it loads (default 5)"
     )
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate chain: the proxy listener speaks HTTPS (env SIDECAR_TLS_CERT; reloaded)"
+    )
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env SIDECAR_TLS_KEY; reloaded on change)")
+    serve.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: callers must show a certificate it issued (env SIDECAR_TLS_CLIENT_CA)"
+    )
 
     check = commands.add_parser("check", help="validate a policy file; exit 1 with every error as FILE:LINE")
     check.add_argument("--config", help="policy file (env SIDECAR_CONFIG)")

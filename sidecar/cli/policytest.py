@@ -24,6 +24,7 @@ from sidecar.cli.explain import CLAIMS_NOTE
 from sidecar.edge.decide import Decision, decide
 from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
+from sidecar.edge.upstream_tls import ControlClients, build_tls, control_client
 from sidecar.policy.fields import Spec, Text, method_name
 from sidecar.policy.load import validate_spec
 from sidecar.policy.model import Policy
@@ -189,9 +190,13 @@ async def run_cases(
     clock: Callable[[], float] = time.time,
 ) -> list[Outcome]:
     """Each case's decision, through one verifier as in the proxy (keys fetched once for every token case)."""
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as own:
-        http = client or own
-        verifier = Verifier(policy.providers, KeyStore(http), clock=clock, introspector=Introspector(http, clock))
+    http = ControlClients(client or control_client())
+    try:
+        if client is None:  # a provider's own `tls:` is used as when serving
+            http.use(build_tls(policy).providers)
+        keys = KeyStore(http.default, client_for=http.for_provider)
+        introspector = Introspector(http.default, clock, client_for=http.for_provider)
+        verifier = Verifier(policy.providers, keys, clock=clock, introspector=introspector)
         snapshot = Snapshot(policy, verifier, "")
         outcomes = []
         for case in cases:
@@ -200,6 +205,9 @@ async def run_cases(
             decision = await decide(snapshot, case.method, raw_path, headers, claims=case.claims)
             outcomes.append(_outcome(case, decision))
         return outcomes
+    finally:
+        if client is None:  # a given client is the caller's to close
+            await http.close()
 
 
 def _outcome(case: Case, decision: Decision) -> Outcome:

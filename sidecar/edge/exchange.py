@@ -23,6 +23,7 @@ from sidecar.edge.problem import problem_body, problem_headers
 from sidecar.edge.runtime import Runtime, Snapshot
 from sidecar.observe import log
 from sidecar.observe.metrics import NO_ROUTE_LABEL, Metrics
+from sidecar.observe.trace_context import trace_id
 from sidecar.policy.cors import request_origin, response_headers
 from sidecar.policy.model import Mode
 from sidecar.reasons import Reason, auditable, outcome
@@ -80,6 +81,7 @@ class Record:
     upstream_ms: float | None = None
     upstream_error: str | None = None
     duration_ms: float | None = None
+    trace_id: str | None = None  # a valid W3C traceparent's trace id (observe/trace_context.py), after client_ip
 
     def fields(self) -> dict[str, Any]:
         line: dict[str, Any] = {
@@ -90,6 +92,8 @@ class Record:
             "mode": self.mode.value,
             "client_ip": self.client_ip,
         }
+        if self.trace_id is not None:
+            line["trace_id"] = self.trace_id
         if self.provider is not None:
             line.update(provider=self.provider, subject=self.subject, app=self.app)
         if self.auth_ms is not None:
@@ -128,6 +132,7 @@ def _record(scope: Scope, rid: str, method: str, decision: Decision) -> Record:
         route.name if route is not None else None,
         decision.mode,
         client[0] if client else None,
+        trace_id=trace_id(scope["headers"]),
     )
     identity = decision.identity
     if identity is not None:

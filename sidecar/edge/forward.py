@@ -10,9 +10,10 @@ route (body_too_large, body_timeout, pool_share_full), never the client's own ty
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final
 
@@ -24,6 +25,7 @@ from sidecar.upstream.pool import (
     Broken,
     ConnectFailed,
     Connection,
+    Origin,
     Pool,
     Response,
     ShareFull,
@@ -42,6 +44,7 @@ _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 # safe methods only, whose whole body, if any, is still in hand.
 _REPLAYABLE: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _LAST_CHUNK: Final = b"0\r\n\r\n"
+_TLS_ORIGINS: Final = 1024  # (origin, route context) pairs remembered
 
 
 class ClientGone(Exception):
@@ -121,6 +124,7 @@ class Forwarder:
         self.pool = pool
         # min_body_rate and its grace, from the policy's `limits` (set by the runtime on start and on each reload).
         self.limits = ServerLimits()
+        self._tls_origins: dict[tuple[Origin, ssl.SSLContext], Origin] = {}
 
     def apply(self, limits: ServerLimits) -> None:
         """Take the policy's limits for the bodies of requests forwarded from now on."""
@@ -157,6 +161,7 @@ class Forwarder:
         body_timeout: float | None = None,
         route: str | None = None,
         urls: ResponseUrls | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Forwarded:
         """Stream the request body up and the response down. `timeout` bounds connecting (a wait for a pooled
         connection included), each wait for the upstream to read the body, the wait for the response head once
@@ -165,8 +170,11 @@ class Forwarder:
         and raises Rejection(body_too_large / body_timeout). The connection counts against `route`'s share of the
         pool; a share in use for all of `timeout` raises Rejection(pool_share_full). An upstream that fails before
         answering raises UpstreamFailure (upstream_unreachable / upstream_timeout), after: UpstreamBroken. `urls`:
-        the route's rules for response headers that name the upstream's URL."""
+        the route's rules for response headers that name the upstream's URL. `tls`: the route's own client context
+        (`tls:`)."""
         origin, target = split_url(url)
+        if tls is not None:
+            origin = self._through(origin, tls)
         limits = self.limits
         received = _BodyProgress(not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace)
         first = await _next_piece(receive, received) if has_body else b""  # the body's first piece goes with the head
@@ -210,6 +218,17 @@ class Forwarder:
             if connection is not None:
                 self.pool.release(connection, reusable)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
+
+    def _through(self, origin: Origin, tls: ssl.SSLContext) -> Origin:
+        """The origin reached with a route's own context: pooled apart from the same origin reached with another
+        (its key names the context), so that a connection is reused only under the trust it was made with."""
+        found = self._tls_origins.get((origin, tls))
+        if found is None:
+            if len(self._tls_origins) >= _TLS_ORIGINS:  # reloads make new contexts: the old entries go
+                self._tls_origins.clear()
+            found = replace(origin, key=f"{origin.key} tls:{id(tls):x}", context=tls)
+            self._tls_origins[(origin, tls)] = found
+        return found
 
 
 def _succeeded(task: asyncio.Future[None]) -> bool:

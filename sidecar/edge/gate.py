@@ -112,6 +112,7 @@ class Gate:
                 body_timeout=snapshot.policy.limits.body_timeout,
                 route=route.name,
                 urls=urls,
+                tls=snapshot.upstream_tls.get(route.name),
             )
         except Rejection as rejection:  # a limit of the route: the client's body, or the route's share of the pool
             await exchange.refuse_limit(call.send, rejection.reason)

@@ -12,6 +12,10 @@ read toward max_header_bytes as it arrives bounds both. The checks ride on parse
 receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
 with it the upstream connection that response streams from: a timer runs only while the transport is paused for
 want of room (a reset ends it).
+
+uvicorn has no public protocol API: what this builds on (the copied `data_received`, the private methods it
+calls, the overridden callbacks) is pinned by tests/test_dependency_internals.py, and uvicorn bounded to the minor
+release it was recorded from (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -162,8 +166,9 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, with the refusals ours. While a head is incomplete, every chunk of it counts whole toward
-        max_header_bytes, so a head without end is cut off as it arrives (not only once complete)."""
+        """uvicorn 0.54's (recorded in tests/test_dependency_internals.py), with the refusals ours. While a head is
+        incomplete, every chunk of it counts whole toward max_header_bytes, so a head without end is cut off as it
+        arrives (not only once complete)."""
         self._unset_keepalive_if_required()
         continuing = self._head_started  # a head under way: the chunk is that head's until it ends
         at_start = not continuing and (self.cycle is None or not self.cycle.more_body)  # no request under way

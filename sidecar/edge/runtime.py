@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
-
-import httpx
 
 from sidecar.auth.introspect import Introspector, claims_read
 from sidecar.auth.keys import KeyStore
 from sidecar.auth.verify import Verifier
 from sidecar.edge.forward import Forwarder
+from sidecar.edge.upstream_tls import BuiltTls, ControlClients, build_tls, control_client
 from sidecar.observe.log import logger
 from sidecar.observe.metrics import Metrics
 from sidecar.policy.model import Policy
@@ -40,6 +40,7 @@ class Snapshot:
     policy: Policy
     verifier: Verifier
     hash: str
+    upstream_tls: Mapping[str, ssl.SSLContext] = field(default_factory=dict)  # by route name: own `tls:` only
 
 
 class Runtime:
@@ -53,26 +54,28 @@ class Runtime:
         keys: KeyStore,
         forwarder: Forwarder,
         introspector: Introspector | None = None,  # asks RFC 7662 endpoints; shared by every snapshot (its cache)
+        control: ControlClients | None = None,  # the control plane's httpx clients (providers' own `tls:`)
     ):
         self.metrics = metrics
+        self._control = control
         self.keys = keys
         self.forwarder = forwarder
         self.introspector = introspector
         self._refreshing: asyncio.Future[None] | None = None  # the scheduled key refresh (KeyStore.run_refresh)
-        self.current = self._snapshot(policy, policy_digest)
+        self.current = self._snapshot(policy, policy_digest, self._built(policy))
         self.draining = False  # set on SIGTERM: /readyz answers 503 so that traffic moves elsewhere
         self.audit_all = False  # `--audit`: every route in audit mode
         self._limiter: RateLimiter | None = None  # per-caller counts (this process's outlive reloads)
-        self._control_client: httpx.AsyncClient | None = None
         self._fetching: asyncio.Future[None] | None = None
         metrics.config_info.labels(policy_digest).set(1)
 
     @classmethod
     def create(cls, policy: Policy, policy_digest: str, metrics: Metrics) -> Runtime:
         """Build the runtime inside the running loop; keys are fetched by `fetch_keys()`."""
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, trust_env=False)
-        keys = KeyStore(client, observer=metrics)
-        introspector = Introspector(client, on_failure=metrics.introspection_failed)
+        control = ControlClients(control_client())
+        client, client_for = control.default, control.for_provider
+        keys = KeyStore(client, observer=metrics, client_for=client_for)
+        introspector = Introspector(client, on_failure=metrics.introspection_failed, client_for=client_for)
         pool = policy.upstream_pool  # sized at start; a reload resizes it (swap)
         forwarder = Forwarder.create(
             pool.max_connections,
@@ -82,9 +85,7 @@ class Runtime:
             pool.route_share,
         )
         forwarder.apply(policy.limits)
-        runtime = cls(policy, policy_digest, metrics, keys, forwarder, introspector)
-        runtime._control_client = client
-        return runtime
+        return cls(policy, policy_digest, metrics, keys, forwarder, introspector, control)
 
     @property
     def limiter(self) -> RateLimiter:
@@ -96,9 +97,17 @@ class Runtime:
             self._limiter = RateLimiter(store=self.current.policy.rate_limit_store, observer=self.metrics)
         return self._limiter
 
-    def _snapshot(self, policy: Policy, digest: str) -> Snapshot:
+    def _built(self, policy: Policy) -> BuiltTls:
+        """The policy's `tls:` contexts (PolicyError when a file does not load: nothing has changed yet); the
+        providers' clients are taken at once, so that keys fetched before the swap use them."""
+        built = build_tls(policy)
+        if self._control is not None:
+            self._control.use(built.providers)
+        return built
+
+    def _snapshot(self, policy: Policy, digest: str, built: BuiltTls) -> Snapshot:
         verifier = Verifier(policy.providers, self.keys, introspector=self.introspector, claims=claims_read(policy))
-        return Snapshot(policy, verifier, digest)
+        return Snapshot(policy, verifier, digest, built.routes)
 
     def fetch_keys(self, on_ready: Callable[[], None] | None = None) -> None:
         """Start the key scheduler once the listeners are up: it fetches every provider's keys at once, then on
@@ -139,13 +148,15 @@ class Runtime:
 
     async def swap(self, policy: Policy, digest: str) -> None:
         """Make `policy` current. Keys of providers it adds are fetched first (bounded by the fetch timeout), so
-        its routes work from the first request; requests already running finish under the snapshot they read."""
+        its routes work from the first request; requests already running finish under the snapshot they read.
+        PolicyError (nothing changed) when a `tls:` file does not load."""
+        built = self._built(policy)
         known = self.current.policy.providers.values()
         added = [p for p in policy.providers.values() if p not in known and not self.keys.ready([p])]
         if added:
             await self.keys.prime(added)
         previous = self.current.hash
-        self.current = self._snapshot(policy, digest)
+        self.current = self._snapshot(policy, digest, built)
         if self.introspector is not None:
             # Answers judged under a provider this policy changed (audiences, endpoint, ...) or whose rules now read
             # other claims are dropped; an unchanged provider keeps its cache.
@@ -171,5 +182,5 @@ class Runtime:
         await self.forwarder.close()
         if self._limiter is not None:
             await self._limiter.close()
-        if self._control_client is not None:
-            await self._control_client.aclose()
+        if self._control is not None:
+            await self._control.close()

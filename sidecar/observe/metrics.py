@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sidecar.policy.model import Mode
 from sidecar.reasons import Reason
 
-__all__ = ["NO_ROUTE_LABEL", "STORE_ERRORS", "KeySetStatus", "Metrics", "method_label"]
+__all__ = ["NO_ROUTE_LABEL", "STORE_ERRORS", "TLS_HANDSHAKE_FAILURES", "KeySetStatus", "Metrics", "method_label"]
 
 
 class KeySetStatus(NamedTuple):
@@ -28,6 +28,8 @@ NO_ROUTE_LABEL: Final = "(none)"
 _KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 # sidecar_ratelimit_store_errors_total{error}: no answer in time, no connection, credentials refused, anything else.
 STORE_ERRORS: Final = ("timeout", "unreachable", "auth", "error")
+# sidecar_tls_handshake_failures_total{reason} (edge/tls.py classifies).
+TLS_HANDSHAKE_FAILURES: Final = ("client_certificate", "refused_by_client", "protocol", "timeout", "closed")
 _BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -117,6 +119,7 @@ class Metrics:
 
         self._key_metrics(registry)
         self._store_metrics(registry)
+        self._tls_metrics(registry)
         # The labelled children per label values, looked up once: `labels()` costs several µs per call. Bounded:
         # route names come from the policy, methods from `method_label`, codes are three digits, reasons an enum.
         self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -181,6 +184,35 @@ class Metrics:
 
     def store_answered(self) -> None:
         self.ratelimit_store_up.set(1)
+
+    # --- TLS on the proxy listener (edge/tls.py) ------------------------------------------------------------------
+
+    def _tls_metrics(self, registry: CollectorRegistry) -> None:
+        self.tls_reloads = Counter(
+            "sidecar_tls_reloads",
+            "Reloads of the proxy listener's certificate and key (files changed, or SIGHUP), by result: success, or "
+            "error (unreadable, not PEM, key not the certificate's: the current pair keeps serving).",
+            ["result"],
+            registry=registry,
+        )
+        self.tls_handshake_failures = Counter(
+            "sidecar_tls_handshake_failures",
+            "TLS handshakes on the proxy listener that failed, by reason: client_certificate (none, or not from "
+            "--tls-client-ca), refused_by_client (the client did not accept our certificate), protocol (no common "
+            "version or cipher, not TLS), timeout, closed.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in TLS_HANDSHAKE_FAILURES:  # at 0 from the start, so that rate() and alerts see the first one
+            self.tls_handshake_failures.labels(reason)
+        self.tls_certificate_expiry = Gauge(
+            "sidecar_tls_certificate_expiry_timestamp_seconds",
+            "When the listener's certificate (the one serving new handshakes) expires, as Unix time; the earliest of "
+            "all workers. Absent without TLS.",
+            ["listener"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
 
     # --- keys and introspection (the KeyStore's and Introspector's observer) ------------------------------------
 

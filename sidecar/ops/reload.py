@@ -69,7 +69,10 @@ class PolicyReloader:
             digest = policy_hash(text)
             if only_if_changed and digest == self._runtime.current.hash:
                 return False
-            await self._runtime.swap(policy, digest)
+            try:
+                await self._runtime.swap(policy, digest)
+            except PolicyError as exc:  # a `tls:` file that does not load: nothing was swapped
+                return self._failed(exc.errors, fields)
             self._runtime.metrics.config_reloads.labels("success").inc()
             logger.info("policy reloaded", extra={"fields": {**fields, "hash": digest, "routes": len(policy.routes)}})
             return True

@@ -15,12 +15,14 @@ from sidecar.edge.forward_auth import ForwardAuth
 from sidecar.edge.gate import Gate
 from sidecar.edge.protocol import Guard, protocol_for
 from sidecar.edge.runtime import Runtime
+from sidecar.edge.tls import ListenerTls, tls_protocol_for
 from sidecar.observe import log
 from sidecar.observe.metrics import Metrics
 from sidecar.ops.admin import admin_app
 from sidecar.ops.admin_guard import ADMIN_IDLE_TIMEOUT, AdminGuard
 from sidecar.ops.reload import PolicyReloader
 from sidecar.ops.server import Hooks, Listener, run_listeners
+from sidecar.ops.tls_watch import CertificateWatcher
 from sidecar.options import ServeOptions
 from sidecar.policy.model import Policy
 
@@ -48,9 +50,17 @@ async def run_sidecar(
     runtime = Runtime.create(policy, digest, Metrics(registry))
     runtime.audit_all = options.audit
     forward_auth = ForwardAuth.configured(runtime, options)
+    # HTTPS on the proxy listener only: probes and Prometheus reach the admin listener, on its own port, in plain HTTP.
+    tls = ListenerTls(options.tls, runtime.metrics) if options.tls is not None else None
+    proxy_protocol = protocol_for(Guard(runtime))
     listeners = [
         *before,
-        Listener("proxy", Gate(runtime, forward_auth), proxy, http=protocol_for(Guard(runtime))),
+        Listener(
+            "proxy",
+            Gate(runtime, forward_auth),
+            proxy,
+            http=tls_protocol_for(proxy_protocol, tls) if tls is not None else proxy_protocol,
+        ),
         Listener(
             "admin",
             admin_app(runtime, exposition(registry), runtime.metrics.admin_refused),
@@ -65,19 +75,25 @@ async def run_sidecar(
         if reload_from
         else None
     )
+    watcher = CertificateWatcher(tls, options.reload_interval, options.reload_settle) if tls is not None else None
     background: list[asyncio.Future[Any]] = []
 
     async def started() -> None:
-        fields = {listener.name: f"http://{listener.address}" for listener in listeners}
+        https = {"proxy"} if tls is not None else set()
+        fields = {item.name: f"{'https' if item.name in https else 'http'}://{item.address}" for item in listeners}
         fields.update(policy=policy.source, hash=digest, routes=str(len(policy.routes)))
         log.logger.info("listening", extra={"fields": fields})
         runtime.fetch_keys(on_ready)
         if reloader is not None:
             background.append(asyncio.ensure_future(reloader.watch()))
+        if watcher is not None:
+            background.append(asyncio.ensure_future(watcher.watch()))
 
     def reload() -> None:
         if reloader is not None:
             background.append(asyncio.ensure_future(reloader.reload("sighup")))
+        if tls is not None:
+            tls.reload("sighup")
 
     def draining() -> None:
         runtime.draining = True

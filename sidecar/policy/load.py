@@ -44,6 +44,7 @@ from sidecar.policy.routes import RouteTable
 from sidecar.policy.rules import build_rule
 from sidecar.policy.schema import NAME_PATTERN, IdentityHeadersSpec, PolicySpec, RouteSpec, parse_duration
 from sidecar.policy.store_spec import RateLimitStoreSpec, cleartext_warning, store_warnings
+from sidecar.policy.tls_spec import build_tls
 from sidecar.policy.yamlmarks import Document, Path, read_yaml
 
 __all__ = [
@@ -162,7 +163,7 @@ def _providers(doc: Document, raw: Mapping[str, object]) -> dict[str, Provider]:
             doc.error(path, "provider names may contain only letters, digits, '_', '.' and '-'")
         spec = validate_spec(ProviderSpec, value, path, doc)
         if spec is not None:
-            providers[name] = build_provider(name, spec)
+            providers[name] = build_provider(name, spec, build_tls(doc, (*path, "tls"), spec.tls))
             if spec.introspection is not None and spec.audiences is None:
                 doc.warn(path, "no audiences: any active token is accepted, whatever resource it was issued for")
     return providers
@@ -271,7 +272,10 @@ def _routes(
             forward_query=spec.forward_query,
             rate_limit=build_rate_limit(doc, path, spec),
             cors=build_cors(doc, path, spec),
+            tls=build_tls(doc, (*path, "tls"), spec.tls),
         )
+        if spec.tls is not None and not spec.upstream.lower().startswith("https://"):
+            doc.error((*path, "tls"), "applies to an https:// upstream only (this one is plain http)")
     return routes
 
 

@@ -63,6 +63,16 @@ class Mode(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """`tls:` of a route or provider (sidecar/policy/tls_spec.py). Each value is an absolute path or PEM text."""
+
+    ca_file: str | None = None  # None: the system's CAs
+    client_cert: str | None = None  # with client_key: presented to the upstream (mutual TLS)
+    client_key: str | None = field(default=None, repr=False)  # may be the key itself: never logged (nor in repr)
+    where: str = field(default="", compare=False)  # `FILE:LINE: routes[0].tls`, for errors found when it loads
+
+
+@dataclass(frozen=True, slots=True)
 class Introspection:
     """An OAuth 2.0 token introspection endpoint (RFC 7662) that vouches for opaque tokens."""
 
@@ -99,6 +109,7 @@ class Provider:
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     introspection: Introspection | None = None
     entra: bool = False  # made by the `entra:` preset (idtyp and scp mean what Entra means by them)
+    tls: UpstreamTls | None = None  # discovery, JWKS and introspection: a private CA, a client certificate
 
     def __post_init__(self) -> None:
         if not self.issuers and self.introspection is None:
@@ -235,6 +246,7 @@ class Route:
     max_body: int | None = DEFAULT_MAX_BODY  # bytes; None: unlimited (413 above it)
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT  # requests in flight per worker; None: unlimited (503 above)
     forward_query: bool = True  # False: the upstream gets only its own query, never a client's parameters
+    tls: UpstreamTls | None = None  # the upstream's CA bundle and client certificate; None: system CAs, none
 
     @property
     def providers(self) -> frozenset[str]:

@@ -10,10 +10,21 @@ import re
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from sidecar.policy.entra import is_tenant_id
-from sidecar.policy.fields import Algorithms, Duration, Spec, Text, TextList, between, check_url, https_url, is_loopback
+from sidecar.policy.fields import (
+    Algorithms,
+    Duration,
+    Spec,
+    Text,
+    TextList,
+    between,
+    check_url,
+    https_url,
+    is_loopback,
+    not_null,
+)
 from sidecar.policy.model import (
     DEFAULT_ALGORITHMS,
     DEFAULT_INACTIVE_CACHE_SECONDS,
@@ -27,6 +38,7 @@ from sidecar.policy.model import (
     DEFAULT_MAX_STALE_SECONDS,
     DEFAULT_MAX_TOKEN_BYTES,
 )
+from sidecar.policy.tls_spec import TlsSpec
 
 __all__ = ["EntraSpec", "IntrospectionSpec", "JWT_ONLY_KEYS", "JwksRefreshSpec", "ProviderSpec"]
 
@@ -117,6 +129,7 @@ class ProviderSpec(Spec):
     max_stale: Annotated[Duration, between(1, 30 * 86_400)] = DEFAULT_MAX_STALE_SECONDS
     require_typ: Annotated[Text, AfterValidator(_typ)] | None = None
     max_token_bytes: Annotated[int, Field(strict=True, ge=1024, le=65_536)] = DEFAULT_MAX_TOKEN_BYTES
+    tls: Annotated[TlsSpec | None, BeforeValidator(not_null)] = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ProviderSpec:

@@ -7,7 +7,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from sidecar.policy.entra import CLOUDS, app_id_audiences, endpoints
-from sidecar.policy.model import Introspection, Provider
+from sidecar.policy.model import Introspection, Provider, UpstreamTls
 from sidecar.policy.provider_spec import ProviderSpec
 
 __all__ = ["ENTRA_HOSTS", "build_provider"]
@@ -20,7 +20,7 @@ ENTRA_HOSTS: Final = frozenset(
 )
 
 
-def build_provider(name: str, spec: ProviderSpec) -> Provider:
+def build_provider(name: str, spec: ProviderSpec, tls: UpstreamTls | None = None) -> Provider:
     issuer = spec.issuer or ""
     audiences = frozenset(spec.audiences or ())
     issuers: frozenset[str] = frozenset()  # empty: just `issuer`
@@ -66,4 +66,5 @@ def build_provider(name: str, spec: ProviderSpec) -> Provider:
         max_token_bytes=spec.max_token_bytes,
         introspection=introspection,
         entra=is_entra,
+        tls=tls,
     )

@@ -35,6 +35,7 @@ from sidecar.policy.model import (
     DEFAULT_TIMEOUT_SECONDS,
     IdentityHeaders,
 )
+from sidecar.policy.tls_spec import TlsSpec
 
 __all__ = [
     "ALGORITHMS",
@@ -180,6 +181,7 @@ class RouteSpec(Spec):
     cors: Annotated[CorsSpec | None, BeforeValidator(not_null)] = None
     max_body: Annotated[int | None, BeforeValidator(parse_size)] = DEFAULT_MAX_BODY
     max_concurrent: Annotated[int | None, BeforeValidator(parse_count)] = DEFAULT_MAX_CONCURRENT
+    tls: Annotated[TlsSpec | None, BeforeValidator(not_null)] = None
 
 
 _DEFAULT_HEADERS: Final = IdentityHeaders()

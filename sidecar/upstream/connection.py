@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +23,7 @@ class Origin:
     port: int
     tls: bool
     host_header: bytes  # as aiohttp and browsers send it: IPv6 in brackets, the port only when not the default
+    context: ssl.SSLContext | None = None  # a route's own `tls:` (its key tells its connections apart); None: default
 
 
 @functools.lru_cache(maxsize=1024)
@@ -83,6 +85,8 @@ class Connection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
         if self.response is not None:
+            if isinstance(exc, ssl.SSLError) and exc.reason:  # TLS 1.3: a refused client certificate shows only now
+                self.response.fail(Broken(f"TLS ended: {type(exc).__name__}: {exc.reason}"))
             self.response.ended()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)

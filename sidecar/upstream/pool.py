@@ -17,6 +17,7 @@ from typing import Final
 from sidecar.upstream.connection import Connection, Origin, split_url
 from sidecar.upstream.resolver import Resolver
 from sidecar.upstream.response import Broken, Response, Timeout, UpstreamError, expire
+from sidecar.upstream.tls import default_context
 
 __all__ = [
     "Broken",
@@ -221,7 +222,7 @@ class Pool:
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         loop = self._loop or self._bind()
         connection = Connection(origin, loop, self._lost)
-        tls = self._tls_context() if origin.tls else None
+        tls = (origin.context or self._tls_context()) if origin.tls else None  # a route's own `tls:`, or the default
         try:
             async with asyncio.timeout(timeout):
                 failure = OSError(f"no address for {origin.host}")
@@ -244,11 +245,8 @@ class Pool:
         return connection
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured), hostname checked
-            self._tls = ssl.create_default_context()
-            # X.509-strict on every Python, as 3.13 is by default: a CA the image accepts does not depend on the
-            # image's Python version (README: "Private CAs and Python 3.13").
-            self._tls.verify_flags |= ssl.VERIFY_X509_STRICT
+        if self._tls is None:  # the system's CAs, hostname checked, X.509-strict (upstream/tls.py)
+            self._tls = default_context()
         return self._tls
 
     def _lost(self, connection: Connection) -> None:

@@ -61,6 +61,23 @@ class Query:
         promql_parser.walk(self.expr, visit)
         return found
 
+    def comparisons(self, metric: str) -> list[tuple[str, float]]:
+        """(operator, number) of every `metric{...} OP number` filter, e.g. [("==", 1.0)]."""
+        found: list[tuple[str, float]] = []
+
+        def visit(node: promql_parser.Expr) -> bool:
+            if (
+                isinstance(node, promql_parser.BinaryExpr)
+                and isinstance(node.lhs, promql_parser.VectorSelector)
+                and node.lhs.name == metric
+                and isinstance(node.rhs, promql_parser.NumberLiteral)
+            ):
+                found.append((str(node.op), node.rhs.val))
+            return True
+
+        promql_parser.walk(self.expr, visit)
+        return found
+
     def functions(self) -> set[str]:
         found: set[str] = set()
 

@@ -152,3 +152,13 @@ def test_without_tls_nothing_of_it_is_rendered() -> None:
     assert [v["name"] for v in rendered.pod["volumes"]] == ["policy"]
     assert "appProtocol" not in rendered.one("Service")["spec"]["ports"][0]
     assert "http://payments-auth-sidecar.flows.svc:80/" in rendered.notes
+
+
+def test_an_ingress_told_to_speak_https_to_a_plain_http_sidecar_is_pointed_out() -> None:
+    """backend-protocol: HTTPS without tls.secretName: every call through the Ingress fails (502)."""
+    https_backend = {**INGRESS, "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}}
+    notes = render(values_with(ingress=https_backend)).notes
+    assert "speak HTTPS to the sidecar, but tls.secretName is empty" in notes
+    assert "tls.secretName is empty" not in render(EVERYTHING).notes  # the same annotation, with a certificate
+    traefik = {**INGRESS, "annotations": {"traefik.ingress.kubernetes.io/service.serversscheme": "https"}}
+    assert "tls.secretName is empty" in render(values_with(ingress=traefik)).notes

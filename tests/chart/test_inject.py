@@ -38,14 +38,20 @@ OPTIONED = {
 CASES = {"documented": INJECT, "every_option": OPTIONED}
 
 
-def kustomize(directory: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+def build(
+    directory: Path, values: dict[str, Any], deployment: dict[str, Any] = DEPLOYMENT
+) -> subprocess.CompletedProcess[str]:
     """The docs' steps: deployment.yaml, the two `helm template` outputs, the kustomization; `kubectl kustomize`."""
-    (directory / "deployment.yaml").write_text(yaml.safe_dump(DEPLOYMENT))
+    (directory / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     patch = render({**values, "inject": {**values["inject"], "output": "patch"}}).objects
     (directory / "auth-sidecar-patch.yaml").write_text(yaml.safe_dump_all(patch))
     (directory / "auth-sidecar.yaml").write_text(yaml.safe_dump_all(render(values).objects))
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(snippet("inject-kustomization")))
-    built = subprocess.run([KUBECTL, "kustomize", directory], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([KUBECTL, "kustomize", directory], capture_output=True, text=True, timeout=60, check=False)
+
+
+def kustomize(directory: Path, values: dict[str, Any], deployment: dict[str, Any] = DEPLOYMENT) -> list[dict[str, Any]]:
+    built = build(directory, values, deployment)
     assert built.returncode == 0, built.stderr
     return [obj for obj in yaml.safe_load_all(built.stdout) if obj]
 
@@ -81,16 +87,16 @@ def test_the_patch_adds_a_native_sidecar_and_leaves_the_app_as_it_was(
     assert merged["spec"]["selector"] == DEPLOYMENT["spec"]["selector"]
     assert merged["spec"]["replicas"] == DEPLOYMENT["spec"]["replicas"]
     [sidecar] = pod["initContainers"]
-    assert (sidecar["name"], sidecar["restartPolicy"]) == ("sidecar", "Always")
+    assert (sidecar["name"], sidecar["restartPolicy"]) == ("auth-sidecar", "Always")
     assert {"name": "APP_UPSTREAM", "value": "http://127.0.0.1:8081"} in sidecar["env"]
     assert sidecar["securityContext"]["runAsNonRoot"] is True
     # every volume the sidecar mounts is in the pod; the app's own are kept
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["cache"] == before["volumes"][0]
     assert {m["name"] for m in sidecar["volumeMounts"]} <= volumes.keys()
-    assert volumes["policy"]["configMap"]["name"] == one(objects, "ConfigMap")["metadata"]["name"]
+    assert volumes["auth-sidecar-policy"]["configMap"]["name"] == one(objects, "ConfigMap")["metadata"]["name"]
     if "tls" in values:
-        assert volumes["tls"]["secret"]["secretName"] == TLS["secretName"]
+        assert volumes["auth-sidecar-tls"]["secret"]["secretName"] == TLS["secretName"]
         assert pod["imagePullSecrets"] == [{"name": "registry-login"}]
         assert "checksum/policy" in merged["spec"]["template"]["metadata"]["annotations"]
 
@@ -130,3 +136,40 @@ def test_inject_mode_passes_helm_lint_strict() -> None:
     assert {finding.rpartition(": ")[2] for finding in patch} == {
         'a Deployment must contain matchLabels or matchExpressions, and "payroll" does not'
     }
+
+
+def test_the_app_s_own_volumes_and_containers_named_like_the_sidecar_s_stay_as_they_were(tmp_path: Path) -> None:
+    """A strategic-merge patch merges list items by name: an injected volume called `policy` would silently replace
+    the operator's own `policy` volume, and a container called `sidecar` would clash with theirs."""
+    own_volumes = [
+        {"name": name, "emptyDir": {}} for name in ("cache", "policy", "tls", "tls-client-ca", "metrics", "sidecar")
+    ]
+    own_sidecar = {"name": "sidecar", "image": "registry.example/log-shipper:2", "volumeMounts": []}
+    deployment = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
+    pod_spec = deployment["spec"]["template"]["spec"]
+    pod_spec["volumes"] = own_volumes
+    pod_spec["containers"].append(own_sidecar)
+    pod = one(kustomize(tmp_path, OPTIONED, deployment), "Deployment", "payroll")["spec"]["template"]["spec"]
+    assert pod["containers"] == pod_spec["containers"]
+    assert [v for v in pod["volumes"] if v["name"] in {o["name"] for o in own_volumes}] == own_volumes
+    names = [c["name"] for c in [*pod["initContainers"], *pod["containers"]]]
+    assert len(names) == len(set(names)), names  # the API server refuses a pod with two containers of one name
+    [injected] = pod["initContainers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounted = {m["name"] for m in injected["volumeMounts"]}
+    assert mounted == {"auth-sidecar-policy", "auth-sidecar-tls", "auth-sidecar-tls-client-ca", "auth-sidecar-metrics"}
+    assert all("emptyDir" not in volumes[name] or name.endswith("metrics") for name in mounted)
+
+
+def test_the_documented_kustomization_fails_loudly_on_a_wrong_deployment_name(tmp_path: Path) -> None:
+    """A typo in inject.deployment (or a kustomization `target:` that names nothing) must not build a pod without
+    the sidecar: the patch names the Deployment and namespace itself, and kustomize refuses a patch matching
+    nothing."""
+    assert "target" not in snippet("inject-kustomization")["patches"][0]
+    typo = {**INJECT, "inject": {**INJECT["inject"], "deployment": "payrol"}}
+    built = build(tmp_path, typo)
+    assert built.returncode != 0
+    assert "payrol" in built.stderr and "no matches" in built.stderr
+    elsewhere = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
+    elsewhere["metadata"]["namespace"] = "payroll-prod"  # rendered with -n flows: the ConfigMap would be missing
+    assert build(tmp_path, INJECT, elsewhere).returncode != 0

@@ -4,6 +4,7 @@ metrics that a running sidecar (the chart's rendered pod) actually exports."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
+from sidecar.reasons import Reason, outcome
 from tests.chart.podrun import PodRun
 from tests.chart.promql import Query, alert_queries, dashboard_queries, exported_series
 from tests.chart.render import CHART, NAMESPACE, render, values_with
@@ -74,7 +77,7 @@ ALERT_SERIES = {
     "AuthSidecarRejectionRatioHigh": {"sidecar_rejections_total", "sidecar_requests_total"},
     "AuthSidecarKeysStale": {"sidecar_jwks_age_seconds"},
     "AuthSidecarKeysRefreshFailing": {"sidecar_jwks_stale"},
-    "AuthSidecarUpstream5xxHigh": {"sidecar_requests_total"},
+    "AuthSidecarUpstream5xxHigh": {"sidecar_requests_total", "sidecar_rejections_total"},
     "AuthSidecarUpstreamErrors": {"sidecar_upstream_errors_total"},
     "AuthSidecarNotReady": {"sidecar_ready"},
     "AuthSidecarConfigReloadFailing": {"sidecar_config_reloads_total"},
@@ -150,3 +153,50 @@ def test_the_dashboard_is_a_well_formed_grafana_dashboard() -> None:
     assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
     datasources = {p["datasource"]["uid"] for p in panels if p["type"] != "row"}
     assert datasources == {"${datasource}"}
+
+
+def test_the_policies_live_panel_counts_only_the_live_hash_of_each_pod() -> None:
+    """After a reload a pod exports its old hash with value 0: counting every hash would show 2 policies on a
+    fleet that runs one."""
+    [panel] = [q for q in dashboard_queries(DASHBOARD) if q.origin == "Policies live"]
+    assert panel.comparisons("sidecar_config_info") == [("==", 1.0)]
+
+
+# The sidecar's own 503s: it could not decide (keys, introspection, rate-limit store) or is full (overloaded,
+# pool share); none of them is the upstream failing. metrics_busy is the admin listener's, never a route's.
+OWN_503 = {r.value for r in Reason if outcome(r).status == 503} - {Reason.METRICS_BUSY.value}
+
+
+def test_the_upstream_5xx_alert_leaves_out_the_sidecar_s_own_503s() -> None:
+    assert OWN_503 >= {"keys_unavailable", "introspection_unavailable", "rate_limit_unavailable", "overloaded"}
+    [alert] = [q for q in ALERTS if q.origin == "AuthSidecarUpstream5xxHigh"]
+    subtracted = [s for s in alert.selectors() if s.name == "sidecar_rejections_total"]
+    assert subtracted, "the sidecar's own refusals are not taken out of the 5xx answers"
+    for selector in subtracted:
+        [reason] = [m for m in selector.matchers.matchers if m.name == "reason"]
+        assert str(reason.op) == "MatchOp.Re"
+        assert {r for r in OWN_503 if re.fullmatch(reason.value, r)} == OWN_503
+        assert not re.fullmatch(reason.value, "upstream_unreachable")  # 502s: the upstream's, they count
+        # In audit mode keys_unavailable & co. are forwarded (labelled mode="audit"): the upstream answered those.
+        assert matchers(selector).get("mode") == "enforce"
+    rule = {
+        r["alert"]: r
+        for r in render(values_with(prometheusRule={"enabled": True})).one("PrometheusRule")["spec"]["groups"][0][
+            "rules"
+        ]
+    }["AuthSidecarUpstream5xxHigh"]
+    assert "AuthSidecarUpstreamErrors" in rule["annotations"]["description"]  # where to look next
+
+
+def test_each_alert_is_tuned_under_the_key_named_like_it() -> None:
+    """prometheusRule.alerts.upstreamErrors tunes AuthSidecarUpstreamErrors; the old key upstreamTimeouts still
+    works (values written for an older chart keep their meaning)."""
+    keys = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["alerts"]
+    tuned_keys = {key for key, settings in keys.items() if settings is not None}  # upstreamTimeouts: null
+    named = {q.origin.removeprefix("AuthSidecar").removesuffix("High") for q in ALERTS}
+    assert tuned_keys == {name[0].lower() + name[1:] for name in named}
+    for key in ("upstreamErrors", "upstreamTimeouts"):
+        tuned = render(values_with(prometheusRule={"enabled": True, "alerts": {key: {"threshold": 0.7}}}))
+        [errors] = [q for q in alert_queries(tuned) if q.origin == "AuthSidecarUpstreamErrors"]
+        assert "> 0.7" in errors.text, key
+        assert ("old name of prometheusRule.alerts.upstreamErrors" in tuned.notes) is (key == "upstreamTimeouts")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.chart.cases import APP_CONTAINER, EVERYTHING, OPTION_SETS, PROMETHEUS_PODS
+from tests.chart.cases import APP_CONTAINER, EVERYTHING, INJECT, OPTION_SETS, PROMETHEUS_PODS
 from tests.chart.render import CHART, POLICY, Rendered, render, values_with
 
 
@@ -245,7 +249,27 @@ MEMORY = {
 def test_memory_requests_and_limits_scale_with_the_workers(values: dict[str, Any], memory: tuple[str, str]) -> None:
     resources = render(values_with(**values)).container()["resources"]
     assert (resources["requests"]["memory"], resources["limits"]["memory"]) == memory
-    assert resources["requests"]["cpu"] == values.get("resources", {}).get("requests", {}).get("cpu", "100m")
+
+
+CPU = {
+    "one_worker": ({}, ("100m", "1000m")),
+    "four_workers": ({"server": {"workers": 4}}, ("400m", "4000m")),
+    "per_worker_amounts": ({"server": {"workers": 2}, "cpuPerWorkerMillicores": {"request": 250}}, ("500m", "2000m")),
+    "explicit_cpu_wins": ({"server": {"workers": 4}, "resources": {"requests": {"cpu": "1"}}}, ("1", "4000m")),
+}
+
+
+@pytest.mark.parametrize(("values", "cpu"), CPU.values(), ids=CPU.keys())
+def test_cpu_requests_and_limits_scale_with_the_workers(values: dict[str, Any], cpu: tuple[str, str]) -> None:
+    """Each worker is a process that can use a core: a CPU request that stays at one worker's starves four (and
+    the HorizontalPodAutoscaler's utilization is measured against this request)."""
+    resources = render(values_with(**values)).container()["resources"]
+    assert (resources["requests"]["cpu"], resources["limits"]["cpu"]) == cpu
+
+
+def test_no_cpu_limit_when_asked() -> None:
+    resources = render(values_with(cpuPerWorkerMillicores={"request": 100, "limit": None})).container()["resources"]
+    assert "cpu" not in resources["limits"] and resources["requests"]["cpu"] == "100m"
 
 
 def test_autoscaling_owns_the_replica_count_and_the_budget_selects_the_pods() -> None:
@@ -271,12 +295,70 @@ def test_the_dashboard_ships_as_a_labelled_configmap_for_the_grafana_sidecar() -
 def test_image_digest_wins_over_the_tag() -> None:
     assert render(EVERYTHING).container()["image"] == "registry.example/auth-sidecar@sha256:" + "ab" * 32
     assert render(values_with(image={"tag": "0.2.0"})).container()["image"] == "auth-sidecar:0.2.0"
+    tagged = {**EVERYTHING, "image": {**EVERYTHING["image"], "tag": "0.2.0"}}
+    assert render(tagged).container()["image"] == "registry.example/auth-sidecar:0.2.0@sha256:" + "ab" * 32
+
+
+def set_value(values: dict[str, Any], dotted: str, value: str) -> dict[str, Any]:
+    """`helm --set a.b=c` on a copy of `values`."""
+    changed = json.loads(json.dumps(values))
+    node = changed
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return changed
+
+
+def test_the_readme_s_upgrade_recipe_changes_the_image_of_a_release_pinned_by_digest() -> None:
+    """`--set image.tag=` alone does nothing while image.digest pins the image (the digest wins)."""
+    readme = (CHART / "README.md").read_text()
+    [upgrade] = [line for line in readme.splitlines() if line.strip().startswith("helm upgrade payments")]
+    new_digest = "sha256:" + "cd" * 32
+    values = EVERYTHING  # pinned: image.digest sha256:abab...
+    placeholders = {"<new version>": "0.9.0", "<its digest>": new_digest}
+    for key, value in re.findall(r"--set ([\w.]+)=(<[^>]*>|\S+)", upgrade):
+        values = set_value(values, key, placeholders.get(value, value))
+    assert render(values).container()["image"] == f"registry.example/auth-sidecar:0.9.0@{new_digest}"
 
 
 def test_notes_tell_how_to_reach_check_and_monitor_the_release() -> None:
     notes = render(values_with()).notes
     assert "http://payments-auth-sidecar.flows.svc:80/" in notes
-    assert "sidecar check --config /etc/sidecar/policy.yaml" in notes
+    assert "-c sidecar -- sidecar check --config /dev/stdin < new-policy.yaml" in notes
+    inject_notes = render({**INJECT, "inject": {**INJECT["inject"]}}).notes
+    assert "exec -i deploy/payroll -c auth-sidecar -- sidecar check --config /dev/stdin" in inject_notes
     assert "hot reload" in notes and "Monitoring is off" in notes
     sidecar_notes = render(values_with(mode="sidecar", extraContainers=[APP_CONTAINER])).notes
     assert "http://127.0.0.1:8081" in sidecar_notes
+
+
+def test_the_policy_check_the_notes_print_reads_the_new_policy_from_stdin(tmp_path: Path) -> None:
+    """The check must read the policy you are about to ship (piped in), not the one the pod already runs."""
+    notes = render(values_with()).notes
+    [line] = [line.strip() for line in notes.splitlines() if "sidecar check" in line]
+    assert line.startswith("kubectl -n flows exec -i deploy/payments-auth-sidecar -c sidecar -- ")
+    command = line.split(" -- ", 1)[1].split(" < ", 1)[0].split()
+    sidecar = str(Path(sys.executable).parent / command[0])
+    env = {"ISSUER": "https://login.example", "PAYROLL_TRIGGER_URL": "https://a.example/x", "STATUS_URL": "https://b"}
+    good = subprocess.run([sidecar, *command[1:]], input=POLICY, capture_output=True, text=True, env=env, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.startswith("/dev/stdin: OK")
+    broken = POLICY.replace("allow: anyone", "allow: everyone")
+    bad = subprocess.run([sidecar, *command[1:]], input=broken, capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 1
+    assert re.search(r"^/dev/stdin:\d+: ", bad.stdout + bad.stderr, flags=re.MULTILINE)
+
+
+def test_restricted_egress_allows_dns_only_to_the_cluster_dns_of_kube_system() -> None:
+    """`k8s-app: kube-dns` in any namespace would let a pod anyone labels so in their namespace receive DNS."""
+    policy = render(OPTION_SETS["everything"]).one("NetworkPolicy")["spec"]
+    assert policy["egress"][0]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    node_local = {"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}], "ports": [{"port": 53, "protocol": "UDP"}]}
+    dns = {**EVERYTHING["networkPolicy"], "dns": node_local}
+    assert render({**EVERYTHING, "networkPolicy": dns}).one("NetworkPolicy")["spec"]["egress"][0] == node_local

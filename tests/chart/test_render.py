@@ -8,7 +8,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.cases import APP_CONTAINER, EVERYTHING, INJECT, OPTION_SETS
+from tests.chart.cases import APP_CONTAINER, EVERYTHING, INGRESS, INJECT, OPTION_SETS
 from tests.chart.render import POLICY, lint, render, validate, values_with
 
 BASE = ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]  # the NetworkPolicy is on by default
@@ -122,6 +122,38 @@ REFUSED = {
     "pdb_both_bounds": (
         values_with(podDisruptionBudget={"enabled": True, "maxUnavailable": 1}),
         "set minAvailable or maxUnavailable, not both",
+    ),
+    "ingress_tls_host_not_among_the_hosts": (
+        values_with(ingress={**INGRESS, "tls": [{"secretName": "t", "hosts": ["payroll.example.org"]}]}),
+        "ingress.tls names payroll.example.org, which is not among ingress.hosts",
+    ),
+    "pdb_min_available_equals_the_replicas": (
+        values_with(replicaCount=1, podDisruptionBudget={"enabled": True}),
+        "podDisruptionBudget.minAvailable 1 with 1 replica(s): no pod may ever be evicted",
+    ),
+    "pdb_min_available_equals_the_autoscaler_s_minimum": (
+        values_with(autoscaling={"enabled": True, "minReplicas": 1}, podDisruptionBudget={"enabled": True}),
+        "podDisruptionBudget.minAvailable 1 with 1 replica(s)",
+    ),
+    "pdb_min_available_all": (
+        values_with(podDisruptionBudget={"enabled": True, "minAvailable": "100%"}),
+        "podDisruptionBudget.minAvailable 100%: no pod may ever be evicted",
+    ),
+    "pdb_max_unavailable_zero": (
+        values_with(podDisruptionBudget={"enabled": True, "minAvailable": None, "maxUnavailable": 0}),
+        "podDisruptionBudget.maxUnavailable 0: no pod may ever be evicted",
+    ),
+    "grace_period_shorter_than_the_drain": (
+        values_with(terminationGracePeriodSeconds=20),
+        "terminationGracePeriodSeconds 20 is shorter than the drain",
+    ),
+    "autoscaling_an_app_without_a_cpu_request": (
+        values_with(
+            mode="sidecar",
+            extraContainers=[{k: v for k, v in APP_CONTAINER.items() if k != "resources"}],
+            autoscaling={"enabled": True},
+        ),
+        "autoscaling on CPU needs a CPU request on every container of the pod: app has none",
     ),
 }
 

@@ -30,8 +30,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def https_upstream(context: ssl.SSLContext) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+def https_upstream(context: ssl.SSLContext, handler: type[_Hello] = _Hello) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

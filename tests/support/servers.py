@@ -33,8 +33,10 @@ class ThreadServer:
     """An ASGI app on uvicorn in a thread of the test process. The socket is bound and listening before the
     thread starts, so clients can connect at once (the kernel queues them): no start-up wait is needed."""
 
-    def __init__(self, make_app: Callable[[str], Any], port: int = 0) -> None:
-        """`make_app(url)` builds the app once the URL it will be served at is known."""
+    def __init__(self, make_app: Callable[[str], Any], port: int = 0, tls: tuple[str, str] | None = None) -> None:
+        """`make_app(url)` builds the app once the URL it will be served at is known; `tls`: (certificate file,
+        key file) to serve HTTPS."""
+        self._scheme = "https" if tls is not None else "http"
         self.sock = bind(Address("127.0.0.1", port))
         self.sock.listen(128)
         app = make_app(self.url)
@@ -48,6 +50,8 @@ class ThreadServer:
             access_log=False,
             server_header=False,
             date_header=False,
+            ssl_certfile=tls[0] if tls is not None else None,
+            ssl_keyfile=tls[1] if tls is not None else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -60,7 +64,7 @@ class ThreadServer:
     @property
     def url(self) -> str:
         host, port = self.sock.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -46,8 +46,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* repository:tag, or with a digest repository@digest (the digest decides what runs); repository:tag@digest when
+both are set, so that the tag shows which version the digest is. */}}
 {{- define "auth-sidecar.image" -}}
-{{- if .Values.image.digest }}
+{{- if and .Values.image.digest .Values.image.tag }}
+{{- printf "%s:%s@%s" .Values.image.repository .Values.image.tag .Values.image.digest }}
+{{- else if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
@@ -83,14 +87,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* `resources`, with memory requests and limits of server.workers x memoryPerWorkerMiB where not set there. */}}
+{{/* `resources`, with CPU and memory requests and limits of server.workers x cpuPerWorkerMillicores and
+memoryPerWorkerMiB where not set there: each worker is a process of its own. */}}
 {{- define "auth-sidecar.resources" -}}
 {{- $resources := deepCopy .Values.resources }}
 {{- $workers := int .Values.server.workers }}
+{{- $cpu := .Values.cpuPerWorkerMillicores }}
 {{- range $kind, $mib := dict "requests" .Values.memoryPerWorkerMiB.request "limits" .Values.memoryPerWorkerMiB.limit }}
 {{- $amounts := get $resources $kind | default dict }}
 {{- if not (hasKey $amounts "memory") }}
 {{- $_ := set $amounts "memory" (printf "%dMi" (mul (int $mib) $workers)) }}
+{{- end }}
+{{- $key := eq $kind "requests" | ternary "request" "limit" }}
+{{- /* limit: null (Helm drops a key set to null) means no CPU limit */}}
+{{- $milli := get $cpu $key }}
+{{- if and (not (hasKey $amounts "cpu")) (hasKey $cpu $key) (not (kindIs "invalid" $milli)) }}
+{{- $_ := set $amounts "cpu" (printf "%dm" (mul (int $milli) $workers)) }}
 {{- end }}
 {{- $_ := set $resources $kind $amounts }}
 {{- end }}
@@ -161,6 +173,46 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- if not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) }}
 {{- fail "auth-sidecar: podDisruptionBudget: set minAvailable or maxUnavailable, not both (set minAvailable: null)" }}
+{{- end }}
+{{- end }}
+{{- /* A budget that allows no eviction blocks every node drain and cluster upgrade until someone deletes it. */}}
+{{- if and .Values.podDisruptionBudget.enabled (ne .Values.mode "inject") }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $replicas := .Values.autoscaling.enabled | ternary .Values.autoscaling.minReplicas .Values.replicaCount | int }}
+{{- if and (kindIs "invalid" $pdb.maxUnavailable) (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "string" $pdb.minAvailable)) }}
+{{- if ge (int $pdb.minAvailable) $replicas }}
+{{- fail (printf "auth-sidecar: podDisruptionBudget.minAvailable %d with %d replica(s): no pod may ever be evicted, so every node drain blocks; run more replicas (replicaCount, autoscaling.minReplicas) or set a lower minAvailable" (int $pdb.minAvailable) $replicas) }}
+{{- end }}
+{{- end }}
+{{- if and (kindIs "invalid" $pdb.maxUnavailable) (eq (toString $pdb.minAvailable) "100%") }}
+{{- fail "auth-sidecar: podDisruptionBudget.minAvailable 100%: no pod may ever be evicted, so every node drain blocks; set a lower minAvailable" }}
+{{- end }}
+{{- if and (not (kindIs "invalid" $pdb.maxUnavailable)) (has (toString $pdb.maxUnavailable) (list "0" "0%")) }}
+{{- fail "auth-sidecar: podDisruptionBudget.maxUnavailable 0: no pod may ever be evicted, so every node drain blocks; set 1 or more" }}
+{{- end }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.terminationGracePeriodSeconds) }}
+{{- $drain := addf .Values.server.drainDelaySeconds .Values.server.graceSeconds }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "auth-sidecar: terminationGracePeriodSeconds %v is shorter than the drain (server.drainDelaySeconds + server.graceSeconds = %v s): the kubelet would kill the sidecar with requests in flight; set at least %v plus a few seconds to exit (or leave it null: the chart computes it)" .Values.terminationGracePeriodSeconds $drain $drain) }}
+{{- end }}
+{{- end }}
+{{- with .Values.ingress }}{{ if .enabled }}
+{{- $hosts := list }}
+{{- range .hosts }}{{ $hosts = append $hosts .host }}{{ end }}
+{{- range .tls }}{{ range .hosts }}
+{{- if not (has . $hosts) }}
+{{- fail (printf "auth-sidecar: ingress.tls names %s, which is not among ingress.hosts (%s): the certificate would be for a host the Ingress does not serve; fix the typo or add the host" . (join ", " $hosts)) }}
+{{- end }}
+{{- end }}{{ end }}
+{{- end }}{{ end }}
+{{- /* A HorizontalPodAutoscaler on CPU utilization needs a CPU request on every container of the pod, or it
+cannot compute one and never scales (FailedGetResourceMetric). */}}
+{{- if and .Values.autoscaling.enabled (not (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage)) }}
+{{- range .Values.extraContainers }}
+{{- if not (and .resources .resources.requests .resources.requests.cpu) }}
+{{- fail (printf "auth-sidecar: autoscaling on CPU needs a CPU request on every container of the pod: %s has none (set its resources.requests.cpu, or autoscaling.targetCPUUtilizationPercentage: null)" .name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -40,12 +40,23 @@ trusted_proxies: {{ toJson . }}
 {{ end }}
 {{- end }}
 
+{{/* The sidecar container's name, and the prefix of its volumes' names. In inject mode the pod is yours and the
+patch merges by name, so they are distinctive there: `auth-sidecar`, `auth-sidecar-policy`, ... never replace a
+container or volume of yours (a volume `policy` of yours would otherwise be silently merged with the sidecar's). */}}
+{{- define "auth-sidecar.containerName" -}}
+{{- eq .Values.mode "inject" | ternary "auth-sidecar" "sidecar" }}
+{{- end }}
+{{- define "auth-sidecar.volumePrefix" -}}
+{{- if eq .Values.mode "inject" }}auth-sidecar-{{ end }}
+{{- end }}
+
 {{- define "auth-sidecar.tlsDir" -}}/etc/sidecar-tls{{- end }}
 {{- define "auth-sidecar.clientCaDir" -}}/etc/sidecar-tls-client-ca{{- end }}
 
 {{- define "auth-sidecar.container" -}}
 {{- $multiproc := gt (int .Values.server.workers) 1 -}}
-- name: sidecar
+{{- $v := include "auth-sidecar.volumePrefix" . -}}
+- name: {{ include "auth-sidecar.containerName" . }}
   image: {{ include "auth-sidecar.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   {{- if include "auth-sidecar.inAppPod" . }}
@@ -136,21 +147,21 @@ trusted_proxies: {{ toJson . }}
   volumeMounts:
     # Directory mounts, never subPath: the kubelet updates them in place (a `..data` symlink swap), which is what
     # hot reload (the policy) and the certificate reload (a Secret that cert-manager renews) watch for.
-    - name: policy
+    - name: {{ $v }}policy
       mountPath: /etc/sidecar
       readOnly: true
     {{- if .Values.tls.secretName }}
-    - name: tls
+    - name: {{ $v }}tls
       mountPath: {{ include "auth-sidecar.tlsDir" . }}
       readOnly: true
     {{- if .Values.tls.clientCaSecretName }}
-    - name: tls-client-ca
+    - name: {{ $v }}tls-client-ca
       mountPath: {{ include "auth-sidecar.clientCaDir" . }}
       readOnly: true
     {{- end }}
     {{- end }}
     {{- if $multiproc }}
-    - name: metrics
+    - name: {{ $v }}metrics
       mountPath: /tmp/sidecar-metrics
     {{- end }}
     {{- with .Values.extraVolumeMounts }}
@@ -159,14 +170,15 @@ trusted_proxies: {{ toJson . }}
 {{- end }}
 
 {{- define "auth-sidecar.volumes" -}}
-- name: policy
+{{- $v := include "auth-sidecar.volumePrefix" . -}}
+- name: {{ $v }}policy
   configMap:
     name: {{ include "auth-sidecar.configMapName" . }}
     items:
       - key: {{ include "auth-sidecar.configMapKey" . }}
         path: policy.yaml
 {{- if .Values.tls.secretName }}
-- name: tls
+- name: {{ $v }}tls
   secret:
     secretName: {{ .Values.tls.secretName }}
     items:
@@ -175,7 +187,7 @@ trusted_proxies: {{ toJson . }}
       - key: tls.key
         path: tls.key
 {{- if .Values.tls.clientCaSecretName }}
-- name: tls-client-ca
+- name: {{ $v }}tls-client-ca
   secret:
     secretName: {{ .Values.tls.clientCaSecretName }}
     items:
@@ -184,7 +196,7 @@ trusted_proxies: {{ toJson . }}
 {{- end }}
 {{- end }}
 {{- if gt (int .Values.server.workers) 1 }}
-- name: metrics
+- name: {{ $v }}metrics
   emptyDir:
     sizeLimit: 64Mi
 {{- end }}
