@@ -12,6 +12,11 @@ SUPPORTED_PYTHONS := 3.11 3.12 3.13
 PYTHON_MINOR := $(shell python=$$(tools/find-python $(PYTHON) 2>/dev/null) && $$python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 OTHER_PYTHONS ?= $(filter-out $(PYTHON_MINOR),$(SUPPORTED_PYTHONS))
 FAST_TESTS := tests --ignore=tests/integration --ignore=tests/ingress --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
+# The suites that start sidecar processes and their peers (nginx, Caddy, Envoy, Redis, oidc-provider, npm): one test
+# at a time, as their timing bounds assume.
+PROCESS_TESTS := tests/integration tests/ingress tests/e2e tests/chart -p no:cacheprovider -q
+# The in-process suite on every core (pytest-xdist): its servers take ephemeral ports, each test its own temp dir.
+XDIST := -n auto
 
 .PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
 
@@ -24,18 +29,27 @@ venv-runtime:
 demo: venv-runtime
 	$(BIN)/sidecar demo
 
+# Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the sidecar
+# processes included; the second run prints the number and fails under fail_under.
 test: venv lint typecheck
 	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST) $(FAST_TESTS) --cov --cov-report= --cov-fail-under=0
+	$(BIN)/pytest $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	$(MAKE) --no-print-directory test-pythons
 
+# The venvs of the other Pythons hold what the in-process suite needs (tools/venv's `unit` level).
 test-pythons:
 	@for version in $(OTHER_PYTHONS); do \
 	    echo "== the in-process suite on Python $$version"; \
-	    tools/venv python$$version .venv-$$version test && \
-	        PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(FAST_TESTS) || exit 1; \
+	    tools/venv python$$version .venv-$$version unit && \
+	        PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(XDIST) $(FAST_TESTS) || exit 1; \
 	done
+
+# The fast in-process tests (no sidecar process, no peers) on every core, a tenth of each property test's examples:
+# under a minute. `make test` runs them in full.
+unit: venv
+	PROPERTY_EXAMPLES_SCALE=0.1 $(BIN)/pytest $(XDIST) $(FAST_TESTS)
 
 lint: venv
 	$(BIN)/ruff check .

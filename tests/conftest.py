@@ -10,7 +10,7 @@ from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import DemoIssuer
 from sidecar.edge import response_urls
 from sidecar.upstream import connection, target
-from tests.support.servers import ThreadServer, serve_demo_issuer
+from tests.support.servers import ThreadServer, serve_demo_issuer, served
 
 # The memoised results of the modules `make mutate` mutates (tools/mutate.py).
 _CACHED = (target.target, target._dropped, response_urls.response_urls, connection._origin)
@@ -26,9 +26,8 @@ def _computed_by_the_code_under_test() -> None:
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[ThreadServer]:
-    server = ThreadServer(lambda _url: EchoUpstream())
-    yield server
-    server.stop()
+    with served(EchoUpstream()) as (_echo, server):
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +35,8 @@ def issuer_server() -> Iterator[tuple[DemoIssuer, ThreadServer]]:
     issuer, server = serve_demo_issuer()
     yield issuer, server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
+    return issuer_server[0]

@@ -18,16 +18,14 @@ from sidecar.policy.limits import ServerLimits
 from sidecar.policy.load import parse_policy
 from sidecar.reasons import Reason, Rejection
 from tests.support.recorder import Recorder, Seen
-from tests.support.servers import ThreadServer, free_closed_port
+from tests.support.servers import free_closed_port, served
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[Recorder, str]]:
-    recorder = Recorder()
-    server = ThreadServer(lambda _url: recorder)
-    yield recorder, server.url
-    recorder.release()
-    server.stop()
+    with served(Recorder()) as (recorder, server):
+        yield recorder, server.url
+        recorder.release()
 
 
 def _body(*chunks: bytes, stall: bool = False) -> Any:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream.target import identity_header_values, request_headers
+from sidecar.upstream.target import identity_header_values
+from tests.support.headers import sent_upstream
 
 LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 
@@ -15,18 +16,7 @@ LISA = Identity("contoso", {"oid": "o-1", "upn": "lisa@contoso.com"}, 0)
 def _sent(
     pairs: list[tuple[str, str]], forward_token: bool = False, identity: Identity | None = LISA
 ) -> list[tuple[str, str]]:
-    """Every header sent upstream, in order: a list, so a second copy next to the sidecar's own is seen."""
-    client = [(name.lower().encode(), value.encode()) for name, value in pairs]
-    out = request_headers(
-        client,
-        forward_token=forward_token,
-        names=IdentityHeaders(),
-        identity=identity,
-        client_ip="1.2.3.4, 10.0.0.1",
-        scheme="http",
-        request_id="rid-1",
-    )
-    return [(name.decode(), value.decode()) for name, value in out]
+    return sent_upstream(pairs, identity, forward_token, client_ip="1.2.3.4, 10.0.0.1", scheme="http")
 
 
 def _values(sent: list[tuple[str, str]], name: str) -> list[str]:

@@ -17,6 +17,7 @@ from sidecar.observe.metrics import Metrics
 from sidecar.policy.model import Introspection, Provider
 from sidecar.reasons import Reason, Rejection
 from tests.support.jwtkit import FakeClock, FakeIssuer, jwks, rsa_key
+from tests.support.logs import Records, captured
 
 RSA, RSA2 = rsa_key("rsa-1"), rsa_key("rsa-2")
 HOUR = 3600.0
@@ -34,18 +35,6 @@ class Observer:
     def keys_observed(self, statuses: Iterable[KeySetStatus]) -> None:
         self.observed.append(list(statuses))
         self.seen.set()
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.INFO) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
 @pytest.fixture
@@ -71,14 +60,8 @@ async def store(issuer: FakeIssuer, clock: FakeClock, observer: Observer) -> Asy
 
 @pytest.fixture
 def logs() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("sidecar.auth.keys")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with captured("sidecar.auth.keys") as records:
+        yield records
 
 
 def provider(issuer: FakeIssuer, **overrides: object) -> Provider:

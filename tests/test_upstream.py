@@ -6,6 +6,7 @@ import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
 from sidecar.upstream.target import identity_header_values, request_headers, response_headers, target, target_url
+from tests.support.headers import sent_upstream
 
 TRIGGER = (
     "https://prod-1.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke"
@@ -52,26 +53,6 @@ def test_redacted_target_hides_the_query() -> None:
     assert "SECRET" not in target(TRIGGER).redacted()
 
 
-def _headers(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode(), value.encode()) for name, value in pairs]
-
-
-def _forward(
-    client: list[tuple[bytes, bytes]], identity: Identity | None = None, forward_token: bool = False
-) -> list[tuple[str, str]]:
-    """Every header sent upstream, in order: a list, so a client's copy next to the sidecar's own is seen."""
-    out = request_headers(
-        client,
-        forward_token=forward_token,
-        names=IdentityHeaders(),
-        identity=identity,
-        client_ip="10.0.0.9",
-        scheme="https",
-        request_id="rid-1",
-    )
-    return [(name.decode(), value.decode()) for name, value in out]
-
-
 LISA = Identity(
     "contoso", {"oid": "o-1", "sub": "s-1", "upn": "lisa@contoso.com", "tid": "t-1", "roles": ["A", "B"]}, 0
 )
@@ -87,33 +68,33 @@ LISA_HEADERS = [
 
 
 def test_identity_headers_come_from_the_verified_identity_only() -> None:
-    sent = _forward(_headers(("X-Auth-User", "admin"), ("x-auth_subject", "admin"), ("X-AUTH-ROLES", "Admin")), LISA)
+    sent = sent_upstream([("X-Auth-User", "admin"), ("x-auth_subject", "admin"), ("X-AUTH-ROLES", "Admin")], LISA)
     assert sent == FORWARDING + LISA_HEADERS
 
 
 def test_identity_headers_are_removed_without_identity() -> None:
-    assert _forward(_headers(("X-Auth-User", "admin"), ("X-Auth_Roles", "x"))) == FORWARDING
+    assert sent_upstream([("X-Auth-User", "admin"), ("X-Auth_Roles", "x")]) == FORWARDING
 
 
 @pytest.mark.parametrize("forward", [False, True], ids=["stripped", "forwarded"])
 def test_authorization_only_with_forward_token(forward: bool) -> None:
-    sent = _forward(_headers(("Authorization", "Bearer t")), LISA, forward_token=forward)
+    sent = sent_upstream([("Authorization", "Bearer t")], LISA, forward_token=forward)
     assert sent == [("authorization", "Bearer t")] * forward + FORWARDING + LISA_HEADERS
 
 
 def test_connection_cannot_remove_what_the_sidecar_sets() -> None:
-    client = _headers(("Connection", "X-Auth-User, X-Forwarded-For, X-Request-Id, X-Custom"), ("X-Custom", "1"))
-    assert _forward(client, LISA) == FORWARDING + LISA_HEADERS
+    client = [("Connection", "X-Auth-User, X-Forwarded-For, X-Request-Id, X-Custom"), ("X-Custom", "1")]
+    assert sent_upstream(client, LISA) == FORWARDING + LISA_HEADERS
 
 
 def test_client_forwarded_headers_are_replaced() -> None:
-    sent = _forward(_headers(("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "gopher"), ("Host", "gw")))
+    sent = sent_upstream([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "gopher"), ("Host", "gw")])
     assert sent == [*FORWARDING[:2], ("x-forwarded-host", "gw"), FORWARDING[2]]
 
 
 def test_hop_by_hop_request_headers_are_dropped() -> None:
     hop = ("Keep-Alive", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection")
-    sent = _forward(_headers(*((name, "x") for name in hop), ("Content-Type", "application/json")))
+    sent = sent_upstream([*((name, "x") for name in hop), ("Content-Type", "application/json")])
     assert sent == [("content-type", "application/json"), *FORWARDING]
 
 

@@ -14,7 +14,7 @@ import pytest
 from sidecar.demo.echo import EchoUpstream
 from sidecar.demo.issuer import DemoIssuer
 from tests.ingress.peers import Ingress, start_ingress
-from tests.support.servers import SidecarProcess, ThreadServer
+from tests.support.servers import SidecarProcess, ThreadServer, served
 
 POLICY = Path(__file__).with_name("policy.yaml")
 
@@ -53,16 +53,9 @@ class RecordingApp:
 
 
 @pytest.fixture(scope="session")
-def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
-    return issuer_server[0]
-
-
-@pytest.fixture(scope="session")
 def app() -> Iterator[tuple[RecordingApp, ThreadServer]]:
-    recording = RecordingApp()
-    server = ThreadServer(lambda _url: recording)
-    yield recording, server
-    server.stop()
+    with served(RecordingApp()) as pair:
+        yield pair
 
 
 @dataclass

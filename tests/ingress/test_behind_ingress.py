@@ -10,18 +10,15 @@ from typing import Final
 import httpx
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
+from sidecar.demo.issuer import DemoIssuer
 from tests.ingress.conftest import Reached, Stack
-from tests.integration.test_forward_auth import LISA, SPELLINGS, TOM
+from tests.support.ingress_asks import SPELLINGS
 from tests.support.metrics import rejections
+from tests.support.people import LISA, TOM, bearer
 from tests.support.rawhttp import exchange, request
 
 Headers = list[tuple[str, str]]
 PREFLIGHT: Final = [("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST")]
-
-
-def bearer(issuer: DemoIssuer, who: dict[str, str]) -> Headers:
-    return [("Authorization", "Bearer " + issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", **who}))]
 
 
 def call(stack: Stack, method: str, path: str, headers: Headers) -> tuple[httpx.Response, list[Reached]]:

@@ -9,16 +9,12 @@ import httpx
 import pytest
 
 from sidecar.demo.issuer import DemoIssuer
+from tests.support.limited import Limited, limited_sidecar
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
 POLICY = Path(__file__).with_name("policy.yaml")
 LOOKUP_SIG = "lookup-secret-signature-5d41402abc4b2a76"
 PAYROLL_SIG = "payroll-secret-signature-7d793037a0760186"
-
-
-@pytest.fixture(scope="session")
-def issuer(issuer_server: tuple[DemoIssuer, ThreadServer]) -> DemoIssuer:
-    return issuer_server[0]
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +50,10 @@ def client(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
 def admin(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sidecar.admin, timeout=30, trust_env=False) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def limited(sidecar_env: dict[str, str]) -> Iterator[Limited]:
+    """A module's own sidecar on tests/integration/limits.yaml, in front of a recording upstream."""
+    with limited_sidecar(sidecar_env) as servers:
+        yield servers

@@ -12,11 +12,8 @@ import pytest
 from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoIssuer
 from tests.support import jwtkit, rawhttp
 from tests.support.metrics import rejections
+from tests.support.people import AUD, LISA, TOM
 from tests.support.servers import SidecarProcess
-
-LISA = {"oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa-sub", "upn": "lisa@contoso.com"}
-TOM = {"oid": "aaaaaaaa-0000-0000-0000-00000000000b", "sub": "tom-sub", "upn": "tom@contoso.com"}
-AUD = "api://trigger-gateway"
 
 
 def contoso(issuer: DemoIssuer, **claims: object) -> str:

@@ -5,54 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from sidecar.edge.forward_auth import ORIGINAL_HEADERS, READS
+from sidecar.demo.issuer import DemoIssuer
+from sidecar.edge.forward_auth import READS
 from sidecar.options import FORWARD_AUTH_INGRESSES, ServeOptions
 from sidecar.reasons import Reason, auditable
 from tests.integration.conftest import POLICY
+from tests.support.ingress_asks import INGRESSES, SPELLINGS, Headers
 from tests.support.metrics import rejections
+from tests.support.people import LISA, TOM, bearer
 from tests.support.servers import SidecarProcess
-
-LISA = {"oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa-sub", "upn": "lisa@contoso.com"}
-TOM = {"oid": "aaaaaaaa-0000-0000-0000-00000000000b", "sub": "tom-sub", "upn": "tom@contoso.com"}
-Headers = list[tuple[str, str]]
-
-
-def token(issuer: DemoIssuer, who: dict[str, str]) -> Headers:
-    minted = issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", **who})
-    return [("Authorization", f"Bearer {minted}")]
-
-
-# How each ingress asks the auth service about the original (method, uri): the auth request's method, path, headers.
-INGRESSES: dict[str, Callable[[str, str], tuple[str, str, Headers]]] = {
-    "ingress-nginx": lambda method, uri: (
-        "GET",
-        "/_auth",
-        [("X-Original-URL", f"https://gw.example{uri}"), ("X-Original-Method", method)],
-    ),
-    "nginx": lambda method, uri: ("GET", "/_auth", [("X-Original-URI", uri), ("X-Original-Method", method)]),
-    "traefik": lambda method, uri: (
-        "GET",
-        "/_auth",
-        [
-            ("X-Forwarded-Method", method),
-            ("X-Forwarded-Proto", "https"),
-            ("X-Forwarded-Host", "gw"),
-            ("X-Forwarded-Uri", uri),
-        ],
-    ),  # fmt: skip
-    "caddy": lambda method, uri: (
-        "GET",
-        "/_auth",
-        [("X-Forwarded-Method", method), ("X-Forwarded-Uri", uri), ("X-Forwarded-Proto", "http")],
-    ),
-    "envoy": lambda method, uri: (method, "/_auth" + uri, []),
-}
 
 
 def test_every_ingress_is_driven_here() -> None:
@@ -100,7 +66,7 @@ def ask(http: httpx.Client, ingress: str, method: str, uri: str, extra: Headers 
 
 
 def test_allowed_caller_gets_200_with_identity_headers(ingress: str, asker: httpx.Client, issuer: DemoIssuer) -> None:
-    response = ask(asker, ingress, "POST", "/flows/payroll?api=1", token(issuer, LISA))
+    response = ask(asker, ingress, "POST", "/flows/payroll?api=1", bearer(issuer, LISA))
     assert response.status_code == 200
     assert response.headers.get_list("x-auth-user") == ["lisa@contoso.com"]
     assert response.headers.get_list("x-auth-subject") == [LISA["oid"]]
@@ -118,7 +84,7 @@ def test_missing_token_is_401_with_challenge(ingress: str, asker: httpx.Client, 
 
 
 def test_caller_not_on_the_list_is_403(ingress: str, asker: httpx.Client, issuer: DemoIssuer) -> None:
-    response = ask(asker, ingress, "POST", "/flows/payroll", token(issuer, TOM))
+    response = ask(asker, ingress, "POST", "/flows/payroll", bearer(issuer, TOM))
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
 
@@ -131,11 +97,6 @@ def test_a_request_that_names_no_original_is_refused(ingress: str, asker: httpx.
     response = asker.get("/_auth")
     assert response.status_code == 403
     assert response.json()["reason"] == "invalid_path"
-
-
-# Every spelling of an original URI or method header, with `_` for `-` too (frameworks read them alike).
-_NAMES = {name.decode().title() for name in ORIGINAL_HEADERS}
-SPELLINGS = sorted(_NAMES | {name.replace("-", "_") for name in _NAMES})
 
 
 def _foreign(ingress: str) -> list[str]:
@@ -164,7 +125,7 @@ def test_an_original_header_of_another_spelling_is_refused(
     before = rejections(asker_admin, "(none)", "forward_auth_spoofed")
     spoof = [(spelling, _spoof_value(spelling))]
     auth_method, path, headers = INGRESSES[ingress]("POST", "/flows/payroll")
-    for sent in ([*spoof, *headers], [*headers, *spoof], [*headers, *spoof, *token(issuer, LISA)]):
+    for sent in ([*spoof, *headers], [*headers, *spoof], [*headers, *spoof, *bearer(issuer, LISA)]):
         response = asker.request(auth_method, path, headers=sent)
         assert response.status_code == 403
         assert response.json()["reason"] == "forward_auth_spoofed"
@@ -248,7 +209,7 @@ def test_other_refusals_are_403_for_nginx(method: str, uri: str, reason: str, cl
 def test_the_same_normalisation_applies(client: httpx.Client, issuer: DemoIssuer) -> None:
     response = client.get(
         "/_auth",
-        headers=[("X-Original-URI", "/public/../flows/payroll"), ("X-Original-Method", "POST"), *token(issuer, TOM)],
+        headers=[("X-Original-URI", "/public/../flows/payroll"), ("X-Original-Method", "POST"), *bearer(issuer, TOM)],
     )
     assert response.status_code == 403  # decided as /flows/payroll, not as the open /public/ prefix
 
@@ -280,7 +241,7 @@ def test_control_characters_in_claims_are_answered_as_spaces_not_a_broken_answer
     # The listener refuses to send NUL or DEL in a header: the answer used to be an untyped 500 and a closed connection.
     who = {**LISA, "upn": "a\x00b\x7fc\x1bd\x85e"}
     original = {"X-Original-URI": "/flows/user-lookup", "X-Original-Method": "POST"}
-    response = client.get("/_auth", headers={**original, **dict(token(issuer, who))})
+    response = client.get("/_auth", headers={**original, **dict(bearer(issuer, who))})
     assert response.status_code == 200
     assert response.headers.get_list("x-auth-user") == ["a b c d e"]
     assert response.headers.get_list("x-auth-subject") == [LISA["oid"]]

@@ -8,9 +8,7 @@ import pytest
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.integration.conftest import LOOKUP_SIG
 from tests.support.metrics import sample
-
-AUD = "api://trigger-gateway"
-LISA = {"oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa-sub", "upn": "lisa@contoso.com"}
+from tests.support.people import AUD, LISA
 
 
 def bearer(issuer: DemoIssuer, **claims: object) -> dict[str, str]:

@@ -11,21 +11,15 @@ import httpx
 import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from tests.support.limited import Limited, limited_sidecar
+from tests.support.limited import Limited
 from tests.support.metrics import rejections
 from tests.support.rawsock import head, send_raw
 
 OID = "aaaaaaaa-0000-0000-0000-00000000000a"
 
 
-@pytest.fixture(scope="module")
-def limited(sidecar_env: dict[str, str]) -> Iterator[Limited]:
-    with limited_sidecar(sidecar_env) as servers:
-        yield servers
-
-
 @pytest.fixture()
-def admin(limited: Limited) -> Iterator[httpx.Client]:
+def admin(limited: Limited) -> Iterator[httpx.Client]:  # the limits sidecar's (tests/integration/conftest.py)
     with httpx.Client(base_url=limited.sidecar.admin, timeout=30, trust_env=False) as http:
         yield http
 

@@ -11,21 +11,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.limited import Limited, limited_sidecar
+from tests.support.limited import Limited
 from tests.support.metrics import rejections
 from tests.support.rawsock import Reply, closed, connect, head, read_reply, send_raw
 
 NONE = "(none)"  # the route label of a refusal made before any route is known
 
 
-@pytest.fixture(scope="module")
-def limited(sidecar_env: dict[str, str]) -> Iterator[Limited]:
-    with limited_sidecar(sidecar_env) as servers:
-        yield servers
-
-
 @pytest.fixture()
-def admin(limited: Limited) -> Iterator[httpx.Client]:
+def admin(limited: Limited) -> Iterator[httpx.Client]:  # the limits sidecar's (tests/integration/conftest.py)
     with httpx.Client(base_url=limited.sidecar.admin, timeout=30, trust_env=False) as http:
         yield http
 

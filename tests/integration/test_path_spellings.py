@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
+from sidecar.demo.issuer import DemoIssuer
+from tests.support.people import LISA, TOM, bearer
 from tests.support.rawsock import head, send_raw
 from tests.support.servers import SidecarProcess
 
 POLICY = Path(__file__).with_name("spellings.yaml")
-LISA = {"oid": "aaaaaaaa-0000-0000-0000-00000000000a", "sub": "lisa-sub"}
-TOM = {"oid": "aaaaaaaa-0000-0000-0000-00000000000b", "sub": "tom-sub"}
 SPELLINGS = [
     "/public/admin",
     "/public/admin/",
@@ -32,14 +31,10 @@ SPELLINGS = [
 
 @pytest.fixture(scope="module")
 def spellings(sidecar_env: dict[str, str]) -> Iterator[SidecarProcess]:
-    args = ("--forward-auth-path", "/_auth", "--forward-auth-ingress", "nginx")
+    args = ("--drain-delay", "0", "--forward-auth-path", "/_auth", "--forward-auth-ingress", "nginx")
     process = SidecarProcess(POLICY, sidecar_env, args).start()
     yield process
     assert process.stop() == 0
-
-
-def _bearer(issuer: DemoIssuer, who: dict[str, str]) -> list[tuple[str, str]]:
-    return [("Authorization", "Bearer " + issuer.mint(CONTOSO_TENANT, {"aud": "api://trigger-gateway", **who}))]
 
 
 @pytest.mark.parametrize("path", SPELLINGS)
@@ -48,9 +43,9 @@ def test_a_spelling_of_the_protected_path_needs_its_token_in_proxy_mode(
 ) -> None:
     anonymous = send_raw(spellings.proxy, head("GET", path, [("Connection", "close")]))
     assert (anonymous.status, anonymous.json()["reason"]) == (401, "missing_token")
-    other = send_raw(spellings.proxy, head("GET", path, [*_bearer(issuer, TOM), ("Connection", "close")]))
+    other = send_raw(spellings.proxy, head("GET", path, [*bearer(issuer, TOM), ("Connection", "close")]))
     assert (other.status, other.json()["route"]) == (403, "padmin")
-    allowed = send_raw(spellings.proxy, head("GET", path, [*_bearer(issuer, LISA), ("Connection", "close")]))
+    allowed = send_raw(spellings.proxy, head("GET", path, [*bearer(issuer, LISA), ("Connection", "close")]))
     assert allowed.status == 200, allowed.body
     assert allowed.json()["path"] == "/admin-app"  # the protected route's upstream, as for the path itself
 

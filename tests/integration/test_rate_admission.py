@@ -12,7 +12,7 @@ import pytest
 from tests.support.rawsock import connect, head, read_reply, send_raw
 from tests.support.recorder import Recorder
 from tests.support.redis import RedisServer
-from tests.support.servers import SidecarProcess, ThreadServer
+from tests.support.servers import SidecarProcess, ThreadServer, served
 
 BUDGET = 2
 POLICY = f"""\
@@ -36,10 +36,8 @@ STORE = "rate_limit_store: { url: '${REDIS_URL}', timeout: 1s, on_error: deny }\
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[tuple[Recorder, ThreadServer]]:
-    app = Recorder()
-    server = ThreadServer(lambda _url: app)
-    yield app, server
-    server.stop()
+    with served(Recorder()) as pair:
+        yield pair
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoIssuer
 from tests.support.metrics import rejections
-from tests.support.servers import SidecarProcess, ThreadServer
+from tests.support.servers import SidecarProcess, ThreadServer, served
 
 APP = "https://app.example.com"
 POLICY = """\
@@ -92,10 +92,8 @@ class RecordingUpstream:
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[tuple[RecordingUpstream, ThreadServer]]:
-    upstream = RecordingUpstream()
-    server = ThreadServer(lambda _url: upstream)
-    yield upstream, server
-    server.stop()
+    with served(RecordingUpstream()) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

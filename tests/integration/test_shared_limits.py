@@ -19,7 +19,7 @@ import pytest
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.support.redis import RedisServer, flow_policy
-from tests.support.servers import SidecarProcess, ThreadServer
+from tests.support.servers import SidecarProcess, ThreadServer, served
 
 REQUESTS, LIMIT, WINDOW = 1_000, 100, 60
 REPLICAS, WORKERS = 3, 2
@@ -92,10 +92,8 @@ def flood(proxies: list[str], token: str) -> list[Answer]:
 
 @pytest.fixture()
 def counting_upstream() -> Iterator[tuple[CountingUpstream, ThreadServer]]:
-    upstream = CountingUpstream()
-    server = ThreadServer(lambda _url: upstream)
-    yield upstream, server
-    server.stop()
+    with served(CountingUpstream()) as pair:
+        yield pair
 
 
 def caller_token(issuer: DemoIssuer) -> str:

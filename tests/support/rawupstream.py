@@ -4,6 +4,7 @@ would let an app send. Each request is recorded as received (head lines in order
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -60,6 +61,9 @@ class RawUpstream:
             return [seen for seen in self.received if seen.path == path]
 
     def stop(self) -> None:
+        # shutdown wakes the thread blocked in accept() (close alone does not, on Linux): no join timeout to wait out
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for connection in list(self._connections):
             try:

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import uvicorn
 
@@ -23,7 +24,9 @@ from sidecar.demo.issuer import DemoIssuer
 from sidecar.ops.server import bind
 from sidecar.options import Address
 
-__all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port", "serve_demo_issuer"]
+__all__ = ["LineReader", "SidecarProcess", "ThreadServer", "free_closed_port", "serve_demo_issuer", "served"]
+
+App = TypeVar("App")
 
 
 class ThreadServer:
@@ -67,6 +70,16 @@ class ThreadServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self.sock.close()
+
+
+@contextmanager
+def served(app: App) -> Iterator[tuple[App, ThreadServer]]:
+    """`app` on a ThreadServer for the block (a fixture's upstream), stopped however the block ends."""
+    server = ThreadServer(lambda _url: app)
+    try:
+        yield app, server
+    finally:
+        server.stop()
 
 
 def serve_demo_issuer(port: int = 0) -> tuple[DemoIssuer, ThreadServer]:
