@@ -151,11 +151,10 @@ class Forwarder:
         waiting = time.monotonic()
         connection = await self._connect(origin, timeout, route)
         received.excuse(waiting)  # a wait for a pooled connection is not the client being slow
-        reusable = False
         uploader: asyncio.Future[None] | None = None
         try:
             response = connection.start(no_body=method == "HEAD")
-            connection.write(request)
+            connection.write(request, end=received.complete)
             if not received.complete:
                 uploader = asyncio.ensure_future(_upload(connection, receive, received, timeout))
                 uploader.add_done_callback(lambda task: _upload_ended(task, connection, response))
@@ -165,21 +164,20 @@ class Forwarder:
                 if not (replay and connection.reused and not response.started):
                     raise
                 # A kept-alive connection the upstream had closed as we sent: once more on a new one.
-                self.pool.release(connection, False)
+                self.pool.release(connection)
                 connection = await self._connect(origin, timeout, route, fresh=True)
                 response = connection.start(no_body=method == "HEAD")
-                connection.write(request)
+                connection.write(request, end=True)
                 await _response_head(response, None, timeout)
             upstream_seconds = time.perf_counter() - started
             shown = response_headers(response.headers, response.status, urls, url, method == "HEAD") + extra_headers
             sent = await _relay(response, send, receive if received.complete else None, shown, timeout)
-            reusable = response.keep_alive and (uploader is None or _succeeded(uploader))
         except UpstreamError as exc:
             raise _failure(exc, response.head_done, uploader) from exc
         finally:
             if uploader is not None and not uploader.cancel():
                 uploader.exception()  # retrieved: its failure, if any, was raised above
-            self.pool.release(connection, reusable)
+            self.pool.release(connection)  # kept only if the exchange left it DONE (upstream/connection.py)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
 
     async def _connect(self, origin: Origin, timeout: float, route: str | None, fresh: bool = False) -> Connection:
@@ -191,10 +189,6 @@ class Forwarder:
             raise Rejection(Reason.UPSTREAM_TIMEOUT) from None
         except ConnectFailed as exc:
             raise Rejection(Reason.UPSTREAM_UNREACHABLE) from exc
-
-
-def _succeeded(task: asyncio.Future[None]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _upload_ended(task: asyncio.Future[None], connection: Connection, response: Response) -> None:
@@ -273,7 +267,7 @@ async def _upload(connection: Connection, receive: Receive, received: _BodyProgr
     """The rest of a streamed body, while the response may already be coming back (full duplex, as aiohttp)."""
     while not received.complete:
         piece = await _next_piece(receive, received)
-        connection.write(_framed(piece, received) if received.chunked else piece)
+        connection.write(_framed(piece, received) if received.chunked else piece, end=received.complete)
         waiting = time.monotonic()
         await connection.drain(timeout)
         received.excuse(waiting)  # an upstream that reads slowly holds the client back: not the client's slowness
