@@ -55,6 +55,7 @@ class Pool:
         idle_timeout: float,
         on_count: Callable[[int], None] | None = None,
         per_share: int = 0,
+        resolver: Resolver | None = None,
     ) -> None:
         self.limit = limit
         self.per_host = per_host
@@ -68,7 +69,7 @@ class Pool:
         self._waiters: list[asyncio.Future[None]] = []
         self._connections: set[Connection] = set()  # every one open, idle or in use
         self._tls: ssl.SSLContext | None = None
-        self._names = Resolver()
+        self._names = resolver or Resolver()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
