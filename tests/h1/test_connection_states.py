@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from sidecar.edge.forward import Forwarder
 from sidecar.upstream.connection import Connection, State
-from sidecar.upstream.pool import ADDRESS_TIMEOUT_CAP, Broken, Pool, Response, address_timeout, split_url
-from sidecar.upstream.resolver import Resolver
+from sidecar.upstream.pool import Broken, Pool, Response, split_url
 from tests.support.h1upstream import (
     Reader,
     Upstream,
@@ -358,67 +356,3 @@ async def test_an_exchange_cancelled_midway_closes_its_connection(when: str, for
         assert (forwarded.status, body) == (200, b"you sent ")
     assert after_cancel in ([b""], [b"<reset>"], [b"4\r\npart\r\n"])
     assert upstream.connections == 2
-
-
-# Per-address connect deadline
-
-
-@pytest.mark.parametrize(
-    ("remaining", "left", "share"),
-    [
-        (30.0, 2, ADDRESS_TIMEOUT_CAP),  # an equal share would be 15 s: capped
-        (3.0, 2, 1.5),
-        (8.0, 4, 2.0),
-        (9.0, 3, 3.0),
-        (30.0, 1, None),  # the last address: the route's timeout bounds it
-    ],
-)
-def test_each_address_but_the_last_gets_an_equal_share_of_the_time_left_at_most_the_cap(
-    remaining: float, left: int, share: float | None
-) -> None:
-    assert address_timeout(remaining, left) == share
-
-
-@contextlib.contextmanager
-def black_hole(address: str, port: int) -> Iterator[None]:
-    """A listener whose accept queue is full (backlog 0, one connection never accepted): Linux drops every further
-    SYN, so a connect to it hangs as one to a dead host does."""
-    listener = socket.socket()
-    filler = socket.socket()
-    try:
-        listener.bind((address, port))
-        listener.listen(0)
-        filler.connect((address, port))  # takes the one place in the queue
-        yield
-    finally:
-        filler.close()
-        listener.close()
-
-
-class TwoAddresses(Resolver):
-    """The name `upstream.test` with these addresses, in this order (stands in for DNS only)."""
-
-    def __init__(self, *addresses: str) -> None:
-        super().__init__()
-        self._addresses = addresses
-
-    async def _look_up(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
-        self.lookups += 1
-        return [(address, port) for address in self._addresses]
-
-
-async def test_a_black_holed_first_address_does_not_spend_the_routes_whole_timeout() -> None:
-    """`upstream.test` is 127.0.0.2 (never answers a SYN) then 127.0.0.1 (the upstream). With a route timeout of
-    3 s the first address gets 1.5 s, the second the rest: the request is answered, where trying the first for
-    the whole timeout would be a 504."""
-    names = TwoAddresses("127.0.0.2", "127.0.0.1")
-    forwarder = Forwarder(Pool(8, 0, 15.0, resolver=names))
-    try:
-        async with serving(keep_answering) as upstream:
-            port = int(upstream.url.rsplit(":", 1)[1])
-            with black_hole("127.0.0.2", port):
-                forwarded, body = await call(forwarder, f"http://upstream.test:{port}/x", timeout=3.0)
-            assert (forwarded.status, body) == (200, b"you sent ")
-            assert (upstream.connections, forwarder.pool.open_connections, names.lookups) == (1, 1, 1)
-    finally:
-        await forwarder.close()

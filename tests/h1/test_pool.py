@@ -1,0 +1,181 @@
+"""The upstream pool's bounds and its connects, against upstreams on real sockets on 127.0.0.1 through the forwarder:
+connections in all and per host (a request waits for one within its timeout, a freed or closed one makes room), a
+refused or black-holed address (502 naming the cause, 504 after the route's timeout), names looked up again when
+none of their addresses connects. Each test runs on uvloop and on asyncio's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sidecar.edge.forward import Forwarder
+from sidecar.reasons import Reason, Rejection
+from sidecar.upstream.pool import ADDRESS_TIMEOUT_CAP, Pool, address_timeout
+from sidecar.upstream.resolver import Resolver
+from tests.support.h1upstream import Reader, Upstream, Writer, answer, call, keep_answering, read_request, serving
+
+_DEADLINE = 10.0
+
+
+@contextlib.asynccontextmanager
+async def forwarding(limit: int = 8, per_host: int = 0, resolver: Resolver | None = None) -> AsyncIterator[Forwarder]:
+    forwarder = Forwarder(Pool(limit, per_host, 15.0, resolver=resolver))
+    try:
+        yield forwarder
+    finally:
+        await forwarder.close()
+
+
+def unused_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on (bound, then let go): a connect to it is refused."""
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def black_hole(address: str, port: int = 0) -> Iterator[int]:
+    """A listener whose accept queue is full (backlog 0, one connection never accepted): Linux drops every further
+    SYN, so a connect to it hangs as one to a dead host does. Yields its port."""
+    listener = socket.socket()
+    filler = socket.socket()
+    try:
+        listener.bind((address, port))
+        listener.listen(0)
+        bound = int(listener.getsockname()[1])
+        filler.connect((address, bound))  # takes the one place in the queue
+        yield bound
+    finally:
+        filler.close()
+        listener.close()
+
+
+class Names(Resolver):
+    """The name `upstream.test` with these addresses, in this order (stands in for DNS only)."""
+
+    def __init__(self, *addresses: str) -> None:
+        super().__init__()
+        self._addresses = addresses
+
+    async def _ask(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> list[tuple[str, int]]:
+        return [(address, port) for address in self._addresses]
+
+
+async def test_a_refused_connection_is_a_502_that_names_only_its_cause() -> None:
+    async with forwarding() as forwarder:
+        with pytest.raises(Rejection) as refused:
+            await call(forwarder, f"http://127.0.0.1:{unused_port()}/x?sig=secret")
+    assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
+    assert str(refused.value.__cause__) == "ConnectionRefusedError"  # the access log's upstream_error: no URL
+    assert forwarder.pool.open_connections == 0
+
+
+async def test_an_address_that_never_answers_is_a_504_after_the_routes_timeout() -> None:
+    async with forwarding() as forwarder:
+        with black_hole("127.0.0.2") as port, pytest.raises(Rejection) as refused:
+            await call(forwarder, f"http://127.0.0.2:{port}/x", timeout=0.5)
+    assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
+    assert forwarder.pool.open_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("remaining", "left", "share"),
+    [
+        (30.0, 2, ADDRESS_TIMEOUT_CAP),  # an equal share would be 15 s: capped
+        (3.0, 2, 1.5),
+        (8.0, 4, 2.0),
+        (9.0, 3, 3.0),
+        (30.0, 1, None),  # the last address: the route's timeout bounds it
+    ],
+)
+def test_each_address_but_the_last_gets_an_equal_share_of_the_time_left_at_most_the_cap(
+    remaining: float, left: int, share: float | None
+) -> None:
+    assert address_timeout(remaining, left) == share
+
+
+async def test_a_black_holed_first_address_does_not_spend_the_routes_whole_timeout() -> None:
+    """`upstream.test` is 127.0.0.2 (never answers a SYN) then 127.0.0.1 (the upstream). With a route timeout of
+    3 s the first address gets 1.5 s, the second the rest: the request is answered, where trying the first for
+    the whole timeout would be a 504."""
+    names = Names("127.0.0.2", "127.0.0.1")
+    async with serving(keep_answering) as upstream, forwarding(resolver=names) as forwarder:
+        port = int(upstream.url.rsplit(":", 1)[1])
+        with black_hole("127.0.0.2", port):
+            forwarded, body = await call(forwarder, f"http://upstream.test:{port}/x", timeout=3.0)
+        assert (forwarded.status, body) == (200, b"you sent ")
+        assert (upstream.connections, forwarder.pool.open_connections, names.lookups) == (1, 1, 1)
+
+
+async def test_a_name_none_of_whose_addresses_connects_is_looked_up_again() -> None:
+    """Both addresses refuse: 502 with the last one's cause, and the next connection asks the resolver again (the
+    record may have changed). A name one of whose addresses connects stays cached."""
+    port = unused_port()
+    dead = Names("127.0.0.3", "127.0.0.4")
+    async with forwarding(resolver=dead) as forwarder:
+        for _ in range(2):
+            with pytest.raises(Rejection) as refused:
+                await call(forwarder, f"http://upstream.test:{port}/x")
+            assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
+            assert str(refused.value.__cause__) == "ConnectionRefusedError"
+    assert dead.lookups == 2
+
+    async def answers_and_closes(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await read_request(reader, upstream)
+        writer.write(answer(b"ok", b"connection: close"))
+
+    half = Names("127.0.0.3", "127.0.0.1")  # the first refuses, the second answers
+    async with serving(answers_and_closes) as upstream, forwarding(resolver=half) as forwarder:
+        port = int(upstream.url.rsplit(":", 1)[1])
+        for _ in range(2):
+            assert (await call(forwarder, f"http://upstream.test:{port}/x"))[0].status == 200
+    assert (upstream.connections, half.lookups) == (2, 1)
+
+
+@pytest.mark.parametrize(("limit", "per_host"), [(1, 0), (0, 1), (1, 1)], ids=["in-all", "per-host", "both"])
+async def test_at_the_bound_a_request_waits_for_the_connection_in_use_and_reuses_it(limit: int, per_host: int) -> None:
+    """One connection allowed: a second request waits (well within its timeout) for the first's connection, and
+    both go on that one connection; a connection at the bound is kept, not closed."""
+    first_read = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def holds_the_first(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        while (request := await read_request(reader, upstream)) is not None:
+            if not first_read.is_set():
+                first_read.set()
+                await go_on.wait()
+            writer.write(answer(request.line))
+
+    async with serving(holds_the_first) as upstream, forwarding(limit, per_host) as forwarder:
+        first = asyncio.ensure_future(call(forwarder, upstream.url + "/first"))
+        await asyncio.wait_for(first_read.wait(), _DEADLINE)
+        second = asyncio.ensure_future(call(forwarder, upstream.url + "/second", timeout=0.9))
+        while not forwarder.pool._waiters:  # the second waits for a slot
+            await asyncio.sleep(0)
+        go_on.set()
+        answers = [body for _, body in await asyncio.gather(first, second)]
+        assert answers == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
+        for _ in range(2):
+            await call(forwarder, upstream.url + "/again")
+        assert (upstream.connections, forwarder.pool.open_connections) == (1, 1)
+
+
+async def test_a_connection_the_upstream_closed_frees_its_place_under_the_per_host_bound() -> None:
+    """`Connection: close` answers, one connection per host allowed: each closed connection gives its place back
+    once, so requests go on one at a time, and never two at once."""
+
+    async def closes_the_first(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        while (request := await read_request(reader, upstream)) is not None:
+            if upstream.connections == 1:
+                writer.write(answer(request.line, b"connection: close"))
+                return
+            writer.write(answer(request.line))
+
+    async with serving(closes_the_first) as upstream, forwarding(limit=0, per_host=1) as forwarder:
+        assert (await call(forwarder, upstream.url + "/closed"))[0].status == 200
+        await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
+        assert (upstream.connections, forwarder.pool.open_connections) == (2, 1)
