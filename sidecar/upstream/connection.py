@@ -51,12 +51,12 @@ def split_url(url: str) -> tuple[Origin, str]:
 class State(enum.Enum):
     """Where one connection is in its life. `Connection._enter` is the only place it changes, along `_NEXT`."""
 
-    CONNECTING = "connecting"  # the TCP (and TLS) handshake is under way
-    IDLE = "idle"  # open, no exchange: just connected, or back in the pool; a byte received now closes it
-    SENDING = "sending"  # the request is being written; its answer may already be arriving (an early answer)
-    RECEIVING = "receiving"  # the request is all written; its answer is awaited or arriving
-    DONE = "done"  # the exchange is over and the connection fit for the next one (`Connection._answered`)
-    CLOSED = "closed"  # closed, reset or lost: never used again
+    CONNECTING = enum.auto()  # the TCP (and TLS) handshake is under way
+    IDLE = enum.auto()  # open, no exchange: just connected, or back in the pool; a byte received now closes it
+    SENDING = enum.auto()  # the request is being written; its answer may already be arriving (an early answer)
+    RECEIVING = enum.auto()  # the request is all written; its answer is awaited or arriving
+    DONE = enum.auto()  # the exchange is over and the connection fit for the next one (`Connection._answered`)
+    CLOSED = enum.auto()  # closed, reset or lost: never used again
 
 
 _NEXT: Final[dict[State, frozenset[State]]] = {

@@ -356,3 +356,24 @@ async def test_an_exchange_cancelled_midway_closes_its_connection(when: str, for
         assert (forwarded.status, body) == (200, b"you sent ")
     assert after_cancel in ([b""], [b"<reset>"], [b"4\r\npart\r\n"])
     assert upstream.connections == 2
+
+
+async def test_a_connection_the_upstream_closed_refuses_the_exchange_and_says_why() -> None:
+    """A connection lost while idle is CLOSED: an exchange may be started on it (the pool checks just before), but
+    writing to it or waiting for it to drain is Broken with words the access log shows as `upstream_error`."""
+
+    async def closes_at_once(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        pass
+
+    async with serving(closes_at_once) as upstream, a_pool() as pool:
+        connection = await taken(pool, upstream.url)
+        await ended(connection)
+        assert (connection.state, pool.open_connections) == (State.CLOSED, 0)
+        connection.start(no_body=False)
+        assert connection.state is State.CLOSED
+        with pytest.raises(Broken, match="^the upstream closed the connection$"):
+            connection.write(GET, end=True)
+        with pytest.raises(Broken, match="^the upstream closed the connection$"):
+            await connection.drain(_DEADLINE)
+        pool.release(connection)
+        assert pool.open_connections == 0
