@@ -61,6 +61,15 @@ async def ended(connection: Connection) -> None:
     await asyncio.wait_for(asyncio.shield(connection.closed), _DEADLINE)
 
 
+async def got(pool: Pool, url: str, body: bytes) -> Connection:
+    """A GET on a pooled connection, its answer read to the end (and checked); the connection not yet released."""
+    connection = await taken(pool, url)
+    response = connection.start(no_body=False)
+    connection.write(GET, end=True)
+    assert await read_all(response) == body
+    return connection
+
+
 async def test_a_connection_goes_idle_sending_receiving_done_and_back_to_the_pool_idle() -> None:
     async with serving(keep_answering) as upstream, a_pool() as pool:
         connection = await taken(pool, upstream.url)
@@ -183,10 +192,7 @@ async def test_an_answer_that_does_not_keep_the_connection_alive_never_makes_it_
             await reader.read()  # held open: only the sidecar's decision closes it
 
     async with serving(script) as upstream, a_pool() as pool:
-        connection = await taken(pool, upstream.url)
-        response = connection.start(no_body=False)
-        connection.write(GET, end=True)
-        assert await read_all(response) == b"bye"
+        connection = await got(pool, upstream.url, b"bye")
         assert connection.state in (State.RECEIVING, State.CLOSED)  # whole, but not to be reused
         pool.release(connection)
         assert connection.state is State.CLOSED
@@ -208,10 +214,7 @@ async def test_bytes_after_a_done_answer_close_the_connection_before_it_is_relea
         await reader.read()
 
     async with serving(sends_more) as upstream, a_pool() as pool:
-        connection = await taken(pool, upstream.url)
-        response = connection.start(no_body=False)
-        connection.write(GET, end=True)
-        assert await read_all(response) == b"asked"
+        connection = await got(pool, upstream.url, b"asked")
         assert connection.state is State.DONE
         more.set()
         await ended(connection)
@@ -239,10 +242,7 @@ async def test_an_idle_connection_the_upstream_writes_to_or_closes_leaves_the_po
             await reader.read()
 
     async with serving(script) as upstream, a_pool() as pool:
-        connection = await taken(pool, upstream.url)
-        response = connection.start(no_body=False)
-        connection.write(GET, end=True)
-        assert await read_all(response) == b"asked"
+        connection = await got(pool, upstream.url, b"asked")
         pool.release(connection)
         assert (connection.state, pool.open_connections) == (State.IDLE, 1)
         now.set()
