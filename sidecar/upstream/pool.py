@@ -227,18 +227,17 @@ class Pool:
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                addresses = await self._names.addresses(origin.host, origin.port, loop)
-                failure: OSError = OSError(f"no address for {origin.host}")
-                for index, (address, port) in enumerate(addresses):  # in turn: uvloop has no happy eyeballs
+                addresses = await self._names.addresses(origin.host, origin.port, loop)  # at least one
+                for left in range(len(addresses), 0, -1):  # in turn (uvloop has no happy eyeballs)
+                    address, port = addresses[-left]
+                    share = address_timeout(deadline - loop.time(), left)
                     try:
-                        share = address_timeout(deadline - loop.time(), len(addresses) - index)
                         connection = await self._dial(origin, address, port, share)
                         break
-                    except OSError as exc:  # its share spent (TimeoutError), refused, TLS refused (ssl.SSLError)
-                        failure = exc
-                else:
-                    self._names.forget(origin.host, origin.port)  # look the name up again next time
-                    raise failure
+                    except OSError:  # its share spent (TimeoutError), refused, TLS refused (ssl.SSLError)
+                        if left == 1:  # none took it: the last one's failure; look the name up again next time
+                            self._names.forget(origin.host, origin.port)
+                            raise
         except TimeoutError:
             raise Timeout() from None
         except OSError as exc:
