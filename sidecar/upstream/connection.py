@@ -83,7 +83,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.response: Response | None = None
         self.reused = False
-        self.idle_since = -1.0  # when it was last put back in the pool; -1 while in use
+        self.idle_since = 0.0  # when it was last put back in the pool (read only while IDLE)
         self.share: str | None = None  # whose share of the pool it counts against while in use
         self._write_paused = False
         self._read_paused = False
@@ -113,13 +113,9 @@ class Connection(asyncio.Protocol):
         elif self.state is not State.CLOSED:  # bytes nobody asked for: never read as the next request's answer
             self.abort()
 
-    def eof_received(self) -> bool:
-        if self.response is not None:
-            self.response.ended()
-            self._settle()
-        return False  # close our side too
-
     def connection_lost(self, exc: Exception | None) -> None:
+        """Also at the upstream's end of the stream (asyncio's default `eof_received` closes our side): the end of
+        an answer framed by the close, else an answer cut short."""
         if self.state is not State.CLOSED:
             self._enter(State.CLOSED)
         if not self.closed.done():

@@ -152,7 +152,7 @@ class Pool:
         else:
             connection.abort()
 
-    def resize(self, limit: int, per_host: int, idle_timeout: float, per_share: int = 0) -> None:
+    def resize(self, limit: int, per_host: int, idle_timeout: float, per_share: int) -> None:
         """New bounds (a policy reload). Connections over a lowered bound are not cut: each closes when its exchange
         ends, and idle ones now; a raised bound lets waiting requests open connections at once."""
         self.limit, self.per_host, self.idle_timeout, self.per_share = limit, per_host, idle_timeout, per_share
@@ -181,10 +181,8 @@ class Pool:
         while idle:
             connection = idle.pop()
             if connection.closing or now - connection.idle_since > self.idle_timeout:
-                connection.idle_since = -1.0
                 connection.close()
                 continue
-            connection.idle_since = -1.0
             connection.reused = True
             return connection
         return None
@@ -204,7 +202,6 @@ class Pool:
         """Close the oldest of these idle connections and free its slot now (not again at its connection_lost)."""
         connection = idle.pop(0)
         self._connections.discard(connection)
-        connection.idle_since = -1.0
         connection.close()
         self._forget(connection.origin.key)
 
