@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,91 @@ async def test_a_connection_the_upstream_closed_frees_its_place_under_the_per_ho
         assert (await call(forwarder, upstream.url + "/closed"))[0].status == 200
         await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
         assert (upstream.connections, forwarder.pool.open_connections) == (2, 1)
+
+
+async def test_an_evicted_connection_gives_its_place_back_once() -> None:
+    """One connection in all and per host: each new upstream evicts the other's idle connection. Its place is given
+    back at the eviction and not again when its socket closes, so the count stays true and the first upstream can
+    be called again."""
+    async with (
+        serving(keep_answering) as first,
+        serving(keep_answering) as second,
+        forwarding(limit=1, per_host=1) as forwarder,
+    ):
+        assert (await call(forwarder, first.url + "/a"))[0].status == 200
+        (evicted,) = forwarder.pool._connections
+        assert (await call(forwarder, second.url + "/b"))[0].status == 200
+        await asyncio.wait_for(asyncio.shield(evicted.closed), _DEADLINE)
+        assert forwarder.pool.open_connections == 1
+        assert (await call(forwarder, first.url + "/c", timeout=2.0))[0].status == 200
+        assert forwarder.pool.open_connections == 1
+    assert (first.connections, second.connections) == (2, 1)
+
+
+async def test_a_lowered_per_host_bound_closes_the_idle_connections_over_it() -> None:
+    async with serving(keep_answering) as upstream, forwarding() as forwarder:
+        await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
+        assert forwarder.pool.open_connections == 3
+        forwarder.pool.resize(8, 1, 15.0, 0)  # what a policy reload does
+        assert forwarder.pool.open_connections == 1
+        assert (await call(forwarder, upstream.url + "/after"))[0].status == 200
+    assert upstream.connections == 3  # the one kept was reused
+
+
+async def test_a_route_holds_at_most_its_share_of_the_pool() -> None:
+    """A share of two: two exchanges of one route hold two connections; a third of that route waits and, none
+    coming back within its timeout, is refused without reaching the upstream (pool_share_full)."""
+    held = asyncio.Event()
+    reached = 0
+
+    async def holds(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        nonlocal reached
+        await read_request(reader, upstream)
+        reached += 1
+        await held.wait()
+        writer.write(answer())
+
+    forwarder = Forwarder(Pool(8, 0, 15.0, per_share=2))
+    try:
+        async with serving(holds) as upstream:
+            holding = [
+                asyncio.ensure_future(forwarder.forward("GET", upstream.url, [], *_client(), 5.0, False, [], route="r"))
+                for _ in range(2)
+            ]
+            while reached < 2:
+                await asyncio.sleep(0)
+            with pytest.raises(Rejection) as refused:
+                await forwarder.forward("GET", upstream.url + "/third", [], *_client(), 0.3, False, [], route="r")
+            held.set()
+            assert [forwarded.status for forwarded in await asyncio.gather(*holding)] == [200, 200]
+        assert refused.value.reason is Reason.POOL_SHARE_FULL
+        assert (reached, upstream.connections) == (2, 2)
+    finally:
+        await forwarder.close()
+
+
+def _client() -> tuple[Callable[[], Awaitable[dict[str, Any]]], Callable[[Any], Awaitable[None]]]:
+    """A client that sends no body and stays connected; what it is sent is dropped."""
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        pass
+
+    return receive, send
+
+
+async def test_a_tls_handshake_refused_is_a_502_that_names_openssls_reason() -> None:
+    """An `https` upstream that answers in plain HTTP: the handshake fails, and the access log's cause is the
+    error's type and OpenSSL's reason, nothing else."""
+
+    async def plain(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+
+    async with serving(plain) as upstream, forwarding() as forwarder:
+        with pytest.raises(Rejection) as refused:
+            await call(forwarder, upstream.url.replace("http://", "https://") + "/x")
+    assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
+    assert str(refused.value.__cause__) in ("SSLError: WRONG_VERSION_NUMBER", "SSLError: RECORD_LAYER_FAILURE")
