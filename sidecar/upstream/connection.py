@@ -86,7 +86,6 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0  # when it was last put back in the pool (read only while IDLE)
         self.share: str | None = None  # whose share of the pool it counts against while in use
         self._write_paused = False
-        self._read_paused = False
         self._drained: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()  # done at connection_lost
 
@@ -171,12 +170,10 @@ class Connection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.state is not State.CLOSED:
-            self._read_paused = True
             cast(asyncio.Transport, self._transport).pause_reading()
 
     def resume_reading(self) -> None:
-        if self.state is not State.CLOSED:
-            self._read_paused = False
+        if self.state is not State.CLOSED:  # resuming a transport that reads is a no-op (asyncio's and uvloop's)
             cast(asyncio.Transport, self._transport).resume_reading()
 
     # the pool's side
@@ -194,8 +191,7 @@ class Connection(asyncio.Protocol):
         see the upstream close it, or send bytes unasked."""
         self._enter(State.IDLE)
         self.response = None
-        if self._read_paused:
-            self.resume_reading()
+        self.resume_reading()
 
     def close(self) -> None:
         if self.state is not State.CLOSED:

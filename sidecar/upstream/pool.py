@@ -135,8 +135,7 @@ class Pool:
     def release(self, connection: Connection) -> None:
         """After an exchange: back to the pool if it left the connection DONE (`Connection.reusable`), else closed
         (reset if its answer did not arrive whole)."""
-        self._give_back(connection.share)
-        connection.share = None
+        self._give_back(connection.share)  # `share` is set again when the connection is next taken
         response = connection.response
         if response is not None:
             response.detach()

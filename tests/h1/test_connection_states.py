@@ -182,22 +182,32 @@ async def test_an_early_answer_and_then_the_whole_request_is_a_done_exchange() -
     assert (upstream.connections, bodies, upstream.requests) == (1, [b"first"], [b"GET /x HTTP/1.1"])
 
 
+# The answer, and how the upstream sees the sidecar end the connection: a graceful close (b""), or not checked (None:
+# the upstream closes it itself, or the bytes after the answer may come in a later read, which resets it).
 ENDS_THE_CONNECTION = {
-    "connection-close": answer(b"bye", b"connection: close"),
-    "http-1.0": b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nbye",
-    "until-close": b"HTTP/1.1 200 OK\r\n\r\nbye",
-    "a-second-answer-in-the-same-read": answer(b"bye") + answer(b"smuggled"),
+    "connection-close": (answer(b"bye", b"connection: close"), b""),
+    "http-1.0": (b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nbye", b""),
+    "until-close": (b"HTTP/1.1 200 OK\r\n\r\nbye", None),
+    "a-second-answer-in-the-same-read": (answer(b"bye") + answer(b"smuggled"), None),
 }
 
 
-@pytest.mark.parametrize("wire", ENDS_THE_CONNECTION.values(), ids=ENDS_THE_CONNECTION.keys())
-async def test_an_answer_that_does_not_keep_the_connection_alive_never_makes_it_done(wire: bytes) -> None:
+@pytest.mark.parametrize(("wire", "end"), ENDS_THE_CONNECTION.values(), ids=ENDS_THE_CONNECTION.keys())
+async def test_an_answer_that_does_not_keep_the_connection_alive_never_makes_it_done(
+    wire: bytes, end: bytes | None
+) -> None:
+    """Whole, but not to be reused: released, the connection is closed gracefully (its answer was complete)."""
+    seen: list[bytes] = []
+
     async def script(reader: Reader, writer: Writer, upstream: Upstream) -> None:
         if await read_request(reader, upstream) is not None:
             writer.write(wire)
             if b"content-length" not in wire:
                 return  # the end of the body is the end of the connection
-            await reader.read()  # held open: only the sidecar's decision closes it
+            try:
+                seen.append(await reader.read())  # held open: only the sidecar's decision closes it
+            except ConnectionResetError:
+                seen.append(b"<reset>")
 
     async with serving(script) as upstream, a_pool() as pool:
         connection = await got(pool, upstream.url, b"bye")
@@ -209,6 +219,8 @@ async def test_an_answer_that_does_not_keep_the_connection_alive_never_makes_it_
         second = await taken(pool, upstream.url)
         assert second is not connection
         pool.release(second)
+    if end is not None:
+        assert seen == [end]
 
 
 async def test_bytes_after_a_done_answer_close_the_connection_before_it_is_released() -> None:
@@ -257,6 +269,7 @@ async def test_an_idle_connection_the_upstream_writes_to_or_closes_leaves_the_po
         await ended(connection)
         assert (connection.state, pool.open_connections) == (State.CLOSED, 0)
         assert not any(pool._idle.values())
+        assert not pool._connections  # nothing of it is kept
 
 
 async def test_an_answer_http_does_not_allow_closes_the_connection_at_once() -> None:

@@ -268,3 +268,41 @@ async def test_a_tls_handshake_refused_is_a_502_that_names_openssls_reason() -> 
             await call(forwarder, upstream.url.replace("http://", "https://") + "/x")
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
     assert str(refused.value.__cause__) in ("SSLError: WRONG_VERSION_NUMBER", "SSLError: RECORD_LAYER_FAILURE")
+
+
+async def test_busy_connections_over_a_lowered_per_host_bound_close_when_their_exchange_ends() -> None:
+    """A reload lowers `max_per_host` to 1 while three exchanges are in flight: none is cut; as each ends (one at a
+    time), a connection over the bound is closed, and the last one is kept."""
+    answers = [asyncio.Event() for _ in range(3)]
+    reached = 0
+
+    async def holds(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        nonlocal reached
+        while (request := await read_request(reader, upstream)) is not None:
+            mine = answers[reached] if reached < len(answers) else None
+            reached += 1
+            if mine is not None:
+                await mine.wait()
+            writer.write(answer(request.line))
+
+    async with serving(holds) as upstream, forwarding() as forwarder:
+        pool = forwarder.pool
+        busy = [asyncio.ensure_future(call(forwarder, f"{upstream.url}/n{n}")) for n in range(3)]
+        await until(lambda: reached == 3)
+        forwarder.pool.resize(8, 1, 15.0, 0)  # a reload while all three are in use: none is cut
+        for number, event in enumerate(answers):  # the exchanges end one at a time (in the order they arrived)
+            event.set()
+            ended, left = number + 1, max(1, 2 - number)  # two closed in turn, the last one kept
+            await until(lambda ended=ended, left=left: (sum(e.done() for e in busy), pool.open_connections) == (ended, left))
+        assert [forwarded.status for forwarded, _ in await asyncio.gather(*busy)] == [200, 200, 200]
+        assert (await call(forwarder, upstream.url + "/after"))[0].status == 200
+        assert forwarder.pool.open_connections == 1
+    assert upstream.connections == 3
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Until `condition` holds, looking again each time the loop has run (bounded)."""
+    deadline = asyncio.get_running_loop().time() + _DEADLINE
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0)
