@@ -292,8 +292,8 @@ async def test_busy_connections_over_a_lowered_per_host_bound_close_when_their_e
         forwarder.pool.resize(8, 1, 15.0, 0)  # a reload while all three are in use: none is cut
         for number, event in enumerate(answers):  # the exchanges end one at a time (in the order they arrived)
             event.set()
-            ended, left = number + 1, max(1, 2 - number)  # two closed in turn, the last one kept
-            await until(lambda ended=ended, left=left: (sum(e.done() for e in busy), pool.open_connections) == (ended, left))
+            expected = (number + 1, max(1, 2 - number))  # ended exchanges, open connections: two closed, one kept
+            await until(lambda expected=expected: (sum(e.done() for e in busy), pool.open_connections) == expected)
         assert [forwarded.status for forwarded, _ in await asyncio.gather(*busy)] == [200, 200, 200]
         assert (await call(forwarder, upstream.url + "/after"))[0].status == 200
         assert forwarder.pool.open_connections == 1
