@@ -7,6 +7,12 @@
 # writes nothing to disk, so a read-only root filesystem works: bytecode is compiled at build time.
 
 # 3.11 by measurement: 3.13 spent 1.09-1.32x the CPU per allowed request (BENCHMARKS.md, "The image's Python").
+# The base is pinned by its tag: Python's minor version and Debian's release (their patch releases, security fixes
+# among them, come with a rebuild). To pin the exact image, add the digest the tag names today:
+#   docker buildx imagetools inspect python:3.11-slim-bookworm      (its "Digest: sha256:..." line)
+#   make image PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<that digest>
+# or write `@sha256:<digest>` into the ARG below; Docker then refuses any other image under that name (Renovate or
+# Dependabot can keep the digest current).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -54,9 +54,11 @@ e2e: venv
 
 # The container image (needs a Docker engine; not part of `make test`, whose tests check the Dockerfile itself).
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> builds on exactly that base image (see the Dockerfile).
+PYTHON_IMAGE ?=
 .PHONY: image
 image:
-	docker build -t auth-sidecar:$(VERSION) .
+	docker build $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) )-t auth-sidecar:$(VERSION) .
 
 # Benchmarks against nginx and Envoy (never part of `make test`): bench/README.md. Installs wrk, nginx (Debian) and
 # Envoy, py-spy (bench/.venv) when missing, runs ~10 min, writes BENCHMARKS.md. Options: BENCH_ARGS='--rounds 4'.

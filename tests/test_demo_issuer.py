@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncIterator, Mapping
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 
 from sidecar.demo.cast import demo_clients
 from sidecar.demo.issuer import CONTOSO_TENANT, FABRIKAM_TENANT, DemoClient, DemoIssuer
+from sidecar.policy.load import parse_policy
 
 BASE_URL = "http://issuer.test"
 AUDIENCE = "api://trigger-gateway"
@@ -386,3 +388,23 @@ def test_demo_cast_spans_two_tenants_with_unique_object_ids() -> None:
     assert {client.tenant for client in clients} == {CONTOSO_TENANT, FABRIKAM_TENANT}
     assert len({client.claims["oid"] for client in clients}) == len(clients)
     assert CLIENTS["eve"].tenant == FABRIKAM_TENANT
+
+
+async def test_the_demo_policy_uses_the_entra_shape_and_the_demo_issuer_serves_what_it_reads() -> None:
+    """demo.yaml's provider is `entra:` with `authority` (the shape an operator writes for a real tenant): its
+    discovery URL, the issuer that document names and the tokens' `iss` and `tid` are the demo issuer's."""
+    base = "http://127.0.0.1:9400"  # `authority` must be a loopback URL; no socket is opened here
+    text = resources.files("sidecar.demo").joinpath("demo.yaml").read_text("utf-8")
+    policy = parse_policy(text, "demo.yaml", {"DEMO_ISSUER": base, "DEMO_UPSTREAM": "http://127.0.0.1:9401"})
+    provider = policy.providers["contoso"]
+    assert provider.entra and provider.tenant == CONTOSO_TENANT
+    assert provider.issuers == {f"{base}/{CONTOSO_TENANT}/", f"{base}/{CONTOSO_TENANT}/v2.0"}
+    issuer = DemoIssuer(base, demo_clients())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.app()), base_url=base) as http:
+        discovery = await http.get(provider.discovery_url)
+        assert discovery.status_code == 200
+        assert discovery.json()["issuer"] in provider.issuers
+        keys = await http.get(discovery.json()["jwks_uri"])
+        assert keys.status_code == 200 and keys.json()["keys"]
+    claims = jwt.decode(issuer.mint(CONTOSO_TENANT, {"aud": AUDIENCE}), options={"verify_signature": False})
+    assert claims["iss"] in provider.issuers and claims["tid"] == provider.tenant

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.edge.forward import Forwarder
+from sidecar.edge.forward import Forwarder, UpstreamFailure
 from sidecar.edge.runtime import Runtime
 from sidecar.observe.metrics import Metrics
 from sidecar.policy.limits import ServerLimits
@@ -141,7 +141,7 @@ async def test_the_pool_bounds_upstream_connections(upstream: tuple[Recorder, st
     try:
         held = asyncio.ensure_future(forwarder.forward("GET", url + "/held/pool", [], _body(), _sink, 30.0, False, []))
         await asyncio.to_thread(recorder.wait, lambda seen: any(s.path == "/held/pool" for s in seen))
-        with pytest.raises(Rejection) as waited:  # the one connection is busy: no second one is opened
+        with pytest.raises(UpstreamFailure) as waited:  # the one connection is busy: no second one is opened
             await forwarder.forward("GET", url + "/small/pool", [], _body(), _sink, 0.3, False, [])
         assert waited.value.reason is Reason.UPSTREAM_TIMEOUT
         assert recorder.at("/small/pool") == []
@@ -225,7 +225,7 @@ async def test_a_failed_connect_gives_the_share_back() -> None:
     url = f"http://127.0.0.1:{free_closed_port()}/dead"
     try:
         for _ in range(3):
-            with pytest.raises(Rejection) as refused:
+            with pytest.raises(UpstreamFailure) as refused:
                 await forwarder.forward("GET", url, [], _body(), _sink, 5.0, False, [], route="a")
             assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE  # never pool_share_full
     finally:

@@ -5,13 +5,13 @@ clock is a FakeClock."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
 
 import pytest
 
 from sidecar.edge.decide import Decision
 from sidecar.policy.model import AllowRule, Identity, Match, Mode, RateKey, RateLimit, Route
-from sidecar.ratelimit.limiter import RateLimiter, caller_key
+from sidecar.ratelimit.limiter import RateCheck, RateLimiter, caller_key
 from sidecar.ratelimit.memory_store import SWEEP_INTERVAL, ProcessStorage
 from sidecar.reasons import Reason
 from tests.support.jwtkit import FakeClock
@@ -130,9 +130,8 @@ async def test_ipv6_addresses_in_one_prefix_share_a_budget(
     limiter: RateLimiter, prefix: int, one: str, two: str, shared: bool
 ) -> None:
     flow = route(RateLimit(RateKey.IP, 1, 60, ipv6_prefix=prefix))
-    first, second = allowed(flow), allowed(flow)
-    await limiter.admit(first, {"client_ip": one})
-    await limiter.admit(second, {"client_ip": two})
+    first = await limiter.admit(allowed(flow), one)
+    second = await limiter.admit(allowed(flow), two)
     assert first.reason is None
     assert second.reason is (Reason.RATE_LIMITED if shared else None)
 
@@ -141,9 +140,8 @@ async def test_the_same_subject_of_two_providers_has_two_budgets(limiter: RateLi
     flow = route(RateLimit(RateKey.SUBJECT, 1, 60))
     lisa, namesake = allowed(flow, identity(sub="lisa")), allowed(flow, other_provider(sub="lisa"))
     lisa_again = allowed(flow, identity(sub="lisa"))
-    for decision in (lisa, namesake, lisa_again):
-        await limiter.admit(decision, {})
-    assert (lisa.reason, namesake.reason, lisa_again.reason) == (None, None, Reason.RATE_LIMITED)
+    checks = [await limiter.admit(decision, None) for decision in (lisa, namesake, lisa_again)]
+    assert [check.reason for check in checks] == [None, None, Reason.RATE_LIMITED]
 
 
 REFUSED = [Reason.MISSING_TOKEN, Reason.BAD_SIGNATURE, Reason.NOT_ALLOWED, Reason.EXPIRED]
@@ -154,12 +152,11 @@ async def test_refused_requests_never_spend_a_budget(limiter: RateLimiter, reaso
     flow = route(RateLimit(RateKey.IP, 3, 60))
     for _ in range(50):  # a flood of bad requests from one address
         refused = Decision(path="/flow", route=flow, reason=reason)
-        await limiter.admit(refused, {"client_ip": "203.0.113.7"})
-        assert refused.reason is reason and refused.retry_after is None
+        check = await limiter.admit(refused, "203.0.113.7")
+        assert check.reason is None and check.retry_after is None  # not counted, and no second reason
     for _ in range(3):  # the good caller behind the same address still has its whole budget
-        decision = allowed(flow)
-        await limiter.admit(decision, {"client_ip": "203.0.113.7"})
-        assert decision.reason is None
+        check = await limiter.admit(allowed(flow), "203.0.113.7")
+        assert check.reason is None
     assert limiter.callers == 1
 
 
@@ -172,24 +169,23 @@ async def test_over_the_budget_is_rate_limited_with_whole_seconds_to_wait(
 ) -> None:
     flow = route(mode=mode)
     for _ in range(3):
-        await limiter.admit(allowed(flow), {})
+        await limiter.admit(allowed(flow), None)
     clock.now += 29.2
-    decision, entry = allowed(flow), dict[str, Any]()
-    await limiter.admit(decision, entry)
-    assert decision.reason is Reason.RATE_LIMITED
-    assert decision.retry_after == 31  # 30.8 s until the first request leaves the window, rounded up
-    assert decision.forwarded is forwarded
-    assert entry == {"reason": "rate_limited", "retry_after": 31}
+    decision = allowed(flow)
+    check = await limiter.admit(decision, None)
+    assert check.reason is Reason.RATE_LIMITED
+    assert check.retry_after == 31  # 30.8 s until the first request leaves the window, rounded up
+    assert replace(decision, reason=check.reason).forwarded is forwarded
+    assert check == RateCheck(Reason.RATE_LIMITED, 31, None)  # and the store did not fail
 
 
 async def test_retry_after_is_never_zero(limiter: RateLimiter, clock: FakeClock) -> None:
     flow = route()
     for _ in range(3):
-        await limiter.admit(allowed(flow), {})
+        await limiter.admit(allowed(flow), None)
     clock.now += 60  # the oldest request is exactly one window old: it still counts
-    decision = allowed(flow)
-    await limiter.admit(decision, {})
-    assert (decision.reason, decision.retry_after) == (Reason.RATE_LIMITED, 1)
+    check = await limiter.admit(allowed(flow), None)
+    assert (check.reason, check.retry_after) == (Reason.RATE_LIMITED, 1)
 
 
 async def test_many_callers_are_forgotten_one_window_after_their_last_request(

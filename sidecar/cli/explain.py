@@ -21,6 +21,7 @@ from sidecar.auth.keys import KeyStore
 from sidecar.auth.steps import Step
 from sidecar.auth.verify import Verifier
 from sidecar.edge.decide import Decision, decide
+from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
 from sidecar.policy.allow import evaluate
 from sidecar.policy.model import Policy
@@ -46,7 +47,7 @@ class Explanation:
     rules: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     reason: str | None = None
-    decision: str = "allow"
+    decision: str = Verdict.ALLOW.value
     allow: list[str] = field(default_factory=list)
 
 
@@ -97,7 +98,8 @@ def _base(method: str, decision: Decision) -> Explanation:
     if decision.reason is not None:
         result.reason = decision.reason.value
         result.status = outcome(decision.reason).status
-        result.decision = "audit_forward" if decision.forwarded else "reject"
+        verdict = Verdict.AUDIT_FORWARD if decision.forwarded else Verdict.REJECT  # as the access line says
+        result.decision = verdict.value
     return result
 
 

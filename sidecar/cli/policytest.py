@@ -22,6 +22,7 @@ from sidecar.auth.keys import KeyStore
 from sidecar.auth.verify import Verifier
 from sidecar.cli.explain import CLAIMS_NOTE
 from sidecar.edge.decide import Decision, decide
+from sidecar.edge.exchange import Verdict
 from sidecar.edge.runtime import Snapshot
 from sidecar.policy.fields import Spec, Text, method_name
 from sidecar.policy.load import validate_spec
@@ -204,9 +205,9 @@ async def run_cases(
 def _outcome(case: Case, decision: Decision) -> Outcome:
     route = decision.route.name if decision.route is not None else None
     if decision.reason is None:
-        return Outcome(case, 200, "allowed", route, "allow")
-    verdict = "audit_forward" if decision.forwarded else "reject"
-    return Outcome(case, outcome(decision.reason).status, decision.reason.value, route, verdict)
+        return Outcome(case, 200, "allowed", route, Verdict.ALLOW.value)
+    verdict = Verdict.AUDIT_FORWARD if decision.forwarded else Verdict.REJECT  # as the proxy's access line says
+    return Outcome(case, outcome(decision.reason).status, decision.reason.value, route, verdict.value)
 
 
 def render(outcomes: Sequence[Outcome], source: str) -> str:

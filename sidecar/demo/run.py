@@ -47,7 +47,8 @@ def demo_command(listen: str, admin_listen: str, issuer_port: int, upstream_port
     except PolicyError as exc:  # only if the embedded file is broken
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
-    log.configure("warning")  # the walk-through is the demo's output; errors still show
+    # The walk-through and one text access line per call are the demo's output; warnings and errors still show.
+    log.configure("warning", "text", access=True)
     issuer = DemoIssuer(issuer_url, demo_clients())
     before = [
         Listener("issuer", issuer.app(), issuer_sock, stop_last=True),
@@ -72,11 +73,28 @@ def _require_loopback(*addresses: Address) -> None:
             raise ValueError(f"{address}: the demo binds only to loopback addresses")
 
 
-def _token(issuer: DemoIssuer, tenant: str, client: str) -> str:
-    return (
+def _token(issuer: DemoIssuer, tenant: str, client: str, user: bool) -> str:
+    command = (
         f"curl -s -d grant_type=client_credentials -d client_id={client} -d client_secret={client}-secret "
         f"-d scope=api://trigger-gateway/.default {issuer.token_url(tenant)} "
-        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+    )
+    return command + "   # simulated user token" if user else command
+
+
+# What the echo upstream answers with, cut to what step 6 is about: the query, the identity headers, Authorization.
+_SHOW_RECEIVED = (
+    'python3 -c \'import json,sys; seen=json.load(sys.stdin); h=seen["headers"]; print("query:", seen["query"]); '
+    '[print(k + ":", v) for k, v in h.items() if k.startswith("x-auth-")]; '
+    'print("authorization:", h.get("authorization", "(not sent)"))\''
+)
+
+
+def _received(proxy: str) -> str:
+    """Step 6: lisa's call with a client `sig` and a spoofed identity header, and what the upstream got."""
+    return (
+        """curl -s -X POST -H "Authorization: Bearer $LISA" -H 'X-Auth-Subject: spoofed-admin' """
+        f'"{proxy}/flows/user-lookup?sig=client-forged&note=hi" | {_SHOW_RECEIVED}'
     )
 
 
@@ -87,15 +105,21 @@ def walkthrough(proxy: str, admin: str, issuer: DemoIssuer) -> str:
 The sidecar is running (Ctrl-C stops it):
   proxy     {proxy}
   admin     {admin}   (/metrics /healthz /readyz)
-  issuer    {issuer.issuer_url(CONTOSO)}   (demo token issuer, loopback only)
+  issuer    {issuer.issuer_url(CONTOSO)}   (demo token issuer shaped like Entra ID, loopback only)
 
-Try it in another shell; each status line says what it prints.
+Try it in another shell; each status line says what it prints, and each call logs its access line here, below.
+
+# Access lines: the text format (`--log-format text`); `sidecar serve` writes JSON lines by default.
+# Tokens: the demo issuer hands out every token by client credentials, but real Entra issues
+# client-credentials tokens to apps only; a user's token comes from a sign-in (for a test:
+# `az account get-access-token --resource <App ID URI>`). So the user tokens below (lisa, tom, eve) are
+# SIMULATED: tokens obtained as an app would, carrying a user's claims (oid, upn, idtyp=user).
 
 # 1. Anyone: the public status route needs no token.
 {code} {proxy}/public/status                                     # expect: 200
 
-# 2. Get a token as lisa, the way a Power Automate HTTP action does (client credentials).
-LISA=$({_token(issuer, CONTOSO, "lisa")})
+# 2. Get a (simulated) user token for lisa.
+LISA=$({_token(issuer, CONTOSO, "lisa", user=True)}
 
 # 3. Any user of the tenant: with a token 200, without one 401.
 {code} -X POST -H "Authorization: Bearer $LISA" {proxy}/flows/user-lookup      # expect: 200
@@ -103,15 +127,20 @@ LISA=$({_token(issuer, CONTOSO, "lisa")})
 
 # 4. Specific users: lisa is on the payroll list; tom is in the tenant but not on it.
 {code} -X POST -H "Authorization: Bearer $LISA" -d '{{"month":"11"}}' {proxy}/flows/payroll   # expect: 200
-TOM=$({_token(issuer, CONTOSO, "tom")})
+TOM=$({_token(issuer, CONTOSO, "tom", user=True)}
 {code} -X POST -H "Authorization: Bearer $TOM" {proxy}/flows/payroll            # expect: 403
 
-# 5. An app with the Payroll.Invoke role is allowed too; a user of another tenant is not a contoso user.
-APP=$({_token(issuer, CONTOSO, "payroll-app")})
+# 5. An app with the Payroll.Invoke role is allowed too (a real app token: client credentials, as a Power Automate
+#    HTTP action with "Active Directory OAuth" gets one); a user of another tenant is not a contoso user.
+APP=$({_token(issuer, CONTOSO, "payroll-app", user=False)}
 {code} -X POST -H "Authorization: Bearer $APP" {proxy}/flows/payroll            # expect: 200
-EVE=$({_token(issuer, FABRIKAM, "eve")})
+EVE=$({_token(issuer, FABRIKAM, "eve", user=True)}
 {code} -X POST -H "Authorization: Bearer $EVE" {proxy}/flows/user-lookup        # expect: 401
 
-# 6. What was refused, by route and reason.
+# 6. What the upstream received (the demo upstream echoes it): its own sig kept and the client's sig dropped, the
+#    verified caller in X-Auth-* (the client's spoofed X-Auth-Subject replaced), and no Authorization header.
+{_received(proxy)}
+
+# 7. What was refused, by route and reason.
 curl -s {admin}/metrics | grep '^sidecar_rejections_total'
 """.strip("\n")

@@ -7,12 +7,9 @@ or 403 `cors_refused`. Every other request still needs its token. The decisions 
 
 from __future__ import annotations
 
-from typing import Any
-
 from sidecar.edge.asgi import Message, Scope, Send
 from sidecar.edge.decide import Decision
-from sidecar.edge.exchange import count_refusal, finish, refuse, start_entry
-from sidecar.edge.forwarded import origin
+from sidecar.edge.exchange import Exchange, Verdict
 from sidecar.edge.paths import normalise
 from sidecar.edge.runtime import Runtime, Snapshot
 from sidecar.policy.cors import (
@@ -71,26 +68,28 @@ async def answer_preflight(
     decision, request, failure = found
     route = decision.route
     assert route is not None and route.cors is not None
-    entry = start_entry(scope, rid, asked[0], decision)
-    entry["client_ip"] = origin(entry["client_ip"], forwarded_for, snapshot.policy.trusted_proxies).client_ip
-    entry.update(cors=failure or "allowed", **({"forward_auth": True} if forward_auth else {}))
+    exchange = Exchange.begin(
+        runtime,
+        snapshot,
+        scope,
+        rid,
+        asked[0],
+        decision,
+        started,
+        forwarded_for,
+        forward_auth=forward_auth,
+        cors=failure or "allowed",
+    )
     try:
-        if failure is not None:
-            count_refusal(runtime.metrics, decision)
-            entry["decision"] = "reject"
-            extra = [(b"vary", b"Origin")]
-            await refuse(send, Reason.CORS_REFUSED, snapshot.policy.realm, rid, route.name, entry, extra=extra)
-        else:
-            entry["decision"] = "preflight"
-            await _allow(send, route.cors, request, rid, forward_auth, entry)
+        if await exchange.enforce(send, [(b"vary", b"Origin")]):  # cors_refused is never audit-forwarded
+            status = await _allow(send, route.cors, request, rid, forward_auth)
+            exchange.answered(status, Verdict.PREFLIGHT)
     finally:
-        finish(runtime.metrics, entry, started)
+        exchange.finish()
     return True
 
 
-async def _allow(
-    send: Send, cors: Cors, request: PreflightRequest, rid: str, forward_auth: bool, entry: dict[str, Any]
-) -> None:
+async def _allow(send: Send, cors: Cors, request: PreflightRequest, rid: str, forward_auth: bool) -> int:
     status = 200 if forward_auth else 204
     headers = [(b"x-request-id", rid.encode("ascii"))]
     if forward_auth:
@@ -99,7 +98,7 @@ async def _allow(
         headers += preflight_headers(cors, request)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    entry["status"] = status
+    return status
 
 
 def with_cors(send: Send, cors: Cors, headers: Headers, method: str) -> Send:

@@ -22,9 +22,10 @@ from sidecar.reasons import Reason, Rejection, auditable
 __all__ = ["Decision", "decide"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """What the policy says about one request head."""
+    """What the policy says about one request head. Frozen: what happens to the request after (a rate limit, a
+    limit of the route, the upstream) is the request's Exchange's (edge/exchange.py), never a change to this."""
 
     path: str | None = None  # normalised; None when the path itself was refused
     route: Route | None = None
@@ -34,7 +35,6 @@ class Decision:
     allow: tuple[str, ...] = ()  # the methods of the path, for 405
     mode: Mode = Mode.ENFORCE
     auth_seconds: float = 0.0
-    retry_after: int | None = None  # seconds, for the Retry-After header of a refusal that says when to retry
 
     @property
     def forwarded(self) -> bool:
@@ -63,21 +63,22 @@ async def decide(
     if isinstance(hit, WrongMethod):
         return Decision(path=path, reason=Reason.METHOD_NOT_ALLOWED, allow=hit.allow)
     route = hit.route
-    decision = Decision(path=path, route=route, rest=hit.rest, mode=Mode.AUDIT if audit_all else route.mode)
+    mode = Mode.AUDIT if audit_all else route.mode
     if isinstance(route.allow, Anyone):
-        return decision
+        return Decision(path, route, hit.rest, mode=mode)
     started = time.perf_counter()
+    identity: Identity | None = None
+    reason: Reason | None = None
     try:
         if claims is not None:
-            decision.identity = snapshot.verifier.check_claims(claims, route.providers, trace)
+            identity = snapshot.verifier.check_claims(claims, route.providers, trace)
         else:
             token = bearer(headers)
             if token is None:
                 raise Rejection(Reason.MISSING_TOKEN)
-            decision.identity = await snapshot.verifier.verify(token, route.providers, trace)
-        if authorize(route, decision.identity) is None:
-            decision.reason = Reason.NOT_ALLOWED
+            identity = await snapshot.verifier.verify(token, route.providers, trace)
+        if authorize(route, identity) is None:
+            reason = Reason.NOT_ALLOWED
     except Rejection as rejection:
-        decision.reason = rejection.reason
-    decision.auth_seconds = time.perf_counter() - started
-    return decision
+        reason = rejection.reason
+    return Decision(path, route, hit.rest, identity, reason, mode=mode, auth_seconds=time.perf_counter() - started)

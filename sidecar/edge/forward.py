@@ -1,7 +1,10 @@
 """Streaming forward to the upstream through the pooled HTTP/1.1 client (upstream/pool.py); its failures become 502/504.
 
 The ASGI side of a forward: the client's body read and bounded (max_body, body_timeout, min_body_rate), the request
-written upstream, the response relayed as it arrives, and what happened reported back to the gate.
+written upstream, the response relayed as it arrives, and what happened reported back to the gate. The client's
+exceptions are translated here, at one boundary (`_failure`, as httpx's `map_httpcore_exceptions`): the gate sees
+UpstreamFailure (502/504), UpstreamBroken (after the answer started), ClientGone, or a Rejection for a limit of the
+route (body_too_large, body_timeout, pool_share_full), never the client's own types.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from sidecar.edge.asgi import Receive, Send
@@ -20,7 +24,6 @@ from sidecar.upstream.pool import (
     Broken,
     ConnectFailed,
     Connection,
-    Origin,
     Pool,
     Response,
     ShareFull,
@@ -30,7 +33,7 @@ from sidecar.upstream.pool import (
 )
 from sidecar.upstream.target import Headers, response_headers
 
-__all__ = ["ClientGone", "Forwarded", "Forwarder", "UpstreamBroken"]
+__all__ = ["UPSTREAM_FAILURES", "ClientGone", "Forwarded", "Forwarder", "UpstreamBroken", "UpstreamFailure"]
 
 _LONG_BODY: Final = 256 * 1024  # a response longer than this (or of unknown length) is watched for disconnects
 # Sent with an empty body by aiohttp, curl and browsers alike: some servers refuse these methods without a length.
@@ -47,6 +50,27 @@ class ClientGone(Exception):
 
 class UpstreamBroken(Exception):
     """The upstream failed after its response had started: the client connection is aborted."""
+
+
+class UpstreamFailure(Exception):
+    """The upstream failed before answering: 502 upstream_unreachable or 504 upstream_timeout. Not a Rejection:
+    the policy allowed the request, and the failure counts in sidecar_upstream_errors_total, not as a refusal."""
+
+    def __init__(self, reason: Reason, detail: str | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.detail = detail  # why, for the operator's log line (never the client's answer): no URL, no secret
+
+
+# The upstream client's failures before an answer, most specific first. A pool share in use is the route's own
+# limit (503 pool_share_full, a refusal); every other failure, new ones included, is the upstream's.
+UPSTREAM_FAILURES: Final[tuple[tuple[type[UpstreamError], Reason], ...]] = (
+    (ShareFull, Reason.POOL_SHARE_FULL),
+    (Timeout, Reason.UPSTREAM_TIMEOUT),
+    (ConnectFailed, Reason.UPSTREAM_UNREACHABLE),
+    (Broken, Reason.UPSTREAM_UNREACHABLE),
+    (UpstreamError, Reason.UPSTREAM_UNREACHABLE),
+)
 
 
 @dataclass(slots=True)
@@ -139,8 +163,9 @@ class Forwarder:
         the body is sent, and each silence while the response streams. A body over `max_body`, silent for
         `body_timeout`, or slower than `self.limits.min_body_rate` after its grace period aborts the upstream request
         and raises Rejection(body_too_large / body_timeout). The connection counts against `route`'s share of the
-        pool; a share in use for all of `timeout` raises Rejection(pool_share_full). `urls`: the route's rules for
-        response headers that name the upstream's URL."""
+        pool; a share in use for all of `timeout` raises Rejection(pool_share_full). An upstream that fails before
+        answering raises UpstreamFailure (upstream_unreachable / upstream_timeout), after: UpstreamBroken. `urls`:
+        the route's rules for response headers that name the upstream's URL."""
         origin, target = split_url(url)
         limits = self.limits
         received = _BodyProgress(not has_body, max_body, body_timeout, limits.min_body_rate, limits.min_body_rate_grace)
@@ -148,16 +173,18 @@ class Forwarder:
         request = _request(method, target, origin.host_header, headers, first, received)
         started = time.perf_counter()
         replay = method in _REPLAYABLE and received.complete
-        waiting = time.monotonic()
-        connection = await self._connect(origin, timeout, route)
-        received.excuse(waiting)  # a wait for a pooled connection is not the client being slow
+        connection: Connection | None = None
+        response: Response | None = None
         uploader: asyncio.Future[None] | None = None
         try:
+            waiting = time.monotonic()
+            connection = await self.pool.acquire(origin, timeout, False, route)
+            received.excuse(waiting)  # a wait for a pooled connection is not the client being slow
             response = connection.start(no_body=method == "HEAD")
             connection.write(request, end=received.complete)
             if not received.complete:
                 uploader = asyncio.ensure_future(_upload(connection, receive, received, timeout))
-                uploader.add_done_callback(lambda task: _upload_ended(task, connection, response))
+                uploader.add_done_callback(partial(_upload_ended, connection=connection, response=response))
             try:
                 await _response_head(response, uploader, timeout)
             except Broken:
@@ -165,30 +192,22 @@ class Forwarder:
                     raise
                 # A kept-alive connection the upstream had closed as we sent: once more on a new one.
                 self.pool.release(connection)
-                connection = await self._connect(origin, timeout, route, fresh=True)
+                connection = None
+                connection = await self.pool.acquire(origin, timeout, True, route)
                 response = connection.start(no_body=method == "HEAD")
                 connection.write(request, end=True)
                 await _response_head(response, None, timeout)
             upstream_seconds = time.perf_counter() - started
             shown = response_headers(response.headers, response.status, urls, url, method == "HEAD") + extra_headers
             sent = await _relay(response, send, receive if received.complete else None, shown, timeout)
-        except UpstreamError as exc:
-            raise _failure(exc, response.head_done, uploader) from exc
+        except UpstreamError as exc:  # the one place the client's failures are translated
+            raise _failure(exc, response is not None and response.head_done, uploader) from exc
         finally:
             if uploader is not None and not uploader.cancel():
                 uploader.exception()  # retrieved: its failure, if any, was raised above
-            self.pool.release(connection)  # kept only if the exchange left it DONE (upstream/connection.py)
+            if connection is not None:
+                self.pool.release(connection)  # kept only if the exchange left it DONE (upstream/connection.py)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
-
-    async def _connect(self, origin: Origin, timeout: float, route: str | None, fresh: bool = False) -> Connection:
-        try:
-            return await self.pool.acquire(origin, timeout, fresh, route)
-        except ShareFull:
-            raise Rejection(Reason.POOL_SHARE_FULL) from None
-        except Timeout:
-            raise Rejection(Reason.UPSTREAM_TIMEOUT) from None
-        except ConnectFailed as exc:
-            raise Rejection(Reason.UPSTREAM_UNREACHABLE) from exc
 
 
 def _upload_ended(task: asyncio.Future[None], connection: Connection, response: Response) -> None:
@@ -200,7 +219,7 @@ def _upload_ended(task: asyncio.Future[None], connection: Connection, response: 
 
 def _failure(exc: UpstreamError, answered: bool, uploader: asyncio.Future[None] | None) -> Exception:
     """What a failed exchange means to the gate: a client gone first; after the response started, a broken
-    stream (no second answer can be sent); before, the client's body's own refusal, then 504 or 502."""
+    stream (no second answer can be sent); before, the client's body's own refusal, then the table above."""
     failed = uploader.exception() if uploader is not None and uploader.done() and not uploader.cancelled() else None
     if isinstance(failed, ClientGone):
         return failed
@@ -208,9 +227,10 @@ def _failure(exc: UpstreamError, answered: bool, uploader: asyncio.Future[None] 
         return UpstreamBroken()
     if isinstance(failed, Rejection):
         return failed
-    if isinstance(exc, Timeout):
-        return Rejection(Reason.UPSTREAM_TIMEOUT)
-    return Rejection(Reason.UPSTREAM_UNREACHABLE)
+    reason = next(reason for kind, reason in UPSTREAM_FAILURES if isinstance(exc, kind))
+    if reason is Reason.POOL_SHARE_FULL:
+        return Rejection(reason)
+    return UpstreamFailure(reason, str(exc) or None)  # the client's words name no URL or secret (pool.py)
 
 
 def _request(method: str, target: str, host: bytes, headers: Headers, first: bytes, received: _BodyProgress) -> bytes:

@@ -13,13 +13,12 @@ from typing import Final
 from sidecar.edge.asgi import Scope, Send
 from sidecar.edge.cross_origin import answer_preflight
 from sidecar.edge.decide import Decision, decide
-from sidecar.edge.exchange import count_refusal, finish, refusal_headers, refuse, start_entry
-from sidecar.edge.forwarded import origin
+from sidecar.edge.exchange import Exchange
 from sidecar.edge.head import read_head
 from sidecar.edge.runtime import Runtime, Snapshot
 from sidecar.options import ServeOptions
 from sidecar.policy.model import Identity
-from sidecar.reasons import Reason, Rejection, outcome
+from sidecar.reasons import Reason, Rejection
 from sidecar.upstream.target import identity_header_values
 
 __all__ = ["ORIGINAL_HEADERS", "READS", "ForwardAuth", "original_request"]
@@ -115,27 +114,16 @@ class ForwardAuth:
             ):
                 return  # a CORS preflight: allowed without a token (200) or refused (403 cors_refused)
             decision = await decide(snapshot, method, raw_path, headers, runtime.audit_all)
-        entry = start_entry(scope, rid, method, decision)
-        entry["forward_auth"] = True
-        entry["client_ip"] = origin(entry["client_ip"], forwarded_for, snapshot.policy.trusted_proxies).client_ip
+        exchange = Exchange.begin(
+            runtime, snapshot, scope, rid, method, decision, started, forwarded_for, forward_auth=True
+        )
         try:
-            if decision.route is not None and decision.route.rate_limit is not None:
-                await runtime.limiter.admit(decision, entry)  # only allowed requests count
-            if decision.reason is not None:
-                count_refusal(runtime.metrics, decision)
-            if decision.forwarded:
+            # Refused (401/403 here: see Exchange.refuse), or allowed: 200 with the identity headers.
+            if await exchange.enforce(send) and await exchange.rate_limit(send):
                 await self._allow(send, snapshot, decision.identity, rid)
-                entry.update(status=200, decision="allow" if decision.reason is None else "audit_forward")
-                return
-            reason = decision.reason or Reason.INVALID_PATH
-            # nginx auth_request understands only 2xx, 401 and 403: every other refusal is a 403 here.
-            status = 401 if outcome(reason).status == 401 else 403
-            entry["decision"] = "reject"
-            route = decision.route.name if decision.route is not None else None
-            extra = refusal_headers(decision, headers, method)
-            await refuse(send, reason, snapshot.policy.realm, rid, route, entry, status=status, extra=extra)
+                exchange.answered(200)
         finally:
-            finish(runtime.metrics, entry, started)
+            exchange.finish()
 
     async def _allow(self, send: Send, snapshot: Snapshot, identity: Identity | None, rid: str) -> None:
         headers = [(b"content-length", b"0"), (b"cache-control", b"no-store"), (b"x-request-id", rid.encode("ascii"))]

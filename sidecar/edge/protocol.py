@@ -12,6 +12,10 @@ read toward max_header_bytes as it arrives bounds both. The checks ride on parse
 receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
 with it the upstream connection that response streams from: a timer runs only while the transport is paused for
 want of room (a reset ends it).
+
+uvicorn has no public protocol API: what this builds on (the copied `data_received`, the private methods it
+calls, the overridden callbacks) is pinned by tests/test_dependency_internals.py, and uvicorn bounded to the minor
+release it was recorded from (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -29,13 +33,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from sidecar.edge.exchange import Entry, finish
+from sidecar.edge.exchange import record_refused_head
 from sidecar.edge.problem import problem_body, problem_headers
 from sidecar.edge.runtime import Runtime
 from sidecar.observe.log import logger
 from sidecar.observe.metrics import NO_ROUTE_LABEL
 from sidecar.policy.limits import ServerLimits
-from sidecar.policy.model import Mode
 from sidecar.reasons import Reason, outcome
 
 __all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
@@ -70,10 +73,7 @@ class Guard:
         """The whole response, bytes ready for the transport; the connection is closed after it."""
         rid = os.urandom(12).hex()
         response = self.response(reason, rid)
-        self._runtime.metrics.rejected(NO_ROUTE_LABEL, reason, Mode.ENFORCE)
-        entry: Entry = {"request_id": rid, "method": method, "path": None, "route": None, "client_ip": client}
-        entry.update(mode=Mode.ENFORCE.value, decision="reject", reason=reason.value, status=outcome(reason).status)
-        finish(self._runtime.metrics, entry, started)
+        record_refused_head(self._runtime.metrics, method, client, reason, rid, started)
         return response
 
     def response(self, reason: Reason, rid: str | None = None) -> bytes:
@@ -166,8 +166,9 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, with the refusals ours. While a head is incomplete, every chunk of it counts whole toward
-        max_header_bytes, so a head without end is cut off as it arrives (not only once complete)."""
+        """uvicorn 0.54's (recorded in tests/test_dependency_internals.py), with the refusals ours. While a head is
+        incomplete, every chunk of it counts whole toward max_header_bytes, so a head without end is cut off as it
+        arrives (not only once complete)."""
         self._unset_keepalive_if_required()
         continuing = self._head_started  # a head under way: the chunk is that head's until it ends
         at_start = not continuing and (self.cycle is None or not self.cycle.more_body)  # no request under way

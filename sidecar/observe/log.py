@@ -148,7 +148,8 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def configure(level: str = "info", log_format: str = "json") -> None:
+def configure(level: str = "info", log_format: str = "json", access: bool = False) -> None:
+    """`access`: write the access lines whatever `level` says (the demo shows them, and otherwise only warnings)."""
     _lines.flush()
     _lines.stream, _lines.direct = sys.stdout, log_format != "text"
     handler = _Handler(sys.stdout)
@@ -161,6 +162,7 @@ def configure(level: str = "info", log_format: str = "json") -> None:
         target.setLevel(max(logging.getLevelName(least), logging.getLevelName(level.upper())))
         target.propagate = False
     logging.getLogger("uvicorn.error").handlers[:] = []  # it propagates to "uvicorn"
+    _access.setLevel(logging.INFO if access else logging.NOTSET)  # NOTSET: as "sidecar" is
 
 
 def flush() -> None:

@@ -15,7 +15,8 @@ import ipaddress
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -28,7 +29,16 @@ from sidecar.reasons import Reason
 if TYPE_CHECKING:
     from sidecar.ratelimit.redis_store import SharedCounts, StoreObserver
 
-__all__ = ["DEFAULT_MAX_KEYS", "STORE_RETRY_AFTER", "RateLimiter", "StoreUnavailable", "caller_key", "client_network"]
+__all__ = [
+    "ADMITTED",
+    "DEFAULT_MAX_KEYS",
+    "STORE_RETRY_AFTER",
+    "RateCheck",
+    "RateLimiter",
+    "StoreUnavailable",
+    "caller_key",
+    "client_network",
+]
 
 # A bound on the callers tracked at once (every route together). Each costs about 0.5 KB plus 0.2 KB per request
 # in its window. The storage forgets a caller one window after its last counted request; beyond the bound a new
@@ -40,12 +50,27 @@ STORE_RETRY_AFTER: Final = 1  # seconds, on a 503 rate_limit_unavailable: the st
 
 
 class Decided(Protocol):
-    """What the limiter reads of a request's decision (edge/decide.py's `Decision`), and sets when it refuses."""
+    """What the limiter reads of a request's decision (edge/decide.py's `Decision`, frozen: it is never changed)."""
 
-    route: Route | None
-    identity: Identity | None
-    reason: Reason | None
-    retry_after: int | None
+    @property
+    def route(self) -> Route | None: ...
+    @property
+    def identity(self) -> Identity | None: ...
+    @property
+    def reason(self) -> Reason | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """What counting one request said: refused (`reason`, with the `retry_after` seconds of its Retry-After), or
+    not; and whether the shared store failed, so that its `on_error` decided (`store_error`, for the log)."""
+
+    reason: Reason | None = None  # rate_limited or rate_limit_unavailable; None: within the budget (or uncounted)
+    retry_after: int | None = None
+    store_error: str | None = None
+
+
+ADMITTED: Final = RateCheck()
 
 
 def caller_key(limit: RateLimit, decision: Decided, client_ip: str | None) -> str:
@@ -134,29 +159,24 @@ class RateLimiter:
         stats = await self._strategy.get_window_stats(item, route.name, key)
         return max(stats.reset_time - self._clock(), 0.0)
 
-    async def admit(self, decision: Decided, entry: dict[str, Any]) -> None:
-        """Count an allowed request; over its budget the decision becomes `rate_limited` with a Retry-After. When
-        the shared store fails, `on_error` decides: allow leaves the decision as it is (the access-log entry says
-        the request went uncounted), deny makes it `rate_limit_unavailable`. Refused requests are not counted.
-        The access-log `entry` gives the client address, and gets the reason."""
+    async def admit(self, decision: Decided, client_ip: str | None) -> RateCheck:
+        """Count an allowed request; over its budget it is refused `rate_limited` with a Retry-After. When the
+        shared store fails, `on_error` decides: allow admits it uncounted (the check names the store's error, for
+        the access line), deny refuses it `rate_limit_unavailable`. Refused requests are not counted. `client_ip`
+        is the client address (the budget of `per: ip`)."""
         route = decision.route
         if decision.reason is not None or route is None or route.rate_limit is None:
-            return
+            return ADMITTED
         try:
-            wait = await self.hit(route, caller_key(route.rate_limit, decision, entry.get("client_ip")))
+            wait = await self.hit(route, caller_key(route.rate_limit, decision, client_ip))
         except StoreUnavailable as exc:
-            entry["ratelimit_store"] = exc.error
             assert self._shared is not None
             if self._shared.config.on_error is StoreFailure.ALLOW:
-                return
-            decision.reason, decision.retry_after = Reason.RATE_LIMIT_UNAVAILABLE, STORE_RETRY_AFTER
-            entry.update(reason=Reason.RATE_LIMIT_UNAVAILABLE.value, retry_after=STORE_RETRY_AFTER)
-            return
+                return RateCheck(store_error=exc.error)
+            return RateCheck(Reason.RATE_LIMIT_UNAVAILABLE, STORE_RETRY_AFTER, exc.error)
         if wait is None:
-            return
-        decision.reason = Reason.RATE_LIMITED
-        decision.retry_after = max(1, math.ceil(wait))  # whole seconds, and never "retry now"
-        entry.update(reason=Reason.RATE_LIMITED.value, retry_after=decision.retry_after)
+            return ADMITTED
+        return RateCheck(Reason.RATE_LIMITED, max(1, math.ceil(wait)))  # whole seconds, and never "retry now"
 
     @property
     def callers(self) -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tests.chart.doc_snippets import snippet
 from tests.chart.render import values_with
 
-__all__ = ["APP_CONTAINER", "EVERYTHING", "OPTION_SETS", "PROMETHEUS_PODS"]
+__all__ = ["APP_CONTAINER", "EVERYTHING", "INGRESS", "INJECT", "OPTION_SETS", "PROMETHEUS_PODS", "TLS"]
 
 APP_CONTAINER: Final = {
     "name": "app",
@@ -20,6 +21,22 @@ PROMETHEUS_PODS: Final = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
 }
+
+# An Ingress as an operator writes one for ingress-nginx, with cert-manager's certificate for the host.
+INGRESS: Final = {
+    "enabled": True,
+    "className": "nginx",
+    "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+    "hosts": [
+        {"host": "payroll.example.com", "paths": [{"path": "/flows", "pathType": "Prefix"}, {"path": "/public"}]}
+    ],
+    "tls": [{"secretName": "payroll-example-com-tls", "hosts": ["payroll.example.com"]}],
+}
+# The listener's certificate (a kubernetes.io/tls Secret from cert-manager) and the CA of the callers' certificates.
+TLS: Final = {"secretName": "payments-listener-tls", "clientCaSecretName": "payments-callers-ca"}
+
+# Inject mode as docs/kubernetes.md sets it up: the sidecar for the operator's Deployment `payroll`.
+INJECT: Final[dict[str, Any]] = snippet("inject-values")
 
 # Every optional object and pod setting at once.
 EVERYTHING: Final[dict[str, Any]] = values_with(
@@ -60,6 +77,9 @@ EVERYTHING: Final[dict[str, Any]] = values_with(
     extraVolumes=[{"name": "secret-files", "secret": {"secretName": "trigger-files"}}],
     extraVolumeMounts=[{"name": "secret-files", "mountPath": "/etc/sidecar-secrets", "readOnly": True}],
     lifecycle={"preStop": {"exec": {"command": ["sleep", "1"]}}},
+    ingress={**INGRESS, "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}},
+    trustedProxies=["10.244.0.0/16", "fd00:10:244::/56"],
+    tls=TLS,
     podDisruptionBudget={"enabled": True},
     autoscaling={"enabled": True, "targetMemoryUtilizationPercentage": 80},
     networkPolicy={
@@ -83,6 +103,17 @@ OPTION_SETS: Final[dict[str, dict[str, Any]]] = {
     "gateway_existing_configmap": {"existingConfigMap": "payments-policy", "existingConfigMapKey": "auth.yaml"},
     "gateway_secret_env": values_with(existingSecret="trigger-urls", env=[{"name": "ISSUER", "value": "https://x"}]),
     "sidecar_mode": values_with(mode="sidecar", app={"port": 8081}, extraContainers=[APP_CONTAINER]),
+    "sidecar_mode_app_pod_settings": values_with(
+        mode="sidecar",
+        extraContainers=[APP_CONTAINER],
+        app={
+            "podSecurityContext": {"fsGroup": 2000},
+            "automountServiceAccountToken": True,
+            "enableServiceLinks": False,
+        },
+    ),
+    "gateway_ingress": values_with(ingress=INGRESS, trustedProxies=["10.244.0.0/16"]),
+    "gateway_tls": values_with(tls=TLS, service={"port": 443}),
     "roll_on_config_change": values_with(rollOnConfigChange=True),
     "several_workers": values_with(server={"workers": 4}),
     "audit_text_logs_ipv6": values_with(server={"audit": True, "logFormat": "text", "bindAddress": "::"}),

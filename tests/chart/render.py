@@ -30,8 +30,9 @@ __all__ = [
 CHART: Final = Path(__file__).resolve().parents[2] / "charts" / "auth-sidecar"
 RELEASE: Final = "payments"
 NAMESPACE: Final = "flows"
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest whose schemas we have.
-KUBE_VERSIONS: Final = ("1.25", "1.37")
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native sidecars), a current one, and the newest
+# whose schemas we have.
+KUBE_VERSIONS: Final = ("1.29", "1.34", "1.37")
 
 # A policy as an operator writes it: secrets through ${VAR}, from a Secret (envFrom) or the chart's env.
 POLICY: Final = """\
@@ -90,7 +91,9 @@ class Rendered:
         return spec
 
     def container(self, name: str = "sidecar") -> dict[str, Any]:
-        found: list[dict[str, Any]] = [c for c in self.pod["containers"] if c["name"] == name]
+        """A container of the pod by name: a regular one or an init container (the native sidecar of sidecar mode)."""
+        every = [*self.pod.get("initContainers", []), *self.pod["containers"]]
+        found: list[dict[str, Any]] = [c for c in every if c["name"] == name]
         assert len(found) == 1, name
         return found[0]
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
+import shlex
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from importlib import metadata
+from pathlib import Path
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.chart.dockerfile import Stage, env_of, exec_form, parse_dockerfile
 from tests.chart.render import CHART, render, values_with
+from tests.support.dependencies import runtime_requirements, tools_for_tests
 
 ROOT = CHART.parents[1]
 ARGS, STAGES = parse_dockerfile(ROOT / "Dockerfile")
@@ -33,7 +35,7 @@ def copy_sources(stage: Stage) -> Iterator[str]:
 
 def test_the_image_is_built_in_stages_on_one_slim_python_base() -> None:
     assert len(STAGES) >= 2 and all(stage.name for stage in STAGES)
-    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", RUNTIME.base), RUNTIME.base
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", RUNTIME.base), RUNTIME.base
     # One base for both: the virtualenv's interpreter links into the base image's Python.
     assert BUILD.base == RUNTIME.base
 
@@ -53,29 +55,35 @@ def test_dependencies_are_installed_from_the_lock() -> None:
     assert installs and all(re.search(r"(--constraint|-c) constraints\.txt", run) for run in installs)
 
 
-def runtime_requirements(name: str, extras: frozenset[str] = frozenset(), seen: set[str] | None = None) -> set[str]:
-    """Every distribution `pip install .` pulls in (this environment's markers), the package itself excluded."""
-    seen = set() if seen is None else seen
-    for text in metadata.requires(name) or []:
-        requirement = Requirement(text)
-        environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
-        if requirement.marker and not any(requirement.marker.evaluate(env) for env in environments):
-            continue
-        key = canonicalize_name(requirement.name)
-        if key not in seen:
-            seen.add(key)
-            runtime_requirements(requirement.name, frozenset(requirement.extras), seen)
-    return seen
-
-
 def test_the_lock_pins_every_runtime_dependency_of_the_image() -> None:
     pinned = {
         canonicalize_name(line.split("==")[0])
         for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
-    assert runtime_requirements(project) - pinned == set()
+    assert runtime_requirements() - pinned == set()
+
+
+def _pip_installs(stage: Stage) -> list[list[str]]:
+    """The arguments of every `pip install` the stage runs (up to the next `&&`, `;` or `|`)."""
+    found = []
+    for run in stage.all("RUN"):
+        words = shlex.split(run)
+        for at in (i for i, word in enumerate(words) if word.endswith("pip") and words[i + 1 : i + 2] == ["install"]):
+            rest = list(itertools.takewhile(lambda word: word not in ("&&", ";", "|", "||"), words[at + 2 :]))
+            found.append(rest)
+    return found
+
+
+def test_the_image_holds_the_runtime_dependencies_and_no_test_tool() -> None:
+    """The image's dependency list is what its one `pip install` brings: the package itself (`.`, no extra, no other
+    requirement) with the lock, so its runtime dependencies; and no test tool is among those."""
+    installs = [*_pip_installs(BUILD), *_pip_installs(RUNTIME)]
+    assert installs == [["--constraint", "constraints.txt", "."]], installs
+    assert not any("pip" in line for stage in STAGES[1:] for line in stage.all("RUN")), "pip runs only in the build"
+    runtime = runtime_requirements()
+    assert runtime & tools_for_tests() == set(), "a test tool is a runtime dependency of the image"
+    assert {"uvicorn", "pyjwt", "limits"} <= runtime  # the set is read (a broken reader would find nothing)
 
 
 def test_the_image_runs_as_the_numeric_non_root_user_the_chart_expects() -> None:
@@ -116,6 +124,32 @@ def test_the_build_context_is_an_allow_list_of_what_the_dockerfile_copies() -> N
     allowed = {line[1:] for line in lines if line.startswith("!")}
     assert allowed == set(copy_sources(BUILD))
     assert all((ROOT / path).exists() for path in allowed)
+
+
+def test_the_base_image_is_pinned_by_a_tag_naming_python_and_debian() -> None:
+    """Never `latest` or a bare `python:3`: the tag names Python's minor version and Debian's release."""
+    assert re.fullmatch(r"python:3\.\d+-slim-[a-z]+", ARGS["PYTHON_IMAGE"]), ARGS["PYTHON_IMAGE"]
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_pins_the_base_image_as_the_dockerfile_documents(tmp_path: Path) -> None:
+    pinned = f"{ARGS['PYTHON_IMAGE']}@{DIGEST}"
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"make image PYTHON_IMAGE={ARGS['PYTHON_IMAGE']}@sha256:" in text  # the documented way
+    dry_run = subprocess.run(
+        ["make", "-s", "-n", "image", f"PYTHON_IMAGE={pinned}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert shlex.split(dry_run.stdout) == [
+        "docker", "build", "--build-arg", f"PYTHON_IMAGE={pinned}", "-t", f"auth-sidecar:{version}", ".",
+    ]  # fmt: skip
+    # Written into the ARG instead, both stages build on exactly that image.
+    written = tmp_path / "Dockerfile"
+    written.write_text(text.replace(f"ARG PYTHON_IMAGE={ARGS['PYTHON_IMAGE']}\n", f"ARG PYTHON_IMAGE={pinned}\n"))
+    stages = parse_dockerfile(written)[1]
+    assert [stage.base for stage in stages] == [pinned] * len(stages)
 
 
 def test_make_image_builds_the_package_version() -> None:

@@ -26,14 +26,14 @@ def subset(small: dict[str, str], big: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("values", OPTION_SETS.values(), ids=OPTION_SETS.keys())
-def test_the_pod_meets_the_restricted_pod_security_standard(values: dict[str, Any]) -> None:
+def test_the_sidecar_container_meets_the_restricted_pod_security_standard_on_its_own(values: dict[str, Any]) -> None:
+    """In every mode, whatever the pod says: in sidecar mode the pod-level settings are the application's."""
     rendered = render(values)
     pod, container = rendered.pod, rendered.container()
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["automountServiceAccountToken"] is False
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
     security = container["securityContext"]
+    assert (security["runAsNonRoot"], security["runAsUser"], security["runAsGroup"]) == (True, 10001, 10001)
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert security["allowPrivilegeEscalation"] is False
     assert security["readOnlyRootFilesystem"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
@@ -41,6 +41,18 @@ def test_the_pod_meets_the_restricted_pod_security_standard(values: dict[str, An
     assert "memory" in container["resources"]["limits"]
     for account in rendered.all("ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
+
+
+GATEWAYS = {name: values for name, values in OPTION_SETS.items() if values.get("mode", "gateway") == "gateway"}
+
+
+@pytest.mark.parametrize("values", GATEWAYS.values(), ids=GATEWAYS.keys())
+def test_the_gateway_pod_is_locked_down_at_pod_level_too(values: dict[str, Any]) -> None:
+    pod = render(values).pod
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
 
 
 def test_probes_use_the_admin_port_health_endpoints() -> None:
@@ -169,7 +181,8 @@ def test_server_settings_become_sidecar_flags(values: dict[str, Any], flags: dic
 
 def test_sidecar_mode_puts_the_app_behind_the_sidecar_on_loopback() -> None:
     rendered = render(values_with(mode="sidecar", app={"port": 3000}, extraContainers=[APP_CONTAINER]))
-    assert [c["name"] for c in rendered.pod["containers"]] == ["sidecar", "app"]
+    assert [c["name"] for c in rendered.pod["containers"]] == ["app"]
+    assert [c["name"] for c in rendered.pod["initContainers"]] == ["sidecar"]
     assert env(rendered)["APP_UPSTREAM"] == "http://127.0.0.1:3000"
     assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
     assert "APP_UPSTREAM" not in env(render(values_with()))

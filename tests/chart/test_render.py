@@ -8,14 +8,17 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.cases import EVERYTHING, OPTION_SETS
-from tests.chart.render import lint, render, validate, values_with
+from tests.chart.cases import APP_CONTAINER, EVERYTHING, INJECT, OPTION_SETS
+from tests.chart.render import POLICY, lint, render, validate, values_with
 
 BASE = ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]  # the NetworkPolicy is on by default
 MONITORING = ["PrometheusRule", "Service", "ServiceMonitor"]
 EXPECTED_KINDS = {
     "gateway_defaults": BASE,
     "gateway_existing_configmap": ["Deployment", "NetworkPolicy", "Service", "ServiceAccount"],
+    "gateway_ingress": [*BASE, "Ingress"],
+    "gateway_tls": BASE,
+    "sidecar_mode": BASE,
     "no_service_account": ["ConfigMap", "Deployment", "NetworkPolicy", "Service"],
     "pdb_max_unavailable": [*BASE, "PodDisruptionBudget"],
     "monitoring_only": [*BASE, "ConfigMap", *MONITORING],
@@ -25,6 +28,7 @@ EXPECTED_KINDS = {
         *BASE,
         "ConfigMap",
         "HorizontalPodAutoscaler",
+        "Ingress",
         "PodDisruptionBudget",
         *MONITORING,
     ],
@@ -85,6 +89,36 @@ REFUSED = {
         values_with(metricsService={"enabled": True}),
         "networkPolicy.metricsFrom is empty, so only the node reaches the admin port",
     ),
+    "app_on_the_sidecar_port": (
+        values_with(mode="sidecar", app={"port": 8080}, extraContainers=[APP_CONTAINER]),
+        "app.port 8080 is a port of the sidecar",
+    ),
+    "ingress_without_hosts": (values_with(ingress={"enabled": True}), "ingress.enabled needs ingress.hosts"),
+    "client_ca_without_tls": (
+        values_with(tls={"clientCaSecretName": "callers-ca"}),
+        "tls.clientCaSecretName (client certificates) needs tls.secretName",
+    ),
+    "trusted_proxies_twice": (
+        values_with(policy=POLICY + "trusted_proxies: [10.0.0.0/8]\n", trustedProxies=["10.0.0.0/8"]),
+        "set trusted_proxies in the policy or trustedProxies in the values, not both",
+    ),
+    "trusted_proxies_with_existing_configmap": (
+        {"existingConfigMap": "x", "trustedProxies": ["10.0.0.0/8"]},
+        "trustedProxies needs an inline policy",
+    ),
+    "trusted_proxies_after_a_flow_mapping": (
+        values_with(policy="{version: 1, routes: []}", trustedProxies=["10.0.0.0/8"]),
+        "trustedProxies can be added only to a policy that is valid YAML written as a block mapping",
+    ),
+    "inject_without_deployment": (
+        {**INJECT, "inject": {"selector": {"app": "payroll"}}},
+        "mode inject needs inject.deployment",
+    ),
+    "inject_without_selector": ({**INJECT, "inject": {"deployment": "payroll"}}, "mode inject needs inject.deployment"),
+    "inject_with_app_containers": ({**INJECT, "extraContainers": [APP_CONTAINER]}, "leave extraContainers empty"),
+    "inject_with_autoscaler": ({**INJECT, "autoscaling": {"enabled": True}}, "your Deployment's replicas, autoscaler"),
+    "inject_app_on_the_admin_port": ({**INJECT, "app": {"port": 9901}}, "app.port 9901 is a port of the sidecar"),
+    "patch_in_gateway_mode": (values_with(inject={"output": "patch"}), "inject.output: patch needs mode inject"),
     "pdb_both_bounds": (
         values_with(podDisruptionBudget={"enabled": True, "maxUnavailable": 1}),
         "set minAvailable or maxUnavailable, not both",

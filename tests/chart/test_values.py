@@ -29,6 +29,12 @@ REFUSED = {
     "port_out_of_range": ({"ports": {"admin": 99999}}, "admin"),
     "ratio_above_one": ({"prometheusRule": {"alerts": {"upstream5xx": {"threshold": 5}}}}, "threshold"),
     "bad_duration": ({"serviceMonitor": {"interval": "30 seconds"}}, "interval"),
+    "misspelt_ingress_key": ({"ingress": {"enabled": True, "hostnames": ["a.example"]}}, "hostnames"),
+    "ingress_path_without_slash": ({"ingress": {"hosts": [{"host": "a", "paths": [{"path": "api"}]}]}}, "path"),
+    "trusted_proxy_not_an_address": ({"trustedProxies": ["ingress-nginx"]}, "trustedProxies"),
+    "misspelt_tls_key": ({"tls": {"secretname": "x"}}, "secretname"),
+    "unknown_inject_output": ({"inject": {"output": "kustomize"}}, "output"),
+    "app_token_as_text": ({"app": {"automountServiceAccountToken": "yes"}}, "automountServiceAccountToken"),
 }
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.edge.forward import ClientGone, Forwarder, UpstreamBroken
-from sidecar.reasons import Reason, Rejection
+from sidecar.edge.forward import ClientGone, Forwarder, UpstreamBroken, UpstreamFailure
+from sidecar.reasons import Reason
 from tests.support.h1upstream import (
     Reader,
     Upstream,
@@ -60,7 +60,7 @@ async def test_a_post_is_never_sent_twice(forwarder: Forwarder) -> None:
 
     async with serving(closes_after_one) as upstream:
         await call(forwarder, upstream.url + "/a", "POST", [b"1"])
-        with pytest.raises(Rejection) as refused:
+        with pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, upstream.url + "/b", "POST", [b"2"])
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
     assert upstream.requests == [b"POST /a HTTP/1.1", b"POST /b HTTP/1.1"]
@@ -135,7 +135,7 @@ async def test_what_http_does_not_allow_is_a_502(response: bytes, forwarder: For
         writer.write(response)
 
     async with serving(script) as upstream:
-        with pytest.raises(Rejection) as refused:
+        with pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, upstream.url + "/x", "POST", [b"body"])
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
 
@@ -322,7 +322,7 @@ async def test_https_upstreams_are_verified_against_the_trust_store(
                 forwarded, body = await call(forwarder, upstream.url + "/tls", "POST", [b"secret"])
                 assert (forwarded.status, body) == (200, b"you sent secret")
             else:
-                with pytest.raises(Rejection) as refused:
+                with pytest.raises(UpstreamFailure) as refused:
                     await call(forwarder, upstream.url + "/tls")
                 assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
                 assert str(refused.value.__cause__).startswith(cause)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.edge.forward import Forwarder
+from sidecar.edge.forward import Forwarder, UpstreamFailure
 from sidecar.reasons import Reason, Rejection
 from sidecar.upstream.pool import ADDRESS_TIMEOUT_CAP, Pool, address_timeout
 from sidecar.upstream.resolver import Resolver
@@ -68,16 +68,16 @@ class Names(Resolver):
 
 async def test_a_refused_connection_is_a_502_that_names_only_its_cause() -> None:
     async with forwarding() as forwarder:
-        with pytest.raises(Rejection) as refused:
+        with pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, f"http://127.0.0.1:{unused_port()}/x?sig=secret")
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
-    assert str(refused.value.__cause__) == "ConnectionRefusedError"  # the access log's upstream_error: no URL
+    assert refused.value.detail == "ConnectionRefusedError"  # the access log's upstream_error: no URL
     assert forwarder.pool.open_connections == 0
 
 
 async def test_an_address_that_never_answers_is_a_504_after_the_routes_timeout() -> None:
     async with forwarding() as forwarder:
-        with black_hole("127.0.0.2") as port, pytest.raises(Rejection) as refused:
+        with black_hole("127.0.0.2") as port, pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, f"http://127.0.0.2:{port}/x", timeout=0.5)
     assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
     assert forwarder.pool.open_connections == 0
@@ -119,10 +119,10 @@ async def test_a_name_none_of_whose_addresses_connects_is_looked_up_again() -> N
     dead = Names("127.0.0.3", "127.0.0.4")
     async with forwarding(resolver=dead) as forwarder:
         for _ in range(2):
-            with pytest.raises(Rejection) as refused:
+            with pytest.raises(UpstreamFailure) as refused:
                 await call(forwarder, f"http://upstream.test:{port}/x")
             assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
-            assert str(refused.value.__cause__) == "ConnectionRefusedError"
+            assert refused.value.detail == "ConnectionRefusedError"
     assert dead.lookups == 2
 
     async def answers_and_closes(reader: Reader, writer: Writer, upstream: Upstream) -> None:
@@ -264,10 +264,10 @@ async def test_a_tls_handshake_refused_is_a_502_that_names_openssls_reason() -> 
         writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
 
     async with serving(plain) as upstream, forwarding() as forwarder:
-        with pytest.raises(Rejection) as refused:
+        with pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, upstream.url.replace("http://", "https://") + "/x")
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
-    assert str(refused.value.__cause__) in ("SSLError: WRONG_VERSION_NUMBER", "SSLError: RECORD_LAYER_FAILURE")
+    assert refused.value.detail in ("SSLError: WRONG_VERSION_NUMBER", "SSLError: RECORD_LAYER_FAILURE")
 
 
 async def test_busy_connections_over_a_lowered_per_host_bound_close_when_their_exchange_ends() -> None:

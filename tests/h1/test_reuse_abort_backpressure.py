@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.edge.forward import Forwarder, UpstreamBroken
-from sidecar.reasons import Reason, Rejection
+from sidecar.edge.forward import Forwarder, UpstreamBroken, UpstreamFailure
+from sidecar.reasons import Reason
 from sidecar.upstream.connection import State
 from sidecar.upstream.pool import Connection
 from tests.support.h1upstream import (
@@ -206,7 +206,7 @@ async def test_an_upstream_that_stops_reading_a_body_holds_the_client_back_then_
 
     async with serving(stops_reading) as upstream:
         try:
-            with pytest.raises(Rejection) as refused:
+            with pytest.raises(UpstreamFailure) as refused:
                 await forwarder.forward("PUT", upstream.url + "/up", [], large_body, send, 1.0, True, [])
         finally:
             stop.set()
@@ -223,7 +223,7 @@ async def test_an_upstream_silent_before_its_answer_is_a_504_after_the_timeout(f
 
     async with serving(never_answers) as upstream:
         try:
-            with pytest.raises(Rejection) as refused:
+            with pytest.raises(UpstreamFailure) as refused:
                 await call(forwarder, upstream.url + "/slow", timeout=0.5)
         finally:
             silent.set()

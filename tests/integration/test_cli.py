@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.demo.cast import demo_clients
+from sidecar.demo.issuer import DemoIssuer
+from sidecar.demo.run import walkthrough
 from tests.support.servers import LineReader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +98,9 @@ def test_help(command: list[str]) -> None:
 
 
 def test_demo_walkthrough_answers_as_printed() -> None:
-    """Start `sidecar demo`, then run every line of the walk-through it prints, in one shell, as a user would."""
+    """Start `sidecar demo`, then run every line of the walk-through it prints, in one shell, as a user would: each
+    status is the one printed, the upstream shows what it received, and the demo's own output shows an access line
+    for each call (never a token)."""
     demo = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         + ["--issuer-port", "0", "--upstream-port", "0"],
@@ -106,7 +111,8 @@ def test_demo_walkthrough_answers_as_printed() -> None:
     )
     try:
         assert demo.stdout is not None
-        printed = _read_walkthrough(LineReader(demo.stdout))
+        output = LineReader(demo.stdout)
+        printed = _read_walkthrough(output)
         commands = [line for line in printed if line and not line.startswith(("#", " ", "The ", "Try "))]
         script = []
         expected: list[str] = []
@@ -125,11 +131,43 @@ def test_demo_walkthrough_answers_as_printed() -> None:
         assert any('reason="missing_token"' in line and 'route="user-lookup"' in line for line in metrics)
         assert any('reason="not_allowed"' in line and 'route="payroll"' in line for line in metrics)
         assert any('reason="wrong_issuer"' in line for line in metrics)
+        _assert_the_upstream_step_shows_what_it_received(result.stdout)
+        # One text access line per call through the proxy (the 7 with a status, and the upstream step's).
+        access = output.wait_for_count(lambda line: " request request_id=" in line, 8, timeout=10)
+        assert len(access) == 8, access
+        assert any("route=payroll" in line and "status=403" in line and "reason=not_allowed" in line for line in access)
+        assert any("route=user-lookup" in line and "decision=allow" in line for line in access)
+        assert not any("eyJ" in line for line in output.lines)
+        assert not any("sig=" in line for line in output.lines[len(printed) :])  # the walk-through's own has one
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=20) == 0
         assert demo.stdout is not None
         demo.stdout.close()
+
+
+def _assert_the_upstream_step_shows_what_it_received(stdout: str) -> None:
+    """The walk-through's upstream step prints what the echo upstream got: its own `sig` kept and the client's
+    dropped, the caller's verified identity in X-Auth-* instead of the spoofed copy, no Authorization."""
+    lines = stdout.splitlines()
+    assert "query: api-version=2016-10-01&sig=demo-signature-1&note=hi" in lines, stdout
+    assert "x-auth-subject: aaaaaaaa-0000-0000-0000-00000000000a" in lines, stdout
+    assert "x-auth-user: lisa@contoso.com" in lines, stdout
+    assert "authorization: (not sent)" in lines, stdout
+    assert "spoofed" not in stdout and "client-forged" not in stdout
+
+
+def test_demo_labels_the_simulated_user_tokens() -> None:
+    """The demo issuer gives user tokens by client credentials, which real Entra gives to apps only: every line of
+    the walk-through that gets a user's token says it is simulated; the app's does not."""
+    issuer = DemoIssuer("http://127.0.0.1:9400", demo_clients())
+    text = walkthrough("http://127.0.0.1:8080", "http://127.0.0.1:9901", issuer)
+    users = {c.client_id for c in demo_clients() if c.claims.get("idtyp") == "user"}
+    fetches = {m.group(1): line for line in text.splitlines() if (m := re.search(r"client_id=([\w-]+) ", line))}
+    assert {"lisa", "tom", "eve", "payroll-app"} <= fetches.keys()
+    for client, line in fetches.items():
+        assert line.endswith("# simulated user token") == (client in users), line
+    assert "real Entra issues\n# client-credentials tokens to apps only" in text
 
 
 def _read_walkthrough(output: LineReader, timeout: float = 30) -> list[str]:

@@ -205,10 +205,9 @@ async def test_on_error_decides_when_the_store_is_unreachable(
     limiters: Any, observer: Observer, on_error: StoreFailure, reason: Reason | None, retry_after: int | None
 ) -> None:
     limiter = limiters(f"redis://127.0.0.1:{free_closed_port()}/0", on_error)
-    decision, entry = allowed(), dict[str, Any]()
-    await limiter.admit(decision, entry)
-    assert (decision.reason, decision.retry_after) == (reason, retry_after)
-    assert entry["ratelimit_store"] == "unreachable"
+    check = await limiter.admit(allowed(), None)
+    assert (check.reason, check.retry_after) == (reason, retry_after)
+    assert check.store_error == "unreachable"  # the access line's ratelimit_store
     assert observer.seen == ["unreachable"]
 
 

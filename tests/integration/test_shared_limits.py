@@ -1,6 +1,6 @@
 """Several replicas behave as one: three sidecar processes of two workers each, in front of one upstream, share one
 budget per caller through a real Redis (rate_limit_store); without the store each worker process counts on its own,
-as the README's "Several replicas" says."""
+as docs/operations.md's "Several replicas" says."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_without_the_store_each_worker_process_counts_on_its_own(
     issuer_server: tuple[DemoIssuer, ThreadServer],
     counting_upstream: tuple[CountingUpstream, ThreadServer],
 ) -> None:
-    """The README: without rate_limit_store a caller gets up to replicas x workers x requests per window. Each
+    """docs/operations.md: without rate_limit_store a caller gets up to replicas x workers x requests per window. Each
     replica here takes a third of the calls (more than LIMIT), so each allows at least LIMIT of them."""
     env = {"ISSUER": issuer_server[1].url, "UPSTREAM": counting_upstream[1].url}
     with replicas(tmp_path, POLICY, env) as processes:

@@ -10,3 +10,10 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     # The tests never use the system nginx service: they start their own on 127.0.0.1 with their own config.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
+
+# curl runs the guides' commands as an operator would (tests/test_docs_entra.py).
+if ! command -v curl >/dev/null; then
+    echo "tests/peers: installing curl (Debian) for the guides' commands"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi

@@ -120,6 +120,41 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.extraContainers) }}
 {{- fail "auth-sidecar: mode sidecar needs your application in extraContainers" }}
 {{- end }}
+{{- if include "auth-sidecar.inAppPod" . }}
+{{- if has (int .Values.app.port) (list (int .Values.ports.http) (int .Values.ports.admin)) }}
+{{- fail (printf "auth-sidecar: app.port %d is a port of the sidecar (ports.http, ports.admin): the containers of a pod share its ports; give your application another" (int .Values.app.port)) }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.mode "inject" }}
+{{- if not (and .Values.inject.deployment .Values.inject.selector) }}
+{{- fail "auth-sidecar: mode inject needs inject.deployment (the name of your Deployment) and inject.selector (its pods' labels, usually its spec.selector.matchLabels)" }}
+{{- end }}
+{{- if .Values.extraContainers }}
+{{- fail "auth-sidecar: mode inject adds the sidecar to your Deployment, whose containers stay its own: leave extraContainers empty" }}
+{{- end }}
+{{- if or .Values.autoscaling.enabled .Values.podDisruptionBudget.enabled }}
+{{- fail "auth-sidecar: mode inject renders no Deployment: your Deployment's replicas, autoscaler and PodDisruptionBudget stay yours (set autoscaling.enabled and podDisruptionBudget.enabled to false)" }}
+{{- end }}
+{{- else if ne .Values.inject.output "objects" }}
+{{- fail "auth-sidecar: inject.output: patch needs mode inject" }}
+{{- end }}
+{{- if .Values.trustedProxies }}
+{{- if .Values.existingConfigMap }}
+{{- fail "auth-sidecar: trustedProxies needs an inline policy (the chart cannot change an existing ConfigMap): write trusted_proxies in your policy" }}
+{{- end }}
+{{- if hasKey (fromYaml .Values.policy) "trusted_proxies" }}
+{{- fail "auth-sidecar: set trusted_proxies in the policy or trustedProxies in the values, not both" }}
+{{- end }}
+{{- if not (deepEqual (get (fromYaml (include "auth-sidecar.policyText" .)) "trusted_proxies") .Values.trustedProxies) }}
+{{- fail "auth-sidecar: trustedProxies can be added only to a policy that is valid YAML written as a block mapping (one top-level key per line)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "auth-sidecar: ingress.enabled needs ingress.hosts (each a host and its paths)" }}
+{{- end }}
+{{- if and .Values.tls.clientCaSecretName (not .Values.tls.secretName) }}
+{{- fail "auth-sidecar: tls.clientCaSecretName (client certificates) needs tls.secretName: the listener must speak TLS to ask for one" }}
+{{- end }}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) (or .Values.metricsService.enabled .Values.serviceMonitor.enabled) }}
 {{- fail "auth-sidecar: networkPolicy.metricsFrom is empty, so only the node reaches the admin port and Prometheus could not scrape it: list your Prometheus pods in networkPolicy.metricsFrom (or set networkPolicy.enabled: false)" }}
 {{- end }}
