@@ -76,7 +76,7 @@ async def test_a_refused_connection_is_a_502_that_names_only_its_cause() -> None
 
 
 async def test_an_address_that_never_answers_is_a_504_after_the_routes_timeout() -> None:
-    async with forwarding() as forwarder:
+    async with asyncio.timeout(_DEADLINE), forwarding() as forwarder:  # a connect without a deadline fails the test
         with black_hole("127.0.0.2") as port, pytest.raises(UpstreamFailure) as refused:
             await call(forwarder, f"http://127.0.0.2:{port}/x", timeout=0.5)
     assert refused.value.reason is Reason.UPSTREAM_TIMEOUT
