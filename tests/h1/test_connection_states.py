@@ -398,3 +398,26 @@ async def test_a_connection_the_upstream_closed_refuses_the_exchange_and_says_wh
             await connection.drain(_DEADLINE)
         pool.release(connection)
         assert pool.open_connections == 0
+
+
+async def test_a_connection_lost_while_the_request_waits_to_drain_is_broken_at_once() -> None:
+    """The upstream stops reading a large request and then drops the connection: the wait for it to drain ends
+    with Broken at once (502 `upstream_unreachable`), not after the route's timeout (504)."""
+    drop = asyncio.Event()
+
+    async def stops_reading_then_drops(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await drop.wait()
+        writer.transport.abort()
+
+    async with serving(stops_reading_then_drops) as upstream, a_pool() as pool:
+        connection = await taken(pool, upstream.url)
+        connection.start(no_body=False)
+        connection.write(b"PUT /up HTTP/1.1\r\nhost: upstream\r\ncontent-length: 99999999\r\n\r\n")
+        connection.write(b"u" * (16 * 1024 * 1024))  # far over every buffer: writing pauses
+        draining = asyncio.ensure_future(connection.drain(60.0))
+        drop.set()
+        with pytest.raises(Broken):
+            await asyncio.wait_for(draining, _DEADLINE)
+        assert connection.state is State.CLOSED
+        pool.release(connection)

@@ -67,12 +67,16 @@ class Names(Resolver):
 
 
 async def test_a_refused_connection_is_a_502_that_names_only_its_cause() -> None:
-    async with forwarding() as forwarder:
-        with pytest.raises(UpstreamFailure) as refused:
-            await call(forwarder, f"http://127.0.0.1:{unused_port()}/x?sig=secret")
-    assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
-    assert refused.value.detail == "ConnectionRefusedError"  # the access log's upstream_error: no URL
-    assert forwarder.pool.open_connections == 0
+    """Refused each time, and each time it gives its place back (one connection per host allowed: the second
+    attempt is refused too, not left waiting for a place the first still held)."""
+    url = f"http://127.0.0.1:{unused_port()}/x?sig=secret"
+    async with forwarding(per_host=1) as forwarder:
+        for _ in range(2):
+            with pytest.raises(UpstreamFailure) as refused:
+                await call(forwarder, url, timeout=_DEADLINE)
+            assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
+            assert refused.value.detail == "ConnectionRefusedError"  # the access log's upstream_error: no URL
+            assert forwarder.pool.open_connections == 0
 
 
 async def test_an_address_that_never_answers_is_a_504_after_the_routes_timeout() -> None:
@@ -129,12 +133,12 @@ async def test_a_name_none_of_whose_addresses_connects_is_looked_up_again() -> N
         await read_request(reader, upstream)
         writer.write(answer(b"ok", b"connection: close"))
 
-    half = Names("127.0.0.3", "127.0.0.1")  # the first refuses, the second answers
-    async with serving(answers_and_closes) as upstream, forwarding(resolver=half) as forwarder:
-        port = int(upstream.url.rsplit(":", 1)[1])
-        for _ in range(2):
-            assert (await call(forwarder, f"http://upstream.test:{port}/x"))[0].status == 200
-    assert (upstream.connections, half.lookups) == (2, 1)
+    for half in (Names("127.0.0.3", "127.0.0.1"), Names("127.0.0.1", "127.0.0.3")):  # one refuses, one answers
+        async with serving(answers_and_closes) as upstream, forwarding(resolver=half) as forwarder:
+            port = int(upstream.url.rsplit(":", 1)[1])
+            for _ in range(2):
+                assert (await call(forwarder, f"http://upstream.test:{port}/x"))[0].status == 200
+        assert (upstream.connections, half.lookups) == (2, 1)
 
 
 @pytest.mark.parametrize(("limit", "per_host"), [(1, 0), (0, 1), (1, 1)], ids=["in-all", "per-host", "both"])
@@ -306,3 +310,35 @@ async def until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0)
+
+
+async def test_a_get_sent_again_goes_on_a_new_connection_not_another_idle_one() -> None:
+    """The upstream dropped its idle connections (restarted): a GET on one of them is sent again on a fresh
+    connection, never on another idle one that is as dead."""
+
+    async def drops_its_idle_ones(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        first = upstream.connections <= 2
+        while (request := await read_request(reader, upstream)) is not None:
+            if first and len(upstream.requests) > 2:
+                return  # read, then closed unanswered
+            writer.write(answer(request.line))
+
+    async with serving(drops_its_idle_ones) as upstream, forwarding() as forwarder:
+        await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(2)))
+        assert forwarder.pool.open_connections == 2
+        forwarded, body = await call(forwarder, upstream.url + "/again")
+        assert (forwarded.status, body) == (200, b"GET /again HTTP/1.1")
+    assert upstream.connections == 3
+
+
+async def test_a_stale_idle_connection_is_passed_over_for_the_next_idle_one() -> None:
+    async with serving(keep_answering) as upstream:
+        forwarder = Forwarder(Pool(8, 0, 4.0))
+        try:
+            await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(2)))
+            (idle,) = forwarder.pool._idle.values()
+            idle[-1].idle_since -= 5.0  # the newest, taken first, idle past idle_timeout (aged, not waited for)
+            assert (await call(forwarder, upstream.url + "/again"))[0].status == 200
+            assert upstream.connections == 2  # the older idle one was taken
+        finally:
+            await forwarder.close()
