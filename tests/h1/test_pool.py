@@ -342,3 +342,17 @@ async def test_a_stale_idle_connection_is_passed_over_for_the_next_idle_one() ->
             assert upstream.connections == 2  # the older idle one was taken
         finally:
             await forwarder.close()
+
+
+async def test_a_get_on_a_new_connection_closed_unanswered_is_not_sent_again() -> None:
+    """Only a kept-alive connection may have been closed by an idle timeout racing the request: a new one that the
+    upstream closes unanswered is the upstream's failure (502), and the request is not sent twice."""
+
+    async def reads_and_closes(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        await read_request(reader, upstream)
+
+    async with serving(reads_and_closes) as upstream, forwarding() as forwarder:
+        with pytest.raises(UpstreamFailure) as refused:
+            await call(forwarder, upstream.url + "/once")
+    assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
+    assert (upstream.connections, upstream.requests) == (1, [b"GET /once HTTP/1.1"])
