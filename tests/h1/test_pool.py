@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sidecar.reasons import Reason, Rejection
 from sidecar.upstream.pool import ADDRESS_TIMEOUT_CAP, Pool, address_timeout
 from sidecar.upstream.resolver import Resolver
 from tests.support.h1upstream import Reader, Upstream, Writer, answer, call, keep_answering, read_request, serving
+from tests.support.tls import LocalCA
 
 _DEADLINE = 10.0
 
@@ -356,3 +358,46 @@ async def test_a_get_on_a_new_connection_closed_unanswered_is_not_sent_again() -
             await call(forwarder, upstream.url + "/once")
     assert refused.value.reason is Reason.UPSTREAM_UNREACHABLE
     assert (upstream.connections, upstream.requests) == (1, [b"GET /once HTTP/1.1"])
+
+
+async def test_an_https_upstream_named_by_host_is_checked_against_that_name_not_its_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`https://upstream.test` at 127.0.0.1: the certificate must name `upstream.test` (TLS SNI and the hostname
+    check use the URL's host, not the address it resolved to)."""
+    ca = LocalCA(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    async with (
+        serving(keep_answering, tls=ca.server_context("upstream.test")) as upstream,
+        forwarding(resolver=Names("127.0.0.1")) as forwarder,
+    ):
+        port = int(upstream.url.rsplit(":", 1)[1])
+        forwarded, body = await call(forwarder, f"https://upstream.test:{port}/tls", "POST", [b"secret"])
+    assert (forwarded.status, body) == (200, b"you sent secret")
+
+
+async def test_a_closed_pool_waits_at_most_its_grace_and_closes_what_comes_back() -> None:
+    """Shutdown: `close` returns within its grace though an exchange still runs; that exchange's connection, once
+    released, is closed rather than kept; a pool made without a share lets one route hold several connections."""
+    go_on = asyncio.Event()
+    reached = 0
+
+    async def holds(reader: Reader, writer: Writer, upstream: Upstream) -> None:
+        nonlocal reached
+        while (request := await read_request(reader, upstream)) is not None:
+            reached += 1
+            await go_on.wait()
+            writer.write(answer(request.line))
+
+    async with serving(holds) as upstream:
+        forwarder = Forwarder(Pool(8, 0, 15.0))
+        busy = [
+            asyncio.ensure_future(forwarder.forward("GET", upstream.url, [], *_client(), 5.0, False, [], route="r"))
+            for _ in range(2)
+        ]
+        await until(lambda: reached == 2)  # both of route r at once: no share bound by default
+        await asyncio.wait_for(forwarder.close(), _DEADLINE)  # a grace of 1 s, not until the exchanges end
+        go_on.set()
+        assert [forwarded.status for forwarded in await asyncio.gather(*busy)] == [200, 200]
+        assert not any(forwarder.pool._idle.values())
+        await until(lambda: forwarder.pool.open_connections == 0)
