@@ -35,7 +35,8 @@ async def no_error_in_a_callback() -> AsyncIterator[None]:
     errors: list[str] = []
 
     def handler(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if isinstance(context.get("protocol"), Connection):
+        handle = getattr(context.get("handle"), "_callback", None)  # asyncio's: a callback of a Connection
+        if isinstance(context.get("protocol"), Connection) or isinstance(getattr(handle, "__self__", None), Connection):
             errors.append(f"{context.get('message')}: {context.get('exception')!r}")
         else:
             loop.default_exception_handler(context)
