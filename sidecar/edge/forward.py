@@ -183,14 +183,13 @@ class Forwarder:
         replay = method in _REPLAYABLE and received.complete
         connection: Connection | None = None
         response: Response | None = None
-        reusable = False
         uploader: asyncio.Future[None] | None = None
         try:
             waiting = time.monotonic()
             connection = await self.pool.acquire(origin, timeout, False, route)
             received.excuse(waiting)  # a wait for a pooled connection is not the client being slow
             response = connection.start(no_body=method == "HEAD")
-            connection.write(request)
+            connection.write(request, end=received.complete)
             if not received.complete:
                 uploader = asyncio.ensure_future(_upload(connection, receive, received, timeout))
                 uploader.add_done_callback(partial(_upload_ended, connection=connection, response=response))
@@ -200,23 +199,22 @@ class Forwarder:
                 if not (replay and connection.reused and not response.started):
                     raise
                 # A kept-alive connection the upstream had closed as we sent: once more on a new one.
-                self.pool.release(connection, False)
+                self.pool.release(connection)
                 connection = None
                 connection = await self.pool.acquire(origin, timeout, True, route)
                 response = connection.start(no_body=method == "HEAD")
-                connection.write(request)
+                connection.write(request, end=True)
                 await _response_head(response, None, timeout)
             upstream_seconds = time.perf_counter() - started
             shown = response_headers(response.headers, response.status, urls, url, method == "HEAD") + extra_headers
             sent = await _relay(response, send, receive if received.complete else None, shown, timeout)
-            reusable = response.keep_alive and (uploader is None or _succeeded(uploader))
         except UpstreamError as exc:  # the one place the client's failures are translated
             raise _failure(exc, response is not None and response.head_done, uploader) from exc
         finally:
             if uploader is not None and not uploader.cancel():
                 uploader.exception()  # retrieved: its failure, if any, was raised above
             if connection is not None:
-                self.pool.release(connection, reusable)
+                self.pool.release(connection)  # kept only if the exchange left it DONE (upstream/connection.py)
         return Forwarded(response.status, received.count, sent, upstream_seconds)
 
     def _through(self, origin: Origin, tls: ssl.SSLContext) -> Origin:
@@ -229,10 +227,6 @@ class Forwarder:
             found = replace(origin, key=f"{origin.key} tls:{id(tls):x}", context=tls)
             self._tls_origins[(origin, tls)] = found
         return found
-
-
-def _succeeded(task: asyncio.Future[None]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _upload_ended(task: asyncio.Future[None], connection: Connection, response: Response) -> None:
@@ -312,7 +306,7 @@ async def _upload(connection: Connection, receive: Receive, received: _BodyProgr
     """The rest of a streamed body, while the response may already be coming back (full duplex, as aiohttp)."""
     while not received.complete:
         piece = await _next_piece(receive, received)
-        connection.write(_framed(piece, received) if received.chunked else piece)
+        connection.write(_framed(piece, received) if received.chunked else piece, end=received.complete)
         waiting = time.monotonic()
         await connection.drain(timeout)
         received.excuse(waiting)  # an upstream that reads slowly holds the client back: not the client's slowness

@@ -56,6 +56,7 @@ class Pool:
         idle_timeout: float,
         on_count: Callable[[int], None] | None = None,
         per_share: int = 0,
+        resolver: Resolver | None = None,
     ) -> None:
         self.limit = limit
         self.per_host = per_host
@@ -69,7 +70,7 @@ class Pool:
         self._waiters: list[asyncio.Future[None]] = []
         self._connections: set[Connection] = set()  # every one open, idle or in use
         self._tls: ssl.SSLContext | None = None
-        self._names = Resolver()
+        self._names = resolver or Resolver()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -132,24 +133,26 @@ class Pool:
         if self._waiters:
             self._wake_waiters()
 
-    def release(self, connection: Connection, reusable: bool) -> None:
-        """After an exchange: back to the pool, or closed (reset if the exchange did not finish)."""
-        self._give_back(connection.share)
-        connection.share = None
+    def release(self, connection: Connection) -> None:
+        """After an exchange: back to the pool if it left the connection DONE (`Connection.reusable`), else closed
+        (reset if its answer did not arrive whole)."""
+        self._give_back(connection.share)  # `share` is set again when the connection is next taken
         response = connection.response
-        connection.response = None
         if response is not None:
             response.detach()
-        if reusable and not connection.lost and not self._closed and not self._over_limit(connection.origin.key):
+        if connection.reusable and not self._closed and not self._over_limit(connection.origin.key):
+            connection.recycle()
             connection.idle_since = connection.loop.time()
             self._idle.setdefault(connection.origin.key, []).append(connection)
             self._wake_waiters()
-        elif response is not None and response.complete and response.error is None:
+            return
+        connection.response = None
+        if response is not None and response.complete and response.error is None:
             connection.close()
         else:
             connection.abort()
 
-    def resize(self, limit: int, per_host: int, idle_timeout: float, per_share: int = 0) -> None:
+    def resize(self, limit: int, per_host: int, idle_timeout: float, per_share: int) -> None:
         """New bounds (a policy reload). Connections over a lowered bound are not cut: each closes when its exchange
         ends, and idle ones now; a raised bound lets waiting requests open connections at once."""
         self.limit, self.per_host, self.idle_timeout, self.per_share = limit, per_host, idle_timeout, per_share
@@ -178,10 +181,8 @@ class Pool:
         while idle:
             connection = idle.pop()
             if connection.closing or now - connection.idle_since > self.idle_timeout:
-                connection.idle_since = -1.0
                 connection.close()
                 continue
-            connection.idle_since = -1.0
             connection.reused = True
             return connection
         return None
@@ -198,12 +199,11 @@ class Pool:
         return False
 
     def _evict_oldest(self, idle: list[Connection]) -> None:
-        """Close the oldest of these idle connections and free its slot now."""
+        """Close the oldest of these idle connections and free its slot now (not again at its connection_lost)."""
         connection = idle.pop(0)
-        connection.idle_since = -1.0
+        self._connections.discard(connection)
         connection.close()
         self._forget(connection.origin.key)
-        connection.origin = _GONE  # its connection_lost must not free the slot a second time
 
     async def _wait_for_slot(self, remaining: float) -> None:
         if remaining <= 0:
@@ -221,27 +221,36 @@ class Pool:
 
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
         loop = self._loop or self._bind()
-        connection = Connection(origin, loop, self._lost)
-        tls = (origin.context or self._tls_context()) if origin.tls else None  # a route's own `tls:`, or the default
+        deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                failure = OSError(f"no address for {origin.host}")
-                for address, port in await self._names.addresses(origin.host, origin.port, loop):
-                    try:  # each address in turn (uvloop has no happy eyeballs); the TLS name is the host's
-                        await loop.create_connection(
-                            lambda: connection, address, port, ssl=tls, server_hostname=origin.host if tls else None
-                        )
+                addresses = await self._names.addresses(origin.host, origin.port, loop)  # at least one
+                for left in range(len(addresses), 0, -1):  # in turn (uvloop has no happy eyeballs)
+                    address, port = addresses[-left]
+                    share = address_timeout(deadline - loop.time(), left)
+                    try:
+                        connection = await self._dial(origin, address, port, share)
                         break
-                    except OSError as exc:  # ssl.SSLError and certificate errors are OSErrors too
-                        failure = exc
-                else:
-                    self._names.forget(origin.host, origin.port)  # look the name up again next time
-                    raise failure
+                    except OSError:  # its share spent (TimeoutError), refused, TLS refused (ssl.SSLError)
+                        if left == 1:  # none took it: the last one's failure; look the name up again next time
+                            self._names.forget(origin.host, origin.port)
+                            raise
         except TimeoutError:
             raise Timeout() from None
         except OSError as exc:
             raise ConnectFailed(_connect_cause(exc)) from exc
         self._connections.add(connection)
+        return connection
+
+    async def _dial(self, origin: Origin, address: str, port: int, timeout: float | None) -> Connection:
+        """One address, a new Connection (a CLOSED one stays closed); the TLS name is the host's."""
+        loop = self._loop or self._bind()
+        connection = Connection(origin, loop, self._lost)
+        tls = (origin.context or self._tls_context()) if origin.tls else None  # a route's own `tls:`, or the default
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(
+                lambda: connection, address, port, ssl=tls, server_hostname=origin.host if tls else None
+            )
         return connection
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -250,13 +259,14 @@ class Pool:
         return self._tls
 
     def _lost(self, connection: Connection) -> None:
-        self._connections.discard(connection)
-        if connection.origin is _GONE:
+        """A connection's socket closed. Only one the pool counts: one lost during its connect is counted down by
+        `_acquire`, an evicted one was at its eviction."""
+        if connection not in self._connections:
             return
-        if connection.idle_since >= 0:  # lost while idle: the upstream closed it
-            idle = self._idle.get(connection.origin.key)
-            if idle is not None and connection in idle:
-                idle.remove(connection)
+        self._connections.discard(connection)
+        idle = self._idle.get(connection.origin.key)
+        if idle and connection in idle:  # lost while idle: the upstream closed it
+            idle.remove(connection)
         self._forget(connection.origin.key)
 
     def _forget(self, key: str) -> None:
@@ -288,7 +298,18 @@ class Pool:
         return self._names.lookups
 
 
-_GONE: Final = Origin("", "", 0, False, b"")  # an evicted connection's origin, once its slot is freed
+# An address that is not the last may take at most this long to connect (TCP and TLS), even when the route's timeout
+# would give it more: a black-holed address (a dead node, a firewall dropping SYNs) must not take the whole timeout
+# from the addresses after it. Envoy's default connect_timeout is the same 5 s.
+ADDRESS_TIMEOUT_CAP: Final = 5.0
+
+
+def address_timeout(remaining: float, left: int) -> float | None:
+    """How long one address may take to connect when it and the `left - 1` addresses after it share the `remaining`
+    seconds of the route's timeout: an equal share, at most ADDRESS_TIMEOUT_CAP (Go's net.Dialer spreads its
+    timeout over the addresses the same way); the last address may use all that remains (None: the route's
+    timeout bounds it)."""
+    return None if left <= 1 else min(remaining / left, ADDRESS_TIMEOUT_CAP)
 
 
 def _connect_cause(exc: OSError) -> str:

@@ -45,12 +45,16 @@ class Resolver:
 
     async def _look_up(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> _Addresses:
         self.lookups += 1
-        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in found))
+        addresses = await self._ask(host, port, loop)
         if not addresses:
             raise OSError(f"no address for {host}")
         self._known[(host, port)] = (loop.time() + self._ttl, addresses)
         return addresses
+
+    async def _ask(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> _Addresses:
+        """The system resolver's answer, each address once."""
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in found))
 
 
 def _is_address(host: str) -> bool:

@@ -168,13 +168,7 @@ class Response:
         self._connection.abort()
         self.wake()
 
-    # for the proxy
-    async def head(self, timeout: float | None) -> None:
-        while not self.head_done:
-            if self.error is not None:
-                raise self.error
-            await self.wait(timeout)
-
+    # for the proxy (edge/forward.py waits for the head itself: without a deadline while the body still goes up)
     @property
     def finished(self) -> bool:
         """The whole body has been read by `read()`."""

@@ -276,7 +276,7 @@ async def test_a_pool_made_smaller_closes_idle_connections_over_its_new_bound() 
     try:
         async with serving(keep_answering) as upstream:
             await asyncio.gather(*(call(forwarder, f"{upstream.url}/n{n}") for n in range(3)))
-            forwarder.pool.resize(1, 0, 15.0)  # what a policy reload does
+            forwarder.pool.resize(1, 0, 15.0, 0)  # what a policy reload does
             assert counts[-1] == 1
             assert (await call(forwarder, upstream.url + "/after"))[0].status == 200
         assert upstream.connections == 3  # the one kept was reused

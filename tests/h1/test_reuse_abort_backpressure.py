@@ -14,6 +14,7 @@ import pytest
 
 from sidecar.edge.forward import Forwarder, UpstreamBroken, UpstreamFailure
 from sidecar.reasons import Reason
+from sidecar.upstream.connection import State
 from sidecar.upstream.pool import Connection
 from tests.support.h1upstream import (
     Reader,
@@ -116,7 +117,7 @@ async def test_bytes_received_on_an_idle_connection_close_it(forwarder: Forwarde
     async with serving(on_first_connection(sends_unasked)) as upstream:
         assert (await call(forwarder, upstream.url + "/one"))[1] == b"asked"
         idle = _only_connection(forwarder)
-        assert idle.idle_since >= 0  # in the pool, waiting
+        assert idle.state is State.IDLE  # in the pool, waiting
         stray_sent.set()
         await asyncio.wait_for(asyncio.shield(idle.closed), _DEADLINE)
         assert forwarder.pool.open_connections == 0
