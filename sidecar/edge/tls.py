@@ -35,6 +35,7 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "MAX_HANDSHAKES",
     "MOZILLA_INTERMEDIATE_CIPHERS",
+    "SHUTDOWN_TIMEOUT",
     "TOO_MANY_HANDSHAKES",
     "ListenerTls",
     "TlsFilesError",
@@ -58,6 +59,9 @@ MOZILLA_INTERMEDIATE_CIPHERS: Final = ":".join(
 # cap the oldest unfinished handshake is reset (as the admin listener's cap does), so that handshakes left hanging
 # by someone cannot grow the worker to its memory limit, nor lock newer callers out.
 MAX_HANDSHAKES: Final = 256
+# A closed connection waits this long for the client's close_notify (asyncio's default, 30 s, held every closed
+# socket that long, and a SIGTERM drain with it for idle keep-alive clients, which never answer it).
+SHUTDOWN_TIMEOUT: Final = 2.0
 HANDSHAKE_TIMEOUT: Final = 5.0  # seconds from the first byte to a finished handshake (or the policy's header_timeout)
 TOO_MANY_HANDSHAKES: Final = "too_many_handshakes"  # the reason label of a handshake reset by the cap
 # OpenSSL reasons when the caller's certificate is missing or not from --tls-client-ca.
@@ -298,8 +302,9 @@ class _TlsFront(asyncio.Protocol):
             self.tls.context,
             waiter,
             server_side=True,
-            # typeshed says int for both; asyncio takes seconds
+            # typeshed says int; asyncio takes seconds
             ssl_handshake_timeout=min(HANDSHAKE_TIMEOUT, self.inner.guard.limits.header_timeout),  # type: ignore[arg-type]
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         self.handshaking[layer] = transport
         handshaking, tls = self.handshaking, self.tls

@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import ssl
 import threading
@@ -342,3 +343,49 @@ def test_unfinished_handshakes_past_the_cap_evict_the_oldest_and_keep_memory_bou
         finally:
             for raw in stalled:
                 raw.close()
+
+
+def test_an_idle_tls_keep_alive_client_does_not_hold_shutdown_past_the_drain(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    ca = trustme.CA()
+    secret = SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1")))
+    with _sidecar(tmp_path, upstream, secret, "--grace", "60") as sidecar:
+        idle = http.client.HTTPSConnection("127.0.0.1", _port(sidecar), timeout=30, context=_client_context(ca))
+        idle.request("GET", "/echo/idle")
+        assert idle.getresponse().read()
+        # Kept alive, idle, and never reading again: it never answers the server's close_notify.
+        sidecar.send_signal(signal.SIGTERM)
+        # Nothing is in flight: the process ends once the connection is closed (TLS shutdown given 2 s), not after
+        # the 60 s grace nor asyncio's 30 s wait for the client's close_notify.
+        assert sidecar.wait(timeout=15) == 0
+        idle.close()
+
+
+def test_a_connection_the_server_closes_is_gone_without_the_client_s_close_notify(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    ca = trustme.CA()
+    secret = SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1")))
+    with _sidecar(tmp_path, upstream, secret) as sidecar:
+        context = _client_context(ca)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection(("127.0.0.1", _port(sidecar)), timeout=15) as raw:
+            while True:  # the handshake over the raw socket, so that the client's side of the close is ours
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            tls.write(b"GET /echo/close HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+            raw.sendall(outgoing.read())
+            # The answer, the server's close_notify, then the end of the TCP connection: within the 15 s socket
+            # timeout (the server's TLS shutdown waits 2 s for our close_notify, which never comes; asyncio's default
+            # was 30 s, with the socket held that long).
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+        incoming.write(received)
+        assert tls.read(65536).startswith(b"HTTP/1.1 200 ")
