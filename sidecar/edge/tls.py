@@ -93,6 +93,10 @@ def _load(files: ListenerTlsFiles) -> _Loaded:
     context.set_ciphers(MOZILLA_INTERMEDIATE_CIPHERS)
     # No compression (CRIME), no renegotiation, no session tickets (Mozilla: their keys would outlive a rotation).
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    # OP_NO_TICKET alone only makes OpenSSL 3's TLS 1.3 tickets stateful (still resumable, without a certificate):
+    # no TLS 1.3 tickets at all, so every TLS 1.3 connection is a full handshake. (TLS 1.2 session-ID resumption
+    # from OpenSSL's per-context cache has no switch in Python's ssl: see docs/tls.md.)
+    context.num_tickets = 0
     context.set_alpn_protocols(["http/1.1"])  # HTTP/1.1 only; a client that offers only h2 gets no ALPN answer
     try:
         context.load_cert_chain(files.cert, files.key, password=_encrypted_key)

@@ -389,3 +389,20 @@ def test_a_connection_the_server_closes_is_gone_without_the_client_s_close_notif
                 received += chunk
         incoming.write(received)
         assert tls.read(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_with_client_certificates_a_tls_1_3_session_is_never_resumed(tmp_path: Path, upstream: ThreadServer) -> None:
+    ca, callers = trustme.CA(), trustme.CA()
+    files = {**_pair(ca.issue_cert("127.0.0.1")), "ca.crt": callers.cert_pem.bytes()}
+    secret = SecretDir(tmp_path / "tls", files)
+    with _sidecar(tmp_path, upstream, secret, "--tls-client-ca", secret.path("ca.crt")) as sidecar:
+        context = _client_context(ca, callers.issue_cert("caller@example.test"))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        sessions: list[ssl.SSLSession | None] = [None]
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", _port(sidecar)), timeout=30) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1", session=sessions[-1]) as tls:
+                    tls.sendall(b"GET /echo/s HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+                    assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")  # a TLS 1.3 ticket would have come by now
+                    assert not tls.session_reused  # every connection is a full handshake, with the certificate
+                    sessions.append(tls.session)
