@@ -18,7 +18,7 @@ import ssl
 import time
 from asyncio import sslproto
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -212,6 +212,16 @@ class _TlsLayer(sslproto.SSLProtocol):
 
     max_size = 32 * 1024
     evicted = False  # reset by the handshake cap (counted there, not again as `closed`)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        # asyncio aborts a failed handshake without sending what OpenSSL queued: the alert that tells the client
+        # why (certificate required, protocol version). Sent first, so a client reports the reason, not a reset.
+        transport = cast(asyncio.Transport | None, self._transport)
+        if handshake_exc is not None and transport is not None:
+            alert = self._outgoing.read()  # type: ignore[attr-defined]  # typeshed lacks it; 3.11-3.13 have it
+            if alert:
+                transport.write(alert)
+        super()._on_handshake_complete(handshake_exc)
 
     def evict(self, transport: asyncio.Transport) -> None:
         """Reset now, and OpenSSL's state and the buffer freed now: the transport's end (and with it this object's)

@@ -406,3 +406,18 @@ def test_with_client_certificates_a_tls_1_3_session_is_never_resumed(tmp_path: P
                     assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")  # a TLS 1.3 ticket would have come by now
                     assert not tls.session_reused  # every connection is a full handshake, with the certificate
                     sessions.append(tls.session)
+
+
+def test_a_refused_handshake_tells_the_client_why_with_a_tls_alert(tmp_path: Path, upstream: ThreadServer) -> None:
+    ca, callers = trustme.CA(), trustme.CA()
+    files = {**_pair(ca.issue_cert("127.0.0.1")), "ca.crt": callers.cert_pem.bytes()}
+    secret = SecretDir(tmp_path / "tls", files)
+    with _sidecar(tmp_path, upstream, secret, "--tls-client-ca", secret.path("ca.crt")) as sidecar:
+        context = _client_context(ca)  # no client certificate
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        with socket.create_connection(("127.0.0.1", _port(sidecar)), timeout=30) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"GET /echo/x HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+                with pytest.raises(ssl.SSLError) as refused:  # not a bare reset or end of file
+                    tls.recv(65536)
+        assert refused.value.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
