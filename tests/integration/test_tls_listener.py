@@ -67,6 +67,18 @@ def _sidecar(
         assert not [line for line in sidecar.lines if "Traceback" in line or "PRIVATE KEY" in line]
 
 
+@contextmanager
+def _serving_one_certificate(
+    tmp_path: Path, upstream: ThreadServer, *extra: str
+) -> Iterator[tuple[trustme.CA, SidecarProcess]]:
+    """A sidecar serving one certificate for 127.0.0.1 from a new CA, and that CA."""
+    ca = trustme.CA()
+    with _sidecar(
+        tmp_path, upstream, SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1"))), *extra
+    ) as sidecar:
+        yield ca, sidecar
+
+
 def _port(sidecar: SidecarProcess) -> int:
     return int(sidecar.proxy.rsplit(":", 1)[1])
 
@@ -317,9 +329,7 @@ def test_unfinished_handshakes_past_the_cap_evict_the_oldest_and_keep_memory_bou
     tmp_path: Path, upstream: ThreadServer
 ) -> None:
     cap, over = 256, 300
-    ca = trustme.CA()
-    secret = SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1")))
-    with _sidecar(tmp_path, upstream, secret) as sidecar, httpx.Client(base_url=sidecar.admin) as admin:
+    with _serving_one_certificate(tmp_path, upstream) as (ca, sidecar), httpx.Client(base_url=sidecar.admin) as admin:
         port, hello = _port(sidecar), _client_hello()
         assert httpx.get(sidecar.proxy + "/echo/warm", verify=_client_context(ca), trust_env=False).status_code == 200
         before = _rss_kib(sidecar.pid)
@@ -348,9 +358,7 @@ def test_unfinished_handshakes_past_the_cap_evict_the_oldest_and_keep_memory_bou
 def test_an_idle_tls_keep_alive_client_does_not_hold_shutdown_past_the_drain(
     tmp_path: Path, upstream: ThreadServer
 ) -> None:
-    ca = trustme.CA()
-    secret = SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1")))
-    with _sidecar(tmp_path, upstream, secret, "--grace", "60") as sidecar:
+    with _serving_one_certificate(tmp_path, upstream, "--grace", "60") as (ca, sidecar):
         idle = http.client.HTTPSConnection("127.0.0.1", _port(sidecar), timeout=30, context=_client_context(ca))
         idle.request("GET", "/echo/idle")
         assert idle.getresponse().read()
@@ -365,9 +373,7 @@ def test_an_idle_tls_keep_alive_client_does_not_hold_shutdown_past_the_drain(
 def test_a_connection_the_server_closes_is_gone_without_the_client_s_close_notify(
     tmp_path: Path, upstream: ThreadServer
 ) -> None:
-    ca = trustme.CA()
-    secret = SecretDir(tmp_path / "tls", _pair(ca.issue_cert("127.0.0.1")))
-    with _sidecar(tmp_path, upstream, secret) as sidecar:
+    with _serving_one_certificate(tmp_path, upstream) as (ca, sidecar):
         context = _client_context(ca)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
