@@ -211,3 +211,35 @@ async def test_a_provider_with_tls_is_asked_through_its_own_client_and_a_rotatio
         introspector = Introspector(default, client_for=lambda p: through_tls if p.tls is not None else default)
         identity = await introspector.introspect(provider, "opaque-token")
     assert identity.subject == "user-1" and len(server.calls) == 1
+
+
+def _key_in_yaml_with_a_syntax_error(key_pem: str, style: str) -> str:
+    """A route whose `client_key:` holds the PEM text itself, with a YAML syntax error inside the key."""
+    lines = key_pem.strip().splitlines()
+    if style == "inline":  # one double-quoted line; `\q` is an unknown escape
+        quoted = "\\n".join([*lines[:2], "\\q", *lines[2:]])
+        return route(_tls(client_cert="/etc/tls/cert.pem", client_key=f'"{quoted}"'))
+    # block style: one line of the key's base64 dedented below the block, so the error is reported on it
+    block = [f"        {line}" for line in lines]
+    block[2] = f"      : {lines[2]}"
+    return route(_tls(client_cert="/etc/tls/cert.pem", client_key="|\n" + "\n".join(block)))
+
+
+@pytest.mark.parametrize("style", ["inline", "block"])
+async def test_a_syntax_error_inside_an_inline_key_never_shows_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, runtime: Runtime, style: str
+) -> None:
+    key_pem = trustme.CA().issue_cert("sidecar.test").private_key_pem.bytes().decode()
+    text = _key_in_yaml_with_a_syntax_error(key_pem, style)
+    code, output = _check(tmp_path, text, capsys)  # `serve` at start reports the same message
+    assert code == 1 and "(yaml)" in output
+    path = tmp_path / "policy.yaml"
+    reloader = PolicyReloader(runtime, str(path), {}, 1.0, 1.0, FakeClock(0.0))
+    assert not await reloader.reload("sighup")  # its error is logged
+    logged = str([record.__dict__ for record in caplog.records])  # the message and its fields
+    assert "(yaml)" in logged
+    shown = output + capsys.readouterr().out + logged
+    body = "".join(key_pem.strip().splitlines()[1:-1])
+    pieces = [body[i : i + 12] for i in range(0, len(body) - 12)]
+    assert [piece for piece in pieces if piece in shown] == []
+    assert "PRIVATE KEY" not in shown

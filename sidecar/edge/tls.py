@@ -13,24 +13,35 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import socket
 import ssl
 import time
 from asyncio import sslproto
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from sidecar.edge.protocol import GuardedProtocol
+from sidecar.edge.protocol import _RESET, GuardedProtocol
 from sidecar.observe.log import logger
 from sidecar.observe.metrics import Metrics
 from sidecar.options import ListenerTlsFiles
 from sidecar.reasons import Reason
 
-__all__ = ["MOZILLA_INTERMEDIATE_CIPHERS", "ListenerTls", "TlsFilesError", "server_context", "tls_protocol_for"]
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_HANDSHAKES",
+    "MOZILLA_INTERMEDIATE_CIPHERS",
+    "SHUTDOWN_TIMEOUT",
+    "TOO_MANY_HANDSHAKES",
+    "ListenerTls",
+    "TlsFilesError",
+    "server_context",
+    "tls_protocol_for",
+]
 
 # Mozilla's "intermediate" TLS 1.2 suites (ssl-config.mozilla.org, guidelines 5.7) without the DHE ones, which need
 # DH parameters of our own and add nothing a current client lacks; TLS 1.3 keeps OpenSSL's suites (all modern).
@@ -44,6 +55,15 @@ MOZILLA_INTERMEDIATE_CIPHERS: Final = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     )
 )
+# Per worker: connections in the handshake at once. Each holds OpenSSL's state and a read buffer (~60 KiB); past the
+# cap the oldest unfinished handshake is reset (as the admin listener's cap does), so that handshakes left hanging
+# by someone cannot grow the worker to its memory limit, nor lock newer callers out.
+MAX_HANDSHAKES: Final = 256
+# A closed connection waits this long for the client's close_notify (asyncio's default, 30 s, held every closed
+# socket that long, and a SIGTERM drain with it for idle keep-alive clients, which never answer it).
+SHUTDOWN_TIMEOUT: Final = 2.0
+HANDSHAKE_TIMEOUT: Final = 5.0  # seconds from the first byte to a finished handshake (or the policy's header_timeout)
+TOO_MANY_HANDSHAKES: Final = "too_many_handshakes"  # the reason label of a handshake reset by the cap
 # OpenSSL reasons when the caller's certificate is missing or not from --tls-client-ca.
 _CLIENT_CERTIFICATE: Final = frozenset(
     {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
@@ -73,6 +93,10 @@ def _load(files: ListenerTlsFiles) -> _Loaded:
     context.set_ciphers(MOZILLA_INTERMEDIATE_CIPHERS)
     # No compression (CRIME), no renegotiation, no session tickets (Mozilla: their keys would outlive a rotation).
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    # OP_NO_TICKET alone only makes OpenSSL 3's TLS 1.3 tickets stateful (still resumable, without a certificate):
+    # no TLS 1.3 tickets at all, so every TLS 1.3 connection is a full handshake. (TLS 1.2 session-ID resumption
+    # from OpenSSL's per-context cache has no switch in Python's ssl: see docs/tls.md.)
+    context.num_tickets = 0
     context.set_alpn_protocols(["http/1.1"])  # HTTP/1.1 only; a client that offers only h2 gets no ALPN answer
     try:
         context.load_cert_chain(files.cert, files.key, password=_encrypted_key)
@@ -160,6 +184,12 @@ class ListenerTls:
         cause = getattr(exc, "reason", None) or type(exc).__name__
         logger.info("tls handshake failed", extra={"fields": {"client_ip": client, "kind": kind, "cause": cause}})
 
+    def handshake_evicted(self, client: str | None) -> None:
+        """An unfinished handshake reset by the per-worker cap (MAX_HANDSHAKES)."""
+        self._metrics.tls_handshake_failures.labels(TOO_MANY_HANDSHAKES).inc()
+        fields = {"client_ip": client, "kind": TOO_MANY_HANDSHAKES, "cause": f"over {MAX_HANDSHAKES} in the handshake"}
+        logger.info("tls handshake failed", extra={"fields": fields})
+
 
 def _failure_kind(exc: BaseException) -> str:
     """The `reason` label of sidecar_tls_handshake_failures_total."""
@@ -175,11 +205,44 @@ def _failure_kind(exc: BaseException) -> str:
     return "closed"
 
 
+class _TlsLayer(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a 32 KiB read buffer instead of 256 KiB (allocated per connection, at once). Safe:
+    a TLS record is at most 16 KiB plus 2 KiB of overhead, and asyncio reads and decrypts in a loop until nothing is
+    left, so a smaller buffer only means more reads of a large body, never a lost or cut record."""
+
+    max_size = 32 * 1024
+    evicted = False  # reset by the handshake cap (counted there, not again as `closed`)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        # asyncio aborts a failed handshake without sending what OpenSSL queued: the alert that tells the client
+        # why (certificate required, protocol version). Sent first, so a client reports the reason, not a reset.
+        transport = cast(asyncio.Transport | None, self._transport)
+        if handshake_exc is not None and transport is not None:
+            alert = self._outgoing.read()  # type: ignore[attr-defined]  # typeshed lacks it; 3.11-3.13 have it
+            if alert:
+                transport.write(alert)
+        super()._on_handshake_complete(handshake_exc)
+
+    def evict(self, transport: asyncio.Transport) -> None:
+        """Reset now, and OpenSSL's state and the buffer freed now: the transport's end (and with it this object's)
+        comes in a later loop turn, and a burst of new handshakes read in one turn would otherwise hold every
+        evicted one's memory until then."""
+        self.evicted = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a reset (RST) the client sees as one, not an ordinary end of the connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()  # no more reads; connection_lost (which does not touch OpenSSL's state) follows
+        self._sslobj = None
+        self._ssl_buffer = bytearray()
+        self._ssl_buffer_view = memoryview(self._ssl_buffer)
+
+
 class _TlsFront(asyncio.Protocol):
     """A new connection until its first bytes: TLS goes on to the handshake, plain HTTP gets a 400."""
 
     inner: ClassVar[type[GuardedProtocol]]
     tls: ClassVar[ListenerTls]
+    handshaking: ClassVar[dict[_TlsLayer, asyncio.Transport]]  # this worker's unfinished handshakes, oldest first
 
     def __init__(
         self,
@@ -244,17 +307,22 @@ class _TlsFront(asyncio.Protocol):
     def _start_tls(self, data: bytes) -> None:
         assert self._transport is not None
         transport, client = self._transport, self._client()
+        if len(self.handshaking) >= MAX_HANDSHAKES:
+            _evict_oldest(self.handshaking, self.tls)
         waiter = self._loop.create_future()
-        timeout = self.inner.guard.limits.header_timeout
-        layer = sslproto.SSLProtocol(
+        layer = _TlsLayer(
             self._loop,
             self._app,
             self.tls.context,
             waiter,
             server_side=True,
-            ssl_handshake_timeout=timeout,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds
+            # typeshed says int; asyncio takes seconds
+            ssl_handshake_timeout=min(HANDSHAKE_TIMEOUT, self.inner.guard.limits.header_timeout),  # type: ignore[arg-type]
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
-        waiter.add_done_callback(lambda done: _handshake_done(done, self.tls, client))
+        self.handshaking[layer] = transport
+        handshaking, tls = self.handshaking, self.tls
+        waiter.add_done_callback(lambda done: _handshake_done(done, tls, client, layer, handshaking))
         transport.set_protocol(layer)
         layer.connection_made(transport)
         view = memoryview(data)
@@ -266,8 +334,24 @@ class _TlsFront(asyncio.Protocol):
             view = view[size:]
 
 
-def _handshake_done(waiter: asyncio.Future[None], tls: ListenerTls, client: str | None) -> None:
-    if not waiter.cancelled() and waiter.exception() is not None:
+def _evict_oldest(handshaking: dict[_TlsLayer, asyncio.Transport], tls: ListenerTls) -> None:
+    """Resets the worker's oldest unfinished handshake (a reset, not a close: nothing is owed to it)."""
+    oldest = next(iter(handshaking))
+    transport = handshaking.pop(oldest)
+    peer = transport.get_extra_info("peername")
+    oldest.evict(transport)
+    tls.handshake_evicted(str(peer[0]) if peer else None)
+
+
+def _handshake_done(
+    waiter: asyncio.Future[None],
+    tls: ListenerTls,
+    client: str | None,
+    layer: _TlsLayer,
+    handshaking: dict[_TlsLayer, asyncio.Transport],
+) -> None:
+    handshaking.pop(layer, None)
+    if not layer.evicted and not waiter.cancelled() and waiter.exception() is not None:
         tls.handshake_failed(waiter.exception(), client)  # type: ignore[arg-type]
 
 
@@ -279,4 +363,5 @@ def tls_protocol_for(inner: type[GuardedProtocol], tls: ListenerTls) -> type[asy
 
     Bound.inner = inner
     Bound.tls = tls
+    Bound.handshaking = {}
     return Bound

@@ -29,7 +29,14 @@ _KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELET
 # sidecar_ratelimit_store_errors_total{error}: no answer in time, no connection, credentials refused, anything else.
 STORE_ERRORS: Final = ("timeout", "unreachable", "auth", "error")
 # sidecar_tls_handshake_failures_total{reason} (edge/tls.py classifies).
-TLS_HANDSHAKE_FAILURES: Final = ("client_certificate", "refused_by_client", "protocol", "timeout", "closed")
+TLS_HANDSHAKE_FAILURES: Final = (
+    "client_certificate",
+    "refused_by_client",
+    "protocol",
+    "timeout",
+    "closed",
+    "too_many_handshakes",
+)
 _BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -199,7 +206,8 @@ class Metrics:
             "sidecar_tls_handshake_failures",
             "TLS handshakes on the proxy listener that failed, by reason: client_certificate (none, or not from "
             "--tls-client-ca), refused_by_client (the client did not accept our certificate), protocol (no common "
-            "version or cipher, not TLS), timeout, closed.",
+            "version or cipher, not TLS), timeout, closed, too_many_handshakes (an unfinished handshake reset: over "
+            "256 in the handshake in one worker).",
             ["reason"],
             registry=registry,
         )

@@ -166,10 +166,15 @@ _PLAIN: Final = (
     ("but found another document", 'a second document ("---"): a policy file holds one', False),
     ("found unknown escape character", 'an unknown escape in a "double-quoted" value: use single quotes', False),
 )
-# Shown lines hide what may be a secret: a URL's query (a SAS `sig`) and the value of a secret-looking key.
+# Shown lines hide what may be a secret: a URL's query (a SAS `sig`), the value of a secret-looking key or of a
+# `tls:` key (PEM text may be inline), PEM blocks and long base64 runs (a line of a key, wherever YAML stopped).
 _QUERY: Final = re.compile(r"\?[^\s\"']+")
 _REFERENCE: Final = re.compile(r"\$\{[^{}\s]*\}")
-_SECRET_VALUE: Final = re.compile(r"((?:secret|password|token|sig)\w*\s*:\s*).+", re.IGNORECASE)
+_SECRET_VALUE: Final = re.compile(
+    r"((?:secret|password|token|sig)\w*\s*:\s*|(?:client_key|client_cert|ca_file)\s*:\s*).+", re.IGNORECASE
+)
+_PEM: Final = re.compile(r"-----BEGIN.*?(?:-----END[^-]*-----|$)")
+_BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+/=]{40,}")
 
 
 def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
@@ -182,6 +187,8 @@ def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
     lines = text.splitlines()
     line = lines[mark.line] if mark.line < len(lines) else ""
     plain = _unquoted_reference(exc, lines) or plain
+    if _inside_pem(lines, mark.line):  # a line of a multi-line PEM block: none of it is shown
+        line = line[: len(line) - len(line.lstrip())] + "***"
     shown = _hidden(line).replace("\t", " ")
     column = min(len(_hidden(line[: mark.column])), len(shown))  # where the place is once secrets are hidden
     return mark.line + 1, f"{plain}\n    {shown}\n    {' ' * column}^"
@@ -202,7 +209,17 @@ def _unquoted_reference(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | No
 
 
 def _hidden(line: str) -> str:
+    line = _BASE64_RUN.sub("***", _PEM.sub("***", line))
     return _SECRET_VALUE.sub(lambda m: m.group(1) + "***", _QUERY.sub("?***", line))
+
+
+def _inside_pem(lines: list[str], index: int) -> bool:
+    """Whether line `index` comes after a line opening a -----BEGIN block and before the line that closes it."""
+    for line in reversed(lines[:index]):
+        end, begin = line.rfind("-----END"), line.rfind("-----BEGIN")
+        if end >= 0 or begin >= 0:
+            return begin > end
+    return False
 
 
 class _Loader(yaml.SafeLoader):

@@ -220,6 +220,11 @@ class SidecarProcess:
         assert self._process is not None
         return self._process.pid
 
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the process has ended (subprocess.TimeoutExpired if it is still running then)."""
+        assert self._process is not None
+        return self._process.wait(timeout=timeout)
+
     def stop(self) -> int:
         assert self._process is not None
         if self._process.poll() is None:
