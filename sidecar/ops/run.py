@@ -51,7 +51,12 @@ async def run_sidecar(
     runtime.audit_all = options.audit
     forward_auth = ForwardAuth.configured(runtime, options)
     # HTTPS on the proxy listener only: probes and Prometheus reach the admin listener, on its own port, in plain HTTP.
-    tls = ListenerTls(options.tls, runtime.metrics) if options.tls is not None else None
+    watcher = (
+        CertificateWatcher(options.tls, options.reload_interval, options.reload_settle)
+        if options.tls is not None
+        else None
+    )
+    tls = watcher.serving(ListenerTls(options.tls, runtime.metrics)) if watcher and options.tls is not None else None
     proxy_protocol = protocol_for(Guard(runtime))
     listeners = [
         *before,
@@ -75,7 +80,6 @@ async def run_sidecar(
         if reload_from
         else None
     )
-    watcher = CertificateWatcher(tls, options.reload_interval, options.reload_settle) if tls is not None else None
     background: list[asyncio.Future[Any]] = []
 
     async def started() -> None:

@@ -132,7 +132,7 @@ def test_tls_1_1_is_refused_and_counted(tmp_path: Path, upstream: ThreadServer) 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_a_secret_rotated_under_load_loses_no_request_and_new_handshakes_get_the_new_certificate(
-    tmp_path: Path, upstream: ThreadServer, workers: int
+    tmp_path: Path, upstream: ThreadServer, workers: int, request: pytest.FixtureRequest
 ) -> None:
     ca = trustme.CA()
     first, second = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
@@ -140,6 +140,7 @@ def test_a_secret_rotated_under_load_loses_no_request_and_new_handshakes_get_the
     with _sidecar(tmp_path, upstream, secret, workers=workers) as sidecar:
         port, context = _port(sidecar), _client_context(ca)
         kept = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+        request.addfinalizer(kept.close)  # closed even when the test fails: no TLS socket left to a later test
         kept.request("GET", "/echo/kept")
         assert kept.getresponse().read() and kept.sock is not None
         kept_socket = kept.sock
