@@ -101,6 +101,24 @@ def test_every_other_spelling_is_refused_as_spoofed(ingress: str, spelling: byte
     assert refused(ingress, method, raw_path, sent) is Reason.FORWARD_AUTH_SPOOFED
 
 
+# The method and URL overrides the proxy drops on the way upstream (docs/forwarding.md). In forward-auth the
+# ingress, not the sidecar, forwards the request: the application would receive them (Symfony and Laravel read
+# X-HTTP-Method-Override on every POST; IIS and Zend X-Rewrite-URL), and act on another method or path than the
+# one decided. Written out here rather than imported, so that a name dropped from the module fails this test.
+OVERRIDES = [b"x-http-method-override", b"x-http-method", b"x-method-override", b"x-rewrite-url"]
+OVERRIDE_SPELLINGS = sorted({*OVERRIDES, *(name.replace(b"-", b"_") for name in OVERRIDES)})
+
+
+@pytest.mark.parametrize("ingress", FORWARD_AUTH_INGRESSES)
+@pytest.mark.parametrize("spelling", OVERRIDE_SPELLINGS, ids=[s.decode() for s in OVERRIDE_SPELLINGS])
+def test_a_method_or_url_override_is_refused_as_spoofed(ingress: str, spelling: bytes) -> None:
+    """A POST to an open route carrying `X-HTTP-Method-Override: DELETE` is a DELETE to the application behind
+    the ingress: the request is refused, whatever the override says and wherever it stands."""
+    method, raw_path, headers = asks(ingress, "POST", "/orders")
+    for sent in ([(spelling, b"DELETE"), *headers], [*headers, (spelling, b"/admin")]):
+        assert refused(ingress, method, raw_path, sent) is Reason.FORWARD_AUTH_SPOOFED
+
+
 OWN = [(ingress, name) for ingress, reads in READS.items() if reads is not None for name in reads]
 
 
@@ -518,6 +536,27 @@ async def test_a_spoofed_original_is_refused_counted_and_never_logged_as_a_path(
     assert [(line["reason"], line["path"], line["route"]) for line in sidecar.lines] == [
         ("forward_auth_spoofed", None, None)
     ] * 3
+
+
+@pytest.mark.parametrize("ingress", FORWARD_AUTH_INGRESSES)
+@module_loop
+async def test_a_method_override_is_refused_counted_even_with_a_good_token(
+    ingress: str, build: Build, demo_issuer: tuple[DemoIssuer, ThreadServer]
+) -> None:
+    """lisa may POST to payroll; her POST carrying X-HTTP-Method-Override: DELETE would run a DELETE behind the
+    ingress, which no rule decided: 403 forward_auth_spoofed, no identity headers, counted with route (none)."""
+    sidecar = await build(ingress)
+    auth_method, raw_path, headers = asks(ingress, "POST", "/flows/payroll")
+    before = sidecar.counters()
+    answer = await sidecar.call(
+        auth_method, raw_path, [*headers, *bearer(demo_issuer[0], LISA), (b"x-http-method-override", b"DELETE")]
+    )
+    assert (answer.status, answer.problem()["reason"]) == (403, "forward_auth_spoofed")
+    assert not [name for name, _ in answer.headers if name.startswith(b"x-auth-")]
+    assert sidecar.counted_since(before) == {
+        ("requests", "(none)", auth_method, "403"): 1,
+        ("rejections", "(none)", "forward_auth_spoofed", "enforce"): 1,
+    }
 
 
 @pytest.mark.parametrize("ingress", FORWARD_AUTH_INGRESSES)
