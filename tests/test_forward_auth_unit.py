@@ -448,6 +448,26 @@ async def test_an_open_route_is_200_with_every_identity_header_empty(ingress: st
     ]
 
 
+UNDERSCORED = [b"x_auth_user", b"x-auth_user", b"x_auth-subject", b"x_auth_roles"]
+
+
+@pytest.mark.parametrize("ingress", FORWARD_AUTH_INGRESSES)
+@pytest.mark.parametrize("name", UNDERSCORED, ids=[n.decode() for n in UNDERSCORED])
+@module_loop
+async def test_a_clients_identity_header_spelled_with_underscores_is_refused(
+    ingress: str, name: bytes, build: Build
+) -> None:
+    """The ingress overwrites X-Auth-User with the answer's value, not a client's X_Auth_User, which Envoy and
+    Traefik pass on to the application and which PHP, uWSGI and older gunicorn and Puma read as X-Auth-User (the
+    proxy strips it; here the sidecar cannot): a tokenless call to an open route naming itself admin that way is
+    403 forward_auth_spoofed, counted, not 200."""
+    sidecar = await build(ingress)
+    before = sidecar.counters()
+    answer = await sidecar.ask(ingress, "GET", "/public/x", [(name, b"admin@contoso.com")])
+    assert (answer.status, answer.problem()["reason"]) == (403, "forward_auth_spoofed")
+    assert sidecar.counted_since(before)[("rejections", "(none)", "forward_auth_spoofed", "enforce")] == 1
+
+
 @pytest.mark.parametrize("ingress", FORWARD_AUTH_INGRESSES)
 @module_loop
 async def test_a_missing_token_is_401_with_the_challenge_and_counted(ingress: str, build: Build) -> None:

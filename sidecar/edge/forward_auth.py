@@ -18,7 +18,7 @@ from sidecar.edge.exchange import Exchange
 from sidecar.edge.head import read_head
 from sidecar.edge.runtime import Runtime, Snapshot
 from sidecar.options import ServeOptions
-from sidecar.policy.model import Identity
+from sidecar.policy.model import Identity, IdentityHeaders
 from sidecar.reasons import Reason, Rejection
 from sidecar.upstream.target import identity_header_values
 
@@ -78,6 +78,16 @@ def original_request(
     return original_method.decode("latin-1").upper(), _path_of(uri)
 
 
+def _refuse_underscored_identity(headers: Sequence[tuple[bytes, bytes]], names: IdentityHeaders) -> None:
+    """Raises Rejection FORWARD_AUTH_SPOOFED for a client's identity header spelled with `_` (`X_Auth_User`). The
+    ingress overwrites the real names with the answer's values, never this one, and Envoy and Traefik pass it on to
+    the application, which PHP, uWSGI and older gunicorn and Puma read as X-Auth-User; the proxy strips it on the way
+    upstream, here only a refusal keeps it from the application."""
+    identity = {name.lower().encode("ascii") for name in names.names()}
+    if any(b"_" in name and name.replace(b"_", b"-") in identity for name, _ in headers):
+        raise Rejection(Reason.FORWARD_AUTH_SPOOFED)
+
+
 def _path_of(uri: bytes) -> bytes:
     """The path of a request target as the ingress received it: origin form (`/p?q`), or absolute (`https://h/p?q`,
     ingress-nginx's X-Original-URL). Refused (INVALID_PATH) rather than guessed: control characters and spaces
@@ -118,6 +128,7 @@ class ForwardAuth:
         method, raw_path = scope["method"], scope.get("raw_path") or b""
         try:
             method, raw_path = original_request(self._reads, headers, method, raw_path, self._prefix)
+            _refuse_underscored_identity(headers, snapshot.policy.identity_headers)
         except Rejection as rejection:
             decision = Decision(reason=rejection.reason)  # no path: the log never records one the client made up
         else:

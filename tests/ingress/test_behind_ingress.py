@@ -70,6 +70,21 @@ def test_an_open_route_reaches_the_application_and_a_clients_identity_headers_ne
         assert reached[0].values(name) in ([], [""]), (name, reached[0].headers)
 
 
+@pytest.mark.parametrize("spelling", ["X_Auth_User", "X-Auth_User", "X_Auth_Roles"])
+def test_a_clients_identity_header_spelled_with_underscores_never_reaches_the_application(
+    stack: Stack, spelling: str
+) -> None:
+    """The ingress overwrites X-Auth-User, not X_Auth_User, which PHP, uWSGI and older gunicorn and Puma read as the
+    same header: nginx and Caddy drop it, and Envoy's snippet shows it to the sidecar, which refuses it (it went to
+    the application before)."""
+    response, reached = call(stack, "GET", "/public/x", [(spelling, "admin@contoso.com")])
+    if response.status_code == 403:
+        assert reached == []
+        return
+    assert response.status_code == 200
+    assert [[v for name, v in seen.headers if "_" in name] for seen in reached] == [[]]
+
+
 def test_an_allowed_preflight_reaches_the_application(stack: Stack) -> None:
     response, reached = call(stack, "OPTIONS", "/flows/browser", PREFLIGHT)
     assert response.status_code == 200
