@@ -2,7 +2,8 @@
 
 The ingress asks before it proxies: 200 with the identity headers, or 401/403 with WWW-Authenticate. No upstream is
 called. The original method and URI are read only where the configured ingress puts them; any other spelling, or a
-second copy, is a client's own (the ingresses pass those through) and the request is refused.
+second copy, is a client's own (the ingresses pass those through) and the request is refused, as is one carrying a
+method or URL override, which the application behind the ingress would act on.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from sidecar.edge.exchange import Exchange
 from sidecar.edge.head import read_head
 from sidecar.edge.runtime import Runtime, Snapshot
 from sidecar.options import ServeOptions
-from sidecar.policy.model import Identity
+from sidecar.policy.model import Identity, IdentityHeaders
 from sidecar.reasons import Reason, Rejection
 from sidecar.upstream.target import identity_header_values
 
-__all__ = ["ORIGINAL_HEADERS", "READS", "ForwardAuth", "original_request"]
+__all__ = ["ORIGINAL_HEADERS", "OVERRIDE_HEADERS", "READS", "ForwardAuth", "original_request"]
 
 # Where each ingress puts the original request (URI header, method header); None: Envoy's ext_authz, which asks
 # with the original method, at path_prefix + the original path. The names are FORWARD_AUTH_INGRESSES (options.py).
@@ -37,6 +38,13 @@ READS: Final[dict[str, tuple[bytes, bytes] | None]] = {
 ORIGINAL_HEADERS: Final = frozenset(
     {b"x-original-url", b"x-original-uri", b"x-forwarded-uri", b"x-original-method", b"x-forwarded-method"}
 )
+# The method and URL overrides the proxy drops on the way upstream (sidecar/upstream/target.py). Here the ingress
+# forwards the request and the application receives them (Symfony and Laravel read X-HTTP-Method-Override on every
+# POST, IIS and Zend X-Rewrite-URL): no ingress sets one, so a client did, and the decision would not be about the
+# method or path the application runs. Refused like a spoofed original, `_` read as `-`.
+OVERRIDE_HEADERS: Final = frozenset(
+    {b"x-http-method-override", b"x-http-method", b"x-method-override", b"x-rewrite-url"}
+)
 _HOST: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~:[]")  # host[:port]
 
 
@@ -48,10 +56,14 @@ def original_request(
     prefix: bytes,
 ) -> tuple[str, bytes]:
     """The original (method, raw path) the ingress asks about. Raises Rejection: FORWARD_AUTH_SPOOFED when an
-    original URI or method header is not the ingress's own, INVALID_PATH when the request names no usable one."""
+    original URI or method header is not the ingress's own or a method or URL override is present, INVALID_PATH
+    when the request names no usable one."""
     found: dict[bytes, bytes] = {}
     for name, value in headers:
-        if name.replace(b"_", b"-") not in ORIGINAL_HEADERS:
+        spelled = name.replace(b"_", b"-")
+        if spelled in OVERRIDE_HEADERS:
+            raise Rejection(Reason.FORWARD_AUTH_SPOOFED)
+        if spelled not in ORIGINAL_HEADERS:
             continue
         if reads is None or name not in reads or name in found:  # another spelling, or a second copy
             raise Rejection(Reason.FORWARD_AUTH_SPOOFED)
@@ -64,6 +76,16 @@ def original_request(
     if uri is None or not original_method:
         raise Rejection(Reason.INVALID_PATH)  # an ingress that does not say both is misconfigured: never guess
     return original_method.decode("latin-1").upper(), _path_of(uri)
+
+
+def _refuse_underscored_identity(headers: Sequence[tuple[bytes, bytes]], names: IdentityHeaders) -> None:
+    """Raises Rejection FORWARD_AUTH_SPOOFED for a client's identity header spelled with `_` (`X_Auth_User`). The
+    ingress overwrites the real names with the answer's values, never this one, and Envoy and Traefik pass it on to
+    the application, which PHP, uWSGI and older gunicorn and Puma read as X-Auth-User; the proxy strips it on the way
+    upstream, here only a refusal keeps it from the application."""
+    identity = {name.lower().encode("ascii") for name in names.names()}
+    if any(b"_" in name and name.replace(b"_", b"-") in identity for name, _ in headers):
+        raise Rejection(Reason.FORWARD_AUTH_SPOOFED)
 
 
 def _path_of(uri: bytes) -> bytes:
@@ -106,6 +128,7 @@ class ForwardAuth:
         method, raw_path = scope["method"], scope.get("raw_path") or b""
         try:
             method, raw_path = original_request(self._reads, headers, method, raw_path, self._prefix)
+            _refuse_underscored_identity(headers, snapshot.policy.identity_headers)
         except Rejection as rejection:
             decision = Decision(reason=rejection.reason)  # no path: the log never records one the client made up
         else:

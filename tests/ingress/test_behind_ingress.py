@@ -70,6 +70,21 @@ def test_an_open_route_reaches_the_application_and_a_clients_identity_headers_ne
         assert reached[0].values(name) in ([], [""]), (name, reached[0].headers)
 
 
+@pytest.mark.parametrize("spelling", ["X_Auth_User", "X-Auth_User", "X_Auth_Roles"])
+def test_a_clients_identity_header_spelled_with_underscores_never_reaches_the_application(
+    stack: Stack, spelling: str
+) -> None:
+    """The ingress overwrites X-Auth-User, not X_Auth_User, which PHP, uWSGI and older gunicorn and Puma read as the
+    same header: nginx and Caddy drop it, and Envoy's snippet shows it to the sidecar, which refuses it (it went to
+    the application before)."""
+    response, reached = call(stack, "GET", "/public/x", [(spelling, "admin@contoso.com")])
+    if response.status_code == 403:
+        assert reached == []
+        return
+    assert response.status_code == 200
+    assert [[v for name, v in seen.headers if "_" in name] for seen in reached] == [[]]
+
+
 def test_an_allowed_preflight_reaches_the_application(stack: Stack) -> None:
     response, reached = call(stack, "OPTIONS", "/flows/browser", PREFLIGHT)
     assert response.status_code == 200
@@ -109,7 +124,9 @@ NOT_PASSED: Final = {
     "ingress-nginx": {"X-Original-Url", "X-Original-Method"} | {s for s in SPELLINGS if "_" in s},
     # header_up sets its two; Caddy does not pass header names with `_` on to the auth service either.
     "caddy": {"X-Forwarded-Uri", "X-Forwarded-Method"} | {s for s in SPELLINGS if "_" in s},
-    "envoy": set(SPELLINGS),  # only allowed_headers are sent
+    # Envoy sends only allowed_headers, which in the snippet name every spelling so that the sidecar refuses them
+    # (left out, they went to the application instead).
+    "envoy": set(),
 }
 
 
@@ -155,6 +172,33 @@ def test_an_allowed_call_is_decided_on_the_ingress_value_not_the_clients(
         assert (response.status_code, [seen.path for seen in reached]) == (200, ["/flows/payroll"])
     else:
         assert (response.status_code, reached) == (403, [])
+
+
+# Headers by which an application runs another method or serves another path than the one decided (Symfony and
+# Laravel read X-HTTP-Method-Override on a POST; IIS, Zend and old Symfony X-Original-URL and X-Rewrite-URL; PHP reads
+# `_` as `-`). The proxy drops them; here the ingress forwards the request, so it must not carry them on.
+OVERRIDES: Final = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Rewrite-URL", "X_Rewrite_URL"]
+# The known limit (SECURITY.md): ingress-nginx replaces its own two on the auth request only, and its annotations
+# cannot remove a client's copies from the proxied request, so those reach the application as the client sent them.
+REACH_THE_APPLICATION: Final = {"ingress-nginx": {"X-Original-Url", "X-Original-Method"}}
+
+
+@pytest.mark.parametrize("spelling", [*SPELLINGS, *OVERRIDES])
+def test_a_clients_override_or_original_header_never_reaches_the_application(
+    stack: Stack, spelling: str, issuer: DemoIssuer
+) -> None:
+    """lisa's allowed POST carrying a client's method or URL header of any spelling: refused (403, the application
+    not called), or it reaches the application without that header; never the decided request with the client's
+    other method or path beside it (nginx replaced its X-Original-URI on the auth request only)."""
+    value = "DELETE" if spelling.lower().endswith(("method", "override")) else "/nowhere"
+    response, reached = call(stack, "POST", "/flows/payroll", [*bearer(issuer, LISA), (spelling, value)])
+    if response.status_code == 403:
+        assert reached == []
+        return
+    folded = spelling.lower().replace("_", "-")
+    passed_on = [value] if spelling in REACH_THE_APPLICATION.get(stack.ingress.name, set()) else []
+    assert response.status_code == 200, stack.ingress.output()
+    assert [[v for name, v in seen.headers if name.replace("_", "-") == folded] for seen in reached] == [passed_on]
 
 
 TRACE: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
