@@ -11,7 +11,8 @@ costs time quadratic in its length and memory without bound, on the event loop e
 read toward max_header_bytes as it arrives bounds both. The checks ride on parser callbacks uvicorn already
 receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
 with it the upstream connection that response streams from: a timer runs only while the transport is paused for
-want of room (a reset ends it).
+want of room (a reset ends it). A refusal closes lingering (sidecar/edge/linger.py), so that a client still sending
+reads it; a chunked body whose framing breaks mid-request is refused by the gate, told through `body_checked`.
 
 uvicorn has no public protocol API: what this builds on (the copied `data_received`, the private methods it
 calls, the overridden callbacks) is pinned by tests/test_dependency_internals.py, and uvicorn bounded to the minor
@@ -171,6 +172,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         self._closing.forget()
+        self.transport = self._closing.raw  # gone: uvicorn's close now is the transport's own, never a lingering one
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -322,7 +324,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def _refuse(self, reason: Reason) -> None:
         """Answer and close, lingering; while an earlier (pipelined) request's response is still being written,
         let it end and close then, with no answer for this head (writing one would cut into that response). A body
-        found malformed while its request is being answered is the gate's to refuse: see `body_checked`."""
+        found malformed while its request is being answered is the gate's to refuse (see `body_checked`); after its
+        answer, the connection just closes."""
         self._cancel_timers()
         self._in_head = False
         self._refused = True
@@ -334,6 +337,9 @@ class GuardedProtocol(HttpToolsProtocol):
             if cycle.more_body:  # the error is in this request's body (a later head would follow its end)
                 cycle.scope["extensions"][BAD_BODY] = {}  # its presence tells (extensions hold dicts)
                 cycle.message_event.set()  # wakes a forward waiting for the body
+            return
+        if cycle is not None and cycle.more_body:  # the body of a request already answered, read to be dropped
+            self._closing.linger()  # no second answer: it would pass for the answer to the client's next request
             return
         method = self.parser.get_method().decode("ascii", "replace") if getattr(self, "url", b"") else None
         client = self.client[0] if self.client else None

@@ -56,10 +56,10 @@ def _listener(servers: Limited, name: str) -> str:
 _BIG = [("X-Big", "v" * 20000)]  # past the proxy's head limit (12 KiB) and the admin's (8 KiB)
 # (listener, what the client sends first, status, reason): each is refused while the client may still send.
 STILL_SENDING = [
-    pytest.param("admin", b"GET /metrics HTTP/1.1\r\nHost: admin\r\nX-Slow: ", 408, "header_timeout", id="admin-408"),
+    pytest.param("admin", b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Slow: ", 408, "header_timeout", id="admin-408"),
     pytest.param("admin", head("GET", "/metrics", _BIG), 431, "headers_too_large", id="admin-431"),
     pytest.param("admin", b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request", id="admin-400"),
-    pytest.param("proxy", b"POST /small/a HTTP/1.1\r\nHost: sidecar\r\nX-Slow: ", 408, "header_timeout", id="proxy-408"),
+    pytest.param("proxy", b"POST /small/a HTTP/1.1\r\nHost: a\r\nX-Slow: ", 408, "header_timeout", id="proxy-408"),
     pytest.param("proxy", head("POST", "/small/b", _BIG), 431, "headers_too_large", id="proxy-431"),
     pytest.param("proxy", b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request", id="proxy-400"),
     # Refused by the gate (the declared length), answered by uvicorn with Connection: close, the body unread.
@@ -168,3 +168,14 @@ def test_an_invalid_first_chunk_size_is_400_and_the_upstream_never_asked(
     assert (reply.status, reply.json()["reason"]) == (400, "bad_request")
     assert rejections(admin, "signed", "bad_request") == before + 1
     assert [s for s in servers.recorder.seen if s.path.endswith("/first")] == []  # answered before any upstream
+
+
+def test_an_invalid_chunk_size_after_the_answer_closes_without_a_second_answer(servers: Limited) -> None:
+    """Refused on its head (401: no token) while its chunked body was still coming, then `zz`: the connection ends,
+    with no 400 after the 401 (a client would take it for the answer to its next request)."""
+    request = head("POST", "/signed/after", [("Transfer-Encoding", "chunked")])
+    with connect(servers.sidecar.proxy, timeout=DEADLINE) as sock:
+        sock.sendall(request + b"5\r\nhello\r\n")
+        assert read_reply(sock, timeout=DEADLINE).status == 401
+        sock.sendall(b"zz\r\n")
+        assert sock.recv(65536) == b""  # was: a 400 bad_request
