@@ -403,3 +403,14 @@ def test_the_issuer_step_names_every_issuer_the_route_accepts(world: World) -> N
         Reason.WRONG_ISSUER,
         [Step("issuer", False, "iss 'https://evil.test'; this route accepts no JWT issuer")],
     )
+
+
+@pytest.mark.parametrize("iss", [["x"], {"x": 1}, 42], ids=["list", "object", "number"])
+def test_hand_written_claims_with_an_iss_that_is_not_a_string_are_malformed_not_a_crash(
+    world: World, iss: object
+) -> None:
+    """`sidecar explain --claims '{"iss": ["x"]}'` answered with a traceback (TypeError in handclaims)."""
+    assert traced_claims(world.verifier, {"oid": "lisa", "iss": iss}) == (
+        Reason.MALFORMED_TOKEN,
+        [Step("issuer", False, f"iss {iss!r}; {ACCEPTS}")],
+    )
