@@ -139,6 +139,11 @@ def issuer_ok(iss: str) -> Step:
     return Step("issuer", True, f"iss '{iss}'; {ACCEPTS}")
 
 
+def up_to_the_key(token: str) -> list[Step]:
+    """The steps of a token of `main` before its key is looked up, all held."""
+    return [size_ok(token), FORMAT_OK, issuer_ok(ISSUER), ALGORITHM_OK]
+
+
 async def traced(verifier: Verifier, token: str, allowed: frozenset[str] = ALL) -> tuple[Identity | Reason, list[Step]]:
     """What verification gave (the identity, or the reason of the refusal) and the steps it showed."""
     trace: list[Step] = []
@@ -181,10 +186,7 @@ async def test_an_accepted_plain_token_has_no_tenant_step(world: World) -> None:
     identity, steps = await traced(world.verifier, token)
     assert isinstance(identity, Identity) and identity.provider == "main"
     assert steps == [
-        size_ok(token),
-        FORMAT_OK,
-        issuer_ok(ISSUER),
-        ALGORITHM_OK,
+        *up_to_the_key(token),
         Step("key", True, "kid 'main-1' published by the issuer"),
         SIGNATURE_OK,
         Step("audience", True, f"aud '{AUDIENCE}'; accepted: {AUDIENCE}"),
@@ -197,10 +199,7 @@ async def test_a_bad_signature_ends_at_the_signature_and_its_repeat_says_it_was_
     assert await traced(world.verifier, token) == (
         Reason.BAD_SIGNATURE,
         [
-            size_ok(token),
-            FORMAT_OK,
-            issuer_ok(ISSUER),
-            ALGORITHM_OK,
+            *up_to_the_key(token),
             Step("key", True, "kid 'main-1' published by the issuer"),
             Step("signature", False, "does not verify with the issuer's key"),
         ],
@@ -280,10 +279,7 @@ async def test_refusals_before_the_signature_end_at_their_check(world: World) ->
     assert await traced(world.verifier, stranger) == (
         Reason.UNKNOWN_KEY,
         [
-            size_ok(stranger),
-            FORMAT_OK,
-            issuer_ok(ISSUER),
-            ALGORITHM_OK,
+            *up_to_the_key(stranger),
             Step("key", False, "kid 'stranger' is not published by the issuer (or does not fit the algorithm)"),
         ],
     )
@@ -295,10 +291,7 @@ async def test_the_issuers_keys_unavailable_end_at_the_key_check(world: World) -
     assert await traced(world.verifier, token) == (
         Reason.KEYS_UNAVAILABLE,
         [
-            size_ok(token),
-            FORMAT_OK,
-            issuer_ok(ISSUER),
-            ALGORITHM_OK,
+            *up_to_the_key(token),
             Step("key", False, "the issuer's keys are not available (not fetched, or too old to trust)"),
         ],
     )
