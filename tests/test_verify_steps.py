@@ -1,7 +1,8 @@
 """The verifier's steps as `sidecar explain` and `sidecar test` show them: for a token (or hand-written claims), each
 check in order, whether it held and what it compared, ending at the check that refused. An operator reads these to
 learn why a caller was refused, so each step must name the right check, the right verdict and the right values.
-Also: an Entra `tid` is compared without regard to case."""
+Also: an Entra `tid` is compared without regard to case, and an introspected identity keeps only the claims the
+policy's rules can read."""
 
 from __future__ import annotations
 
@@ -407,3 +408,33 @@ def test_hand_written_claims_with_an_iss_that_is_not_a_string_are_malformed_not_
         Reason.MALFORMED_TOKEN,
         [Step("issuer", False, f"iss {iss!r}; {ACCEPTS}")],
     )
+
+
+@pytest.mark.parametrize(
+    ("read", "kept"),
+    [
+        ({"opaque": frozenset({"sub", "department"})}, {"sub", "department"}),
+        ({}, {"sub", "roles", "aud", "exp"}),  # a provider no rule reads claims of: what the sidecar itself reads
+        (None, {"sub", "roles", "department", "email", "aud", "exp"}),  # explain: every claim
+    ],
+    ids=["named-by-rules", "provider-not-named", "every-claim"],
+)
+async def test_an_introspected_identity_keeps_only_the_claims_the_rules_read(
+    world: World, read: dict[str, frozenset[str]] | None, kept: set[str]
+) -> None:
+    world.idp.answers["opaque-rich"] = {
+        "active": True,
+        "sub": "s",
+        "roles": ["r"],
+        "department": "payroll",
+        "email": "lisa@contoso.com",
+        "aud": "api://opaque",
+        "exp": NOW + 300,
+    }
+    clock = FakeClock(NOW)
+    keys = KeyStore(world.client, FakeClock())
+    verifier = Verifier(
+        world.policy.providers, keys, clock, introspector=Introspector(world.client, clock), claims=read
+    )
+    identity = await verifier.verify("opaque-rich", ALL)
+    assert set(identity.claims) == kept
