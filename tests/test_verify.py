@@ -328,6 +328,19 @@ async def test_cache_entry_expires_at_exp_plus_leeway(
     assert keys.lookups == 2
 
 
+async def test_after_an_issuer_takes_a_key_away_tokens_are_cached_again(
+    verifier: Verifier, keys: CountingKeyStore, providers: dict[str, Provider], issuers: dict[str, FakeIssuer]
+) -> None:
+    """The cache is emptied once when a key goes (a cached token must not outlive its key), then serves again."""
+    await keys.prime([providers["main"]])
+    issuers["main"].jwks = jwks(RSA)  # the EC key taken away
+    await keys.prime([providers["main"]])
+    token = good()
+    first = await verifier.verify(token, ROUTE)
+    assert await verifier.verify(token, ROUTE) is first
+    assert keys.lookups == 1
+
+
 async def test_failures_are_not_cached(verifier: Verifier, keys: CountingKeyStore) -> None:
     token = tamper_payload(good(), sub="admin")
     for _ in range(2):

@@ -67,3 +67,17 @@ def test_a_3072_bit_rsa_signature_ending_in_any_letter_verifies() -> None:
         assert isinstance(world.verify(token, CONTOSO), Identity)
     finally:
         world.close()
+
+
+def test_an_rsa_key_of_an_uncommon_size_verifies() -> None:
+    """Keys from 2048 bits up are accepted whatever their size: a 2096-bit key's 262-byte signature is 350 base64url
+    characters, which need two `=` of padding to decode."""
+    key = rsa_key("entra-1", 2096)
+    world = World()
+    world.contoso.jwks = jwks(key)
+    try:
+        token = mint(entra(), key)
+        assert len(token.rsplit(".", 1)[1]) == 350
+        assert isinstance(world.verify(token, CONTOSO), Identity)
+    finally:
+        world.close()

@@ -39,4 +39,6 @@ def _provider(issuer: object, allowed: Collection[str], providers: Mapping[str, 
     candidates = [providers[name] for name in sorted(allowed) if name in providers and providers[name].issuers]
     if issuer is None:
         return candidates[0] if len(candidates) == 1 else None
+    if not isinstance(issuer, str):  # no provider's: the verifier refuses it as malformed (a list is not hashable)
+        return None
     return next((p for p in candidates if issuer in p.issuers), None)
