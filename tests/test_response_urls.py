@@ -128,6 +128,40 @@ def test_location(rules: Rules, location: str, expected: str | None) -> None:
     assert content_location == seen
 
 
+# Header values in UTF-8, read by browsers as UTF-8 and their host mapped as UTS 46 maps it (full-width digits and
+# letters to ASCII, the ideographic full stops to `.`): the upstream's host in any of these spellings is its host.
+UTF8_URLS = {
+    "full-width-digits": (LOOP, "http://１２７.0.0.1:9512/other", None),
+    "ideographic-full-stop": (LOOP, "http://127。0.0.1:9512/other", None),
+    "full-width-full-stop": (LOOP, "http://127．0．0．1:9512/other", None),
+    "halfwidth-ideographic-full-stop": (LOOP, "http://127｡0｡0｡1:9512/other", None),
+    "full-width-localhost": (LOOP, "http://ｌｏｃａｌｈｏｓｔ:9512/other", None),
+    "full-width-ipv4-of-a-remote-upstream": (FILES, "http://１０.０.０.５:8080/api/v2", None),
+    "full-width-in-the-route-is-dropped-not-rewritten": (LOOP, "http://１２７.0.0.1:9512/pub/x", None),
+    "idn-in-utf8-outside": (IDN, "https://bücher.example/other", None),
+    "full-width-other-address-passes": (LOOP, "http://１０.0.0.5:9512/other", "http://１０.0.0.5:9512/other"),
+    "other-host-with-a-non-ascii-path-passes": (EXACT, "https://other.example/café", "https://other.example/café"),
+}
+
+
+def test_an_extended_anchor_in_full_width_is_read_as_browsers_read_it() -> None:
+    """`anchor*` is percent-encoded UTF-8 (RFC 8187), decoded before it is read: no second decoding breaks it."""
+    link = "<https://ok/>; rel=x; anchor*=UTF-8''http://%EF%BC%91%EF%BC%90.0.0.5:9512/other"
+    assert shown(LOOP, b"link", link.encode()) == link.encode()  # 10.0.0.5: not the upstream
+    assert shown(LOOP, b"link", link.replace("%90", "%92%EF%BC%97").encode()) is None  # １２７.0.0.5: loopback
+
+
+@pytest.mark.parametrize(("rules", "location", "expected"), UTF8_URLS.values(), ids=UTF8_URLS.keys())
+def test_the_upstreams_host_in_utf8_spellings_browsers_map_to_it(
+    rules: Rules, location: str, expected: str | None
+) -> None:
+    for name, value in ((b"location", location), (b"refresh", f"0; url={location}"), (b"link", f"<{location}>")):
+        seen = shown(rules, name, value.encode("utf-8"))
+        assert seen == (None if expected is None else value.encode("utf-8")), name
+    anchored = shown(rules, b"link", f'<https://ok/>; rel=x; anchor="{location}"'.encode())
+    assert anchored == (None if expected is None else f'<https://ok/>; rel=x; anchor="{location}"'.encode())
+
+
 def test_relative_references_resolve_against_the_url_the_request_went_to() -> None:
     sent_to = "http://10.0.0.5:8080/api/v1/dir/a?code=" + FILES_SECRET
     assert shown(FILES, b"location", b"b?x=1", sent_to) == b"/files/dir/b?x=1"

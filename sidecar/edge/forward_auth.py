@@ -91,9 +91,11 @@ def _refuse_underscored_identity(headers: Sequence[tuple[bytes, bytes]], names: 
 def _path_of(uri: bytes) -> bytes:
     """The path of a request target as the ingress received it: origin form (`/p?q`), or absolute (`https://h/p?q`,
     ingress-nginx's X-Original-URL). Refused (INVALID_PATH) rather than guessed: control characters and spaces
-    (a URL parser would silently drop tabs and newlines), and an authority that is not a plain host[:port]
-    (ingress-nginx copies the client's Host, and nginx lets `Host: evil?` through: the path would become a query)."""
-    if any(byte < 0x21 or byte > 0x7E for byte in uri):
+    (a URL parser would silently drop tabs and newlines), a raw `#` anywhere (RFC 9112 has no fragment in a request
+    target, and nginx passes it on to the application as it came, which may read it as a path character), and an
+    authority that is not a plain host[:port] (ingress-nginx copies the client's Host, and nginx lets `Host: evil?`
+    through: the path would become a query)."""
+    if b"#" in uri or any(byte < 0x21 or byte > 0x7E for byte in uri):
         raise Rejection(Reason.INVALID_PATH)
     if not uri.startswith(b"/"):
         scheme, sep, rest = uri.partition(b"://")
@@ -101,7 +103,7 @@ def _path_of(uri: bytes) -> bytes:
         if not sep or scheme.lower() not in (b"http", b"https") or not slash or not _HOST.issuperset(authority):
             raise Rejection(Reason.INVALID_PATH)
         uri = b"/" + tail
-    return uri.partition(b"?")[0].partition(b"#")[0]
+    return uri.partition(b"?")[0]
 
 
 class ForwardAuth:

@@ -106,6 +106,10 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops and `feed_data` raises (a HttpParserCallbackError)."""
 
 
+class _FragmentInTarget(Exception):
+    """Raised from a parser callback: the request target holds a raw `#` (refused 400 invalid_path)."""
+
+
 class _Pipelined(Exception):
     """Raised from a parser callback: too many requests queued unanswered. Parsing stops; `_refuse` lets the
     queued ones be answered and the connection close after them (the answers are the client's to read)."""
@@ -140,6 +144,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._chunk = 0  # the size of the chunk being parsed
         self._begins = 0  # requests begun in the chunk being parsed
         self._too_large = False
+        self._fragment = False  # the head's target held a raw `#` (_FragmentInTarget)
         self._stalled: asyncio.TimerHandle | None = None  # runs while writing is paused (see pause_writing)
         self._unsent = 0  # bytes waiting for the client when that timer was armed
         self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
@@ -195,7 +200,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
-            self._refuse(Reason.HEADERS_TOO_LARGE if self._too_large else Reason.BAD_REQUEST)
+            self._refuse(self._parse_refusal())
             return
         if self._in_head and self._head_started:
             # Whole chunks only: when a chunk also holds the end of an earlier request (pipelining), the head's
@@ -245,6 +250,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if len(self.headers) > limits.max_headers or (maybe_large and self._head_size() > limits.max_header_bytes):
             self._too_large = True
             raise _HeadTooLarge
+        if b"#" in self.url:
+            # RFC 9112 has no fragment in a request target; httptools would cut it off unseen, and a proxy or
+            # application before or behind us may read it as part of the path (`/public/x#/../../admin`).
+            self._fragment = True
+            raise _FragmentInTarget
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -262,6 +272,12 @@ class GuardedProtocol(HttpToolsProtocol):
     def _head_size(self) -> int:
         """The request target plus every header name and value."""
         return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+
+    def _parse_refusal(self) -> Reason:
+        """Why the parser stopped: one of our callbacks' refusals, or the head is malformed."""
+        if self._fragment:
+            return Reason.INVALID_PATH
+        return Reason.HEADERS_TOO_LARGE if self._too_large else Reason.BAD_REQUEST
 
     def _head_timed_out(self) -> None:
         self._timer = None

@@ -120,8 +120,10 @@ class ResponseUrls:
         return None
 
     def _upstream_to_browsers(self, reference: str, base: str) -> bool:
-        """Whether a browser's URL parser reads `reference` as naming the upstream's host (`urlsplit` did not)."""
-        seen = reference.strip(_C0_AND_SPACE).translate(_BROWSER_VIEW)
+        """Whether a browser's URL parser reads `reference` as naming the upstream's host (`urlsplit` did not). A
+        browser reads the header's bytes as UTF-8, and maps the host as UTS 46 does (`host_key`): `１２７。0.0.1` is
+        127.0.0.1, which the latin-1 text compared here is not."""
+        seen = _as_utf8(reference).strip(_C0_AND_SPACE).translate(_BROWSER_VIEW)
         if seen == reference:
             return False
         try:
@@ -174,6 +176,16 @@ class ResponseUrls:
             quoted = rewritten.replace("\\", "\\\\").replace('"', '\\"')
             shown.append(match.group(0) if rewritten == anchor else f'; anchor="{quoted}"')
         return "".join(shown)
+
+
+def _as_utf8(text: str) -> str:
+    """A header value (read as latin-1) as a browser reads a URL in it: its bytes as UTF-8, when they are that."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8, or already decoded text (an `anchor*` value): as it is
+        return text
 
 
 def _consecutive(pattern: re.Pattern[str], text: str) -> list[re.Match[str]] | None:

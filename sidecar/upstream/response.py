@@ -31,7 +31,8 @@ class Broken(UpstreamError):
 
 
 class _Overflow(Exception):
-    """Raised from a parser callback to stop httptools: the head is too large or a second response began."""
+    """Raised from a parser callback to stop httptools: the head is too large or not one HTTP/1.1 lets us relay, or a
+    second response began."""
 
 
 class Link(Protocol):
@@ -97,12 +98,20 @@ class Response:
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
+        codings: list[bytes] = []
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == b"content-length" and value.strip().isdigit():  # llhttp allows whitespace after it
                 self.content_length = int(value)
-            elif lowered == b"transfer-encoding":  # chunked only as the last coding (RFC 9112 §6.3)
-                self._chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+            elif lowered == b"transfer-encoding":
+                codings += (coding.strip() for coding in value.lower().split(b","))
+        if codings:
+            # The body is taken apart and framed again for the client: `chunked` alone can be relayed. Another
+            # coding (`gzip, chunked`, or `gzip` framed by the connection's end) would be lost on the way, the
+            # client reading the coded bytes as the content.
+            if [coding for coding in codings if coding] != [b"chunked"]:
+                raise _Overflow
+            self._chunked = True
         self.head_done = True
         self._moved = True
         if self._no_body:

@@ -47,9 +47,9 @@ class RecordingApp:
         await self._echo(scope, receive, send)
 
     def reached(self, marker: str) -> list[Reached]:
-        """The requests whose query holds `marker` (each test request carries its own)."""
+        """The requests whose query (or path) holds `marker` (each test request carries its own)."""
         with self._lock:
-            return [seen for seen in self._reached if marker in seen.query]
+            return [seen for seen in self._reached if marker in seen.query or marker in seen.path]
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,23 @@ def test_dot_segments_are_decided_as_the_path_they_lead_to(stack: Stack, target:
     assert stack.app.reached(marker) == []
 
 
+@pytest.mark.parametrize("after", [b"#/../../flows/payroll", b"?x=1#/../../flows/payroll", b"#"])
+def test_a_raw_hash_in_the_target_never_reaches_the_application(stack: Stack, after: bytes) -> None:
+    """RFC 9112 has no fragment in a request target. nginx sends a raw `#` on to the application as it came (in
+    X-Original-URI too), and an application reading it as a path character resolves `/public/m#/../../flows/payroll`
+    to `/flows/payroll`: refused (403 invalid_path to nginx), never decided on the part before the `#`. Envoy refuses
+    it itself (400); Caddy escapes one in the path (`%23`), so the sidecar decides, and the application gets, that."""
+    marker = uuid.uuid4().hex
+    target = b"/public/" + marker.encode() + after
+    response = request(stack.ingress.url, target, method=b"POST")
+    reached = stack.app.reached(marker)
+    if stack.ingress.name == "caddy" and after == b"#":
+        assert (response.status, [seen.path for seen in reached]) == (200, [target.decode()])
+    else:
+        assert response.status in (400, 401, 403), response.status
+        assert reached == []
+
+
 @pytest.mark.parametrize("host", [b"evil?", b"evil#", b"ev@il", b"gw.example/public/x?"])
 def test_a_host_header_cannot_move_the_path(stack: Stack, host: bytes) -> None:
     """ingress-nginx builds X-Original-URL as $scheme://$http_host$request_uri: a Host ending in `?` or `#` would put

@@ -8,7 +8,8 @@ route refused), or the exact path the echo upstream received: the path that the 
 What the HTTP parser (uvicorn with httptools) does before the sidecar sees a path, found by these rows:
 - absolute-form (`GET http://host/x HTTP/1.1`): the scheme and authority are dropped, the path is `/x`; a
   target with no path (`http://host`) is refused by the parser with 400.
-- `#`: the fragment is cut from the path (and from the query); the sidecar never sees it.
+- `#`: httptools cuts the fragment from the path (and from the query) unseen; RFC 9112 has no fragment in a request
+  target, so the sidecar's connection layer refuses a raw `#` anywhere in it (400 `invalid_path`).
 - `*` (asterisk-form): reaches the sidecar as the path `*`, refused by normalisation (400).
 - raw tab, space, control or non-ASCII bytes: refused by the parser, answered 400 `bad_request` by the sidecar's
   connection layer (sidecar/edge/protocol.py); a target that takes the head over `limits.max_header_bytes` (64 KiB by
@@ -110,8 +111,10 @@ CONFUSING: dict[str, tuple[bytes, Refused | Echoed]] = {
     "invalid-utf8": (b"/public/%ff", Refused(400)),
     "broken-escape": (b"/public/%zz", Refused(400)),
     "query-holds-dot-dot": (b"/public/x?/../../admin", Echoed("/open/public/x")),
-    "fragment-holds-dot-dot": (b"/public/x#/../../admin", Echoed("/open/public/x")),
-    "fragment-after-admin": (b"/admin#/public/", Refused(401, "admin")),
+    "fragment-holds-dot-dot": (b"/public/x#/../../admin", Refused(400)),
+    "fragment-after-admin": (b"/admin#/public/", Refused(400)),
+    "fragment-after-the-query": (b"/public/x?a=1#/../../admin", Refused(400)),
+    "empty-fragment": (b"/public/x#", Refused(400)),
     "encoded-question-mark": (b"/public/x%3f/../../admin", Refused(401, "admin")),
     "encoded-hash": (b"/public/x%23/../y", Echoed("/open/public/y")),
     "double-encoded-dots": (b"/public/%252e%252e/admin", Echoed("/open/public/%252e%252e/admin")),
