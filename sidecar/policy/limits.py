@@ -21,6 +21,7 @@ __all__ = [
     "ServerLimits",
     "UpstreamPool",
     "parse_count",
+    "parse_query_params",
     "parse_size",
 ]
 
@@ -86,6 +87,16 @@ def parse_size(value: object) -> int | None:
     if size < 0:
         raise ValueError(_NOT_A_SIZE)
     return size
+
+
+def parse_query_params(value: object) -> int:
+    """A route's `max_query_params`: a whole number from 1 to the ceiling, never "unlimited"."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUERY_PARAMS_CEILING:
+        raise ValueError(
+            f"must be a whole number from 1 to {MAX_QUERY_PARAMS_CEILING}: never unlimited, as every parameter costs "
+            "the worker's event loop time"
+        )
+    return value
 
 
 def parse_count(value: object) -> int | None:

@@ -33,8 +33,8 @@ from sidecar.policy.limits import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_QUERY_PARAMS,
-    MAX_QUERY_PARAMS_CEILING,
     parse_count,
+    parse_query_params,
     parse_size,
 )
 from sidecar.policy.model import (
@@ -188,8 +188,7 @@ class RouteSpec(Spec):
     cors: Annotated[CorsSpec | None, BeforeValidator(not_null)] = None
     max_body: Annotated[int | None, BeforeValidator(parse_size)] = DEFAULT_MAX_BODY
     max_concurrent: Annotated[int | None, BeforeValidator(parse_count)] = DEFAULT_MAX_CONCURRENT
-    # Never unlimited: the bound is what keeps one request's query from holding the event loop.
-    max_query_params: Annotated[int, Field(strict=True, ge=1, le=MAX_QUERY_PARAMS_CEILING)] = DEFAULT_MAX_QUERY_PARAMS
+    max_query_params: Annotated[int, BeforeValidator(parse_query_params)] = DEFAULT_MAX_QUERY_PARAMS
     tls: Annotated[TlsSpec | None, BeforeValidator(not_null)] = None
 
 
