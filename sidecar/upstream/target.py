@@ -104,7 +104,7 @@ _BRACKET: Final = re.compile(r"[\[\]]")
 _INERT_ESCAPE: Final = re.compile(rb"%(?:(?!2[56]|3[bB])[0-9a-fA-F]{2}|[uU](?!00(?:2[56]|3[bB]))[0-9a-fA-F]{4})")
 # A pair (not empty; no `%`, `&` or `;`: nothing decodes, nothing splits) whose name is ASCII letters, digits, `-`,
 # `_` and `.` (no NUL or bracket: every parser reads it as written): its skeleton is its letters and digits lowered.
-_PLAIN_PAIR: Final = re.compile(r"(?=.)([A-Za-z0-9._-]*)(?:=[^%&;]*)?", re.DOTALL)
+_PLAIN_PAIR: Final = re.compile(r"(?=.)([A-Za-z0-9._-]*)(?:=[^%&;]*)?")
 _NOT_ALNUM: Final = str.maketrans("", "", "._-")
 
 
