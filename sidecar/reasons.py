@@ -39,6 +39,7 @@ class Reason(enum.Enum):
     HEADERS_TOO_LARGE = "headers_too_large"
     HEADER_TIMEOUT = "header_timeout"
     BODY_TOO_LARGE = "body_too_large"
+    TOO_MANY_QUERY_PARAMS = "too_many_query_params"
     BODY_TIMEOUT = "body_timeout"
     OVERLOADED = "overloaded"
     POOL_SHARE_FULL = "pool_share_full"
@@ -129,6 +130,11 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.BODY_TOO_LARGE: Outcome(
         413, "Content Too Large", None, False, "The request body is larger than this route accepts."
     ),
+    # 414, not 400: the request target alone is refused, for its size (as a too-long URI is), and the client's fix is
+    # the same: send fewer parameters, or move them into the body.
+    Reason.TOO_MANY_QUERY_PARAMS: Outcome(
+        414, "URI Too Long", None, False, "The query has more parameters than this route accepts."
+    ),
     Reason.BODY_TIMEOUT: Outcome(408, "Request Timeout", None, False, "The request body stalled."),
     Reason.OVERLOADED: Outcome(
         503, "Service Unavailable", None, False, "The route has too many requests in flight; see Retry-After."
@@ -169,6 +175,7 @@ LIMIT_REASONS: Final = frozenset(
         Reason.HEADER_TIMEOUT,
         Reason.PLAIN_HTTP,
         Reason.BODY_TOO_LARGE,
+        Reason.TOO_MANY_QUERY_PARAMS,
         Reason.BODY_TIMEOUT,
         Reason.OVERLOADED,
         Reason.POOL_SHARE_FULL,

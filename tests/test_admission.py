@@ -59,3 +59,33 @@ def test_refusal_extras() -> None:
     assert conflict(Head()) is None
     refused = conflict(Head(conflict=True))
     assert refused is not None and refused.reason is Reason.CONFLICTING_HEADERS and not refused.forwarded
+
+
+def _query_route(forward_query: bool = True) -> Route:
+    return Route("q", Match(path="/q"), "http://up", ANYONE, forward_query=forward_query, max_query_params=3)
+
+
+QUERIES = {
+    "none": (b"", None),
+    "at-the-cap": (b"a=1&b=2;c=3", None),
+    "over-the-cap": (b"a=1&b=2&c=3&d=4", Reason.TOO_MANY_QUERY_PARAMS),
+    "empty-pairs-count": (b"a&&&", Reason.TOO_MANY_QUERY_PARAMS),
+    "a-semicolon-counts": (b"a=1&b=2;c=3;d", Reason.TOO_MANY_QUERY_PARAMS),
+    "an-encoded-separator-counts": (b"a=1&b=2&c=%26d", Reason.TOO_MANY_QUERY_PARAMS),
+    "other-escapes-do-not": (b"a=%E4%B8%AD&b=%2F%41&c=%uFF06", None),
+}
+
+
+@pytest.mark.parametrize(("query", "reason"), QUERIES.values(), ids=QUERIES.keys())
+def test_a_query_over_max_query_params_is_refused(query: bytes, reason: Reason | None) -> None:
+    assert Admission().admit(_query_route(), Head(), query) == reason
+
+
+def test_a_route_that_forwards_no_query_takes_any() -> None:
+    assert Admission().admit(_query_route(forward_query=False), Head(), b"a&" * 5000) is None
+
+
+def test_a_refused_query_takes_no_slot() -> None:
+    admission = Admission()
+    assert admission.admit(_query_route(), Head(), b"a&b&c&d") is Reason.TOO_MANY_QUERY_PARAMS
+    assert admission.in_flight("q") == 0

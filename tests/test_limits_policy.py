@@ -38,7 +38,7 @@ def errors(text: str) -> list[str]:
 def test_defaults_bound_everything() -> None:
     policy = parse(HEAD)
     route = policy.routes[0]
-    assert (route.max_body, route.max_concurrent) == (100 * 1024**2, 256)
+    assert (route.max_body, route.max_concurrent, route.max_query_params) == (100 * 1024**2, 256, 1000)
     assert policy.limits == ServerLimits(64 * 1024, 100, 10.0, 30.0, send_timeout=30.0)
     assert policy.upstream_pool == UpstreamPool(256, None)
     assert policy.upstream_pool.route_share == 128  # one route never holds the whole pool
@@ -72,8 +72,10 @@ def test_not_sizes(text: object) -> None:
 
 
 def test_route_limits_are_read() -> None:
-    policy = parse(HEAD + "    max_body: 1MiB\n    max_concurrent: 8\n")
+    policy = parse(HEAD + "    max_body: 1MiB\n    max_concurrent: 8\n    max_query_params: 100000\n")
     assert (policy.routes[0].max_body, policy.routes[0].max_concurrent) == (1024**2, 8)
+    assert policy.routes[0].max_query_params == 100_000
+    assert parse(HEAD + "    max_query_params: 1\n").routes[0].max_query_params == 1
     unlimited = parse(HEAD + "    max_body: unlimited\n    max_concurrent: unlimited\n").routes[0]
     assert (unlimited.max_body, unlimited.max_concurrent) == (None, None)
 
@@ -104,9 +106,23 @@ def test_a_body_must_average_240_bytes_a_second_after_5s_unless_set() -> None:
 
 SIZE_ERROR = 'must be a size: bytes (1048576) or a number with a unit ("64KiB", "10MiB", "1GB"), or "unlimited"'
 COUNT_ERROR = 'must be a whole number of at least 1, or "unlimited"'
+PARAMS_ERROR = (
+    "must be a whole number from 1 to 100000: never unlimited, as every parameter costs the worker's event loop time"
+)
 MISTAKES = {
     "max-body-not-a-size": ("    max_body: big\n", 11, f"routes[0].max_body: {SIZE_ERROR}"),
     "max-concurrent-zero": ("    max_concurrent: 0\n", 11, f"routes[0].max_concurrent: {COUNT_ERROR}"),
+    "max-query-params-zero": ("    max_query_params: 0\n", 11, f"routes[0].max_query_params: {PARAMS_ERROR}"),
+    "max-query-params-unlimited": (
+        "    max_query_params: unlimited\n",
+        11,
+        f"routes[0].max_query_params: {PARAMS_ERROR}",
+    ),
+    "max-query-params-over-the-ceiling": (
+        "    max_query_params: 100001\n",
+        11,
+        f"routes[0].max_query_params: {PARAMS_ERROR}",
+    ),
     "header-bytes-too-small": (
         "limits:\n  max_header_bytes: 1KiB\n",
         12,

@@ -345,7 +345,7 @@ SINGLE_ERRORS = {
         route("    users: [x]\n"),
         11,
         'routes[0].users: unknown key "users": users belongs in an allow rule: allow: [{provider: ..., users: ...}] '
-        "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, mode, name, rate_limit, "
+        "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, max_query_params, mode, name, rate_limit, "
         "timeout, tls, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
@@ -902,7 +902,7 @@ def test_substitution_does_not_change_structure_or_recurse() -> None:
 def test_keys_are_not_substituted() -> None:
     assert errors(route("    ${KEY}: audit\n"), {"KEY": "mode"}) == [
         "p.yaml:11: routes[0]['${KEY}']: unknown key \"${KEY}\" (allowed: allow, cors, forward_query, forward_token, "
-        "match, max_body, max_concurrent, mode, name, rate_limit, timeout, tls, upstream)"
+        "match, max_body, max_concurrent, max_query_params, mode, name, rate_limit, timeout, tls, upstream)"
     ]
 
 

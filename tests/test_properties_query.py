@@ -10,7 +10,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.upstream.target import target, target_url
+from sidecar.upstream.target import _SEPARATORS, _decoded, _read_as_any, query_params, shadows, target, target_url
 from tests.support.examples import examples
 
 SETTINGS = settings(max_examples=examples(600), deadline=None, derandomize=True, database=None)
@@ -78,3 +78,37 @@ def test_a_parameter_with_other_letters_than_every_upstream_name_is_forwarded(na
         return  # may be dropped: a spelling of an upstream name
     pair = f"{name.replace(' ', '+')}={value}"
     assert target_url(target(UPSTREAM), "", pair.encode()) == f"{UPSTREAM}&{pair}"
+
+
+# The fast path (`shadows` on a plain pair) against the full reading, on pairs mostly plain and sometimes not.
+PLAIN_NAMES = frozenset({"sig", "apiversion", "sp", "", "x0"})
+PAIR_TEXT = st.text("sigSIGapvrn0x._-=&;%[]\x00+ \u017f\u00e9", max_size=10)
+
+
+@given(PAIR_TEXT)
+@SETTINGS
+def test_the_fast_path_answers_as_the_full_reading(pair: str) -> None:
+    assert shadows(pair, PLAIN_NAMES) == _read_as_any(pair, PLAIN_NAMES)
+
+
+def _parts_read(query: bytes) -> int:
+    """What `shadows` reads in `query`: every part between separators of every decoded pair, empty ones skipped (one
+    for a pair that decodes too often: dropped whole)."""
+    count = 0
+    for pair in filter(None, query.decode("latin-1").split("&")):
+        decoded = _decoded(pair)
+        count += 1 if decoded is None else len(list(filter(None, _SEPARATORS.split(decoded))))
+    return count
+
+
+ESCAPES = st.sampled_from(["%", "%2", "%26", "%3B", "%3b", "%25", "%u0026", "%U003B", "%u0025", "%41", "%E4", "%uFF06"])
+QUERY_PIECES = st.one_of(ESCAPES, st.sampled_from(["&", ";", "a", "2", "5", "6", "3", "b", "B", "u", "0", "="]))
+
+
+@given(st.lists(QUERY_PIECES, max_size=24))
+@SETTINGS
+def test_query_params_never_counts_fewer_parameters_than_are_read(pieces: list[str]) -> None:
+    # The cap is checked on this count before any parameter is read: a query under it can never make the rule read
+    # more, however its escapes decode into separators.
+    query = "".join(pieces).encode("latin-1")
+    assert _parts_read(query) <= query_params(query)

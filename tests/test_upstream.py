@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from sidecar.policy.model import Identity, IdentityHeaders
-from sidecar.upstream.target import identity_header_values, request_headers, response_headers, target, target_url
+from sidecar.upstream.target import (
+    identity_header_values,
+    query_params,
+    request_headers,
+    response_headers,
+    shadows,
+    target,
+    target_url,
+)
 from tests.support.headers import sent_upstream
 
 TRIGGER = (
@@ -312,3 +320,47 @@ def test_php_reads_dots_and_spaces_in_upstream_names_as_underscores() -> None:
     upstream = target("http://h/x?api_key=SECRET-VALUE")
     for pair in (b"api.key=1", b"api+key=1", b"api%20key=1", b"API_KEY[]=1"):
         assert target_url(upstream, "", pair) == "http://h/x?api_key=SECRET-VALUE", pair
+
+
+QUERY_PARAMS = {
+    "no-query": (b"", 0),
+    "one-pair": (b"a=1", 1),
+    "pairs-between-ampersands": (b"a=1&b=2&c", 3),
+    "empty-pairs-count": (b"&&", 3),
+    "each-semicolon": (b"a=1;b=2;c", 3),
+    "escapes-that-decode-to-a-separator": (b"a=%26%3B%3b%u0026%U003B%u003b", 7),
+    "escapes-that-decode-to-a-percent": (b"a=%25%u0025", 3),
+    "a-percent-no-escape-starts": (b"a=%%2%zz%u12", 5),
+    "other-escapes-cost-nothing": (b"a=%E4%b8%2F%41%uFF06%U00e9%u2026", 1),
+    "near-misses-are-inert": (b"a=%24%27%3A%3C%2b%u0024%u0027%u003A", 1),
+}
+
+
+@pytest.mark.parametrize(("query", "count"), QUERY_PARAMS.values(), ids=QUERY_PARAMS.keys())
+def test_query_params_counts_every_parameter_the_rule_may_read(query: bytes, count: int) -> None:
+    assert query_params(query) == count
+
+
+PLAIN = frozenset({"sig", "apiversion", ""})
+FAST_PATH = {
+    "a-name-as-written": ("sig=1", True),
+    "upper-case": ("SIG=1", True),
+    "dash": ("api-version=1", True),
+    "an-ampersand-in-the-value-is-read": ("q=1&sig=2", True),
+    "dash-and-dot": ("API-ver.sion=2", True),
+    "underscore": ("_s_i_g_", True),
+    "no-value": ("sig", True),
+    "value-with-equals": ("sig==x=", True),
+    "another-name": ("signal=1", False),
+    "x-is-a-letter": ("X.sig=1", False),
+    "digits-are-kept": ("sig1=1", False),
+    "no-letters-is-the-empty-name": ("._-=1", True),
+    "an-empty-pair-is-no-parameter": ("", False),
+    "non-ascii-value": ("q=\u00e9\u00ff", False),
+    "a-semicolon-in-the-value-is-read": ("q=1;sig=2", True),
+}
+
+
+@pytest.mark.parametrize(("pair", "dropped"), FAST_PATH.values(), ids=FAST_PATH.keys())
+def test_plain_pairs_are_read_as_their_letters_and_digits(pair: str, dropped: bool) -> None:
+    assert shadows(pair, PLAIN) is dropped

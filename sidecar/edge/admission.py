@@ -1,5 +1,6 @@
 """What the gate checks besides the policy: a conflicting head (400), a declared body over the route's `max_body`
-(413), and the route's requests in flight past `max_concurrent` (503 at once: shed, never queued).
+(413), a forwarded query over its `max_query_params` (414), and the route's requests in flight past `max_concurrent`
+(503 at once: shed, never queued).
 
 Per worker process, no I/O, no task: a counter per route name, taken before forwarding and given back after.
 """
@@ -12,6 +13,7 @@ from sidecar.edge.decide import Decision
 from sidecar.edge.head import Head
 from sidecar.policy.model import Route
 from sidecar.reasons import Reason
+from sidecar.upstream.target import query_params
 
 __all__ = ["RETRY_AFTER_SECONDS", "Admission", "conflict", "limit_headers"]
 
@@ -45,10 +47,13 @@ class Admission:
     def __init__(self) -> None:
         self._in_flight: dict[str, int] = {}
 
-    def admit(self, route: Route, head: Head) -> Reason | None:
-        """None: admitted, and `release(route)` must follow. Otherwise the reason it is refused."""
+    def admit(self, route: Route, head: Head, query: bytes = b"") -> Reason | None:
+        """None: admitted, and `release(route)` must follow. Otherwise the reason it is refused. `query` is the
+        client's: counted before the upstream's parameters are protected from it (one pass of C, whatever its size)."""
         if route.max_body is not None and head.content_length is not None and head.content_length > route.max_body:
             return Reason.BODY_TOO_LARGE
+        if route.forward_query and query_params(query) > route.max_query_params:
+            return Reason.TOO_MANY_QUERY_PARAMS
         count = self._in_flight.get(route.name, 0)
         if route.max_concurrent is not None and count >= route.max_concurrent:
             return Reason.OVERLOADED

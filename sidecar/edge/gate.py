@@ -62,11 +62,11 @@ class Gate:
             exchange.finish()
 
     async def _forward(self, call: _Call) -> None:
-        """Admit (a declared body within max_body, a free max_concurrent slot), count the rate limit (a request
-        refused for its size or the route's load spends no slot), then stream; the slot is given back however the
-        exchange ends."""
+        """Admit (a declared body within max_body, a query within max_query_params, a free max_concurrent slot),
+        count the rate limit (a request refused for its size or the route's load spends no slot), then stream; the
+        slot is given back however the exchange ends."""
         route = call.route
-        refused = self._admission.admit(route, call.head)
+        refused = self._admission.admit(route, call.head, call.scope.get("query_string", b""))
         if refused is not None:
             await call.exchange.refuse_limit(call.send, refused)
             return

@@ -271,6 +271,7 @@ def _routes(
             max_body=spec.max_body,
             max_concurrent=spec.max_concurrent,
             forward_query=spec.forward_query,
+            max_query_params=spec.max_query_params,
             rate_limit=build_rate_limit(doc, path, spec),
             cors=build_cors(doc, path, spec),
             tls=build_tls(doc, (*path, "tls"), spec.tls),

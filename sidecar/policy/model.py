@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Final, Protocol
 
-from sidecar.policy.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, ServerLimits, UpstreamPool
+from sidecar.policy.limits import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_QUERY_PARAMS,
+    ServerLimits,
+    UpstreamPool,
+)
 
 __all__ = [
     "ANYONE",
@@ -246,6 +252,7 @@ class Route:
     max_body: int | None = DEFAULT_MAX_BODY  # bytes; None: unlimited (413 above it)
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT  # requests in flight per worker; None: unlimited (503 above)
     forward_query: bool = True  # False: the upstream gets only its own query, never a client's parameters
+    max_query_params: int = DEFAULT_MAX_QUERY_PARAMS  # client query parameters (414 above); none without forward_query
     tls: UpstreamTls | None = None  # the upstream's CA bundle and client certificate; None: system CAs, none
 
     @property

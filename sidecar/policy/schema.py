@@ -29,7 +29,14 @@ from sidecar.policy.fields import (
     upstream_url,
     version_number,
 )
-from sidecar.policy.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, parse_count, parse_size
+from sidecar.policy.limits import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_QUERY_PARAMS,
+    parse_count,
+    parse_query_params,
+    parse_size,
+)
 from sidecar.policy.model import (
     DEFAULT_REALM,
     DEFAULT_TIMEOUT_SECONDS,
@@ -181,6 +188,7 @@ class RouteSpec(Spec):
     cors: Annotated[CorsSpec | None, BeforeValidator(not_null)] = None
     max_body: Annotated[int | None, BeforeValidator(parse_size)] = DEFAULT_MAX_BODY
     max_concurrent: Annotated[int | None, BeforeValidator(parse_count)] = DEFAULT_MAX_CONCURRENT
+    max_query_params: Annotated[int, BeforeValidator(parse_query_params)] = DEFAULT_MAX_QUERY_PARAMS
     tls: Annotated[TlsSpec | None, BeforeValidator(not_null)] = None
 
 

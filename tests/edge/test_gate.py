@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+import sidecar.upstream.target as target_module
 from sidecar.demo.echo import stream_pattern
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
 from tests.edge.conftest import RAW_SIG, BuildEdge, Edge
@@ -254,6 +255,28 @@ async def test_an_undeclared_body_over_max_body_is_413_and_aborted_upstream(
     seen = await asyncio.to_thread(recorder[0].wait, lambda all_: any(s.path == "/small/chunked" for s in all_))
     assert not any(s.answered for s in seen if s.path == "/small/chunked")
     assert edge.rejections("small", "body_too_large") == 1
+
+
+QUERY_CAP = {"at-max-query-params": ("a=1&b=2;c=3", 200), "over-it": ("a=1&b=2&c=3&d=4", 414)}
+
+
+@pytest.mark.parametrize(("query", "status"), QUERY_CAP.values(), ids=QUERY_CAP.keys())
+async def test_a_query_over_max_query_params_is_414_before_any_parameter_is_read(
+    query: str, status: int, edge: Edge, recorder: tuple[Recorder, ThreadServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[str] = []  # a spy on the shadowing rule: which pairs it was asked about
+    rule = target_module.shadows
+    monkeypatch.setattr(target_module, "shadows", lambda pair, names: read.append(pair) or rule(pair, names))
+    path = f"/small/query-{status}"
+    answer = await call(edge.app, "POST", f"{path}?{query}", [("Content-Length", "0")])
+    assert answer.status == status
+    if status == 200:
+        assert read == ["a=1", "b=2;c=3"] and len(recorder[0].at(path)) == 1
+    else:
+        assert problem(answer)["reason"] == "too_many_query_params"
+        assert answer.values("content-type") == [b"application/problem+json"]
+        assert read == [] and recorder[0].at(path) == []
+        assert edge.rejections("small", "too_many_query_params") == 1
 
 
 async def test_past_max_concurrent_is_503_until_the_slot_is_free(

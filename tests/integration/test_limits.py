@@ -52,6 +52,25 @@ def test_a_declared_body_over_max_body_is_413_before_the_upstream(
     assert [seen.body_bytes for seen in limited.recorder.at(path)] == ([1024] if status == 200 else [])
 
 
+@pytest.mark.parametrize(
+    ("query", "status"), [("a=1&b=2;c=3", 200), ("a=1&b=2&c=%26d", 414)], ids=["at-max-query-params", "over-it"]
+)
+def test_a_query_over_max_query_params_is_414_before_the_upstream(
+    query: str, status: int, limited: Limited, admin: httpx.Client
+) -> None:
+    path = f"/small/query-{status}"
+    before = rejections(admin, "small", "too_many_query_params")
+    reply = send_raw(limited.url, head("GET", f"{path}?{query}", []))
+    assert reply.status == status
+    if status == 414:
+        assert reply.json()["reason"] == "too_many_query_params"
+        _refused(limited, admin, before, "small", reply)
+        assert limited.recorder.at(path) == []
+    else:
+        assert len(limited.recorder.at(path)) == 1
+        assert rejections(admin, "small", "too_many_query_params") == before
+
+
 def _chunked(size: int) -> bytes:
     return b"%x\r\n" % size + b"c" * size + b"\r\n"
 
