@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.auth.steps import Step
 from sidecar.edge.decide import Decision, decide
 from sidecar.edge.runtime import Snapshot
 from sidecar.policy.load import parse_policy
@@ -114,3 +115,17 @@ def test_hand_written_claims_are_decided_as_a_token_with_them_would_be(world: Wo
     assert (allowed.reason, allowed.identity is not None and allowed.identity.claims["oid"]) == (None, OID)
     assert (refused.reason, refused.identity is not None) == (Reason.NOT_ALLOWED, True)
     assert _decide(world, "GET", b"/users", claims=entra(iss="https://elsewhere.test")).reason == Reason.WRONG_ISSUER
+
+
+@pytest.mark.parametrize("by", ["token", "claims"])
+def test_the_steps_of_verification_are_recorded_when_asked_for(by: str, world: World) -> None:
+    """`sidecar explain` passes a trace and prints each check of the token (or of hand-written claims) from it."""
+    trace: list[Step] = []
+    if by == "token":
+        # a token of its own: one verified before is a cache hit, whose trace is short
+        decision = _decide(world, "GET", b"/users", signed(entra(jti="traced")), trace=trace)
+    else:
+        decision = _decide(world, "GET", b"/users", claims=entra(), trace=trace)
+    assert decision.reason is None
+    assert trace and all(step.ok for step in trace)
+    assert "issuer" in [step.name for step in trace]
