@@ -13,6 +13,7 @@ from sidecar.edge.forward import Forwarder, UpstreamFailure
 from sidecar.reasons import Reason
 from sidecar.upstream import response as h1_response
 from sidecar.upstream.response import Broken, Response
+from tests.h1.test_response_properties import Link
 from tests.support.h1upstream import Reader, Upstream, Writer, call, read_request, serving
 
 # What the upstream sends after reading the request, then whether it keeps the connection open (the sidecar
@@ -51,22 +52,6 @@ async def test_why_an_upstream_failed_before_answering_is_what_the_access_log_sa
             await call(forwarder, upstream.url + "/x")
     assert (failed.value.reason, failed.value.detail) == (Reason.UPSTREAM_UNREACHABLE, detail)
     assert forwarder.pool.open_connections == 0
-
-
-class Link:
-    """The connection under a Response: told only to pause, resume or abort."""
-
-    def __init__(self) -> None:
-        self.aborted = False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        self.aborted = True
 
 
 def test_a_complete_answer_stays_whole_when_its_connection_fails_afterwards() -> None:
