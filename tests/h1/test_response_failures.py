@@ -26,6 +26,12 @@ FAILURES = {
         "the upstream closed the connection mid-response",
     ),
     "not-http": (b"SSH-2.0-OpenSSH_9.2\r\n", True, "invalid response: HttpParserError"),
+    # one header that never ends: bounded as it arrives, not when it is whole
+    "head-too-large-unfinished": (
+        b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000,
+        True,
+        "the response head or trailers are too large",
+    ),
     "switching-protocols": (
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
         True,

@@ -80,6 +80,22 @@ def test_trailers_are_bounded_apart_from_the_head() -> None:
     assert len(response.headers) == 250  # the trailer is not one of them
 
 
+@pytest.mark.parametrize("where", ["head", "trailers"])
+def test_an_unfinished_head_or_trailer_is_waited_for_up_to_64_kib_and_refused_past_it(where: str) -> None:
+    """Bytes that do not finish a head (or, after the body, the trailers) are bounded as they arrive: exactly
+    64 KiB is still waited for, the next byte is too much."""
+    if where == "head":
+        before, line = [], b"HTTP/1.1 200 OK\r\nx-big: "
+    else:
+        before, line = [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"], b"x-big: "
+    unfinished = line + b"a" * (64 * _KIB - len(line))
+    response, link = parsed(*before, unfinished)
+    assert (response.error, link.aborted) == (None, False)
+    response.feed(b"a")
+    assert (isinstance(response.error, Broken), link.aborted) == (True, True)
+    assert str(response.error) == "the response head or trailers are too large"
+
+
 CODINGS = ["chunked", "gzip, chunked", "gzip,chunked", "gzip, deflate, chunked", "gzip , chunked "]
 
 
