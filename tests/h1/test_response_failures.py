@@ -13,6 +13,7 @@ from sidecar.edge.forward import Forwarder, UpstreamFailure
 from sidecar.reasons import Reason
 from sidecar.upstream import response as h1_response
 from sidecar.upstream.response import Broken, Response
+from tests.h1.test_response_backpressure import take
 from tests.h1.test_response_properties import Link
 from tests.support.h1upstream import Reader, Upstream, Writer, call, read_request, serving
 
@@ -69,8 +70,8 @@ def test_a_complete_answer_stays_whole_when_its_connection_fails_afterwards() ->
     response.fail(Broken("TLS ended: SSLError: late"))
     assert (response.error, response.keep_alive, link.aborted) == (None, False, True)
     assert response.finished is False  # the body is still to be read
-    assert _read_now(response) == b"whole"
-    assert _read_now(response) == b""
+    assert take(response) == b"whole"
+    assert take(response) == b""
     assert response.finished
 
 
@@ -82,14 +83,3 @@ def test_the_first_failure_of_a_response_is_the_one_kept() -> None:
     response.fail(first)
     response.ended()  # the reset connection's end
     assert response.error is first
-
-
-def _read_now(response: Response) -> bytes:
-    """`Response.read` on a response that has what it needs: it returns without waiting."""
-    reading = response.read(1.0)
-    try:
-        reading.send(None)
-    except StopIteration as done:
-        return cast(bytes, done.value)
-    reading.close()
-    raise AssertionError("read() waited")
