@@ -220,3 +220,15 @@ def test_evaluate_says_which_kind_of_token_and_that_no_app_was_listed() -> None:
         (False, "provider contoso matched; app tokens only: this is a user token"),
         (False, "provider contoso matched; app not listed (azp, appid, client_id)"),
     ]
+
+
+def test_evaluate_quotes_values_whose_spaces_or_control_characters_would_not_show() -> None:
+    """`sidecar explain`: a configured or matched value with a space at an end, a control character, or nothing at
+    all is shown quoted (JSON), so the operator sees why `Admin` did not match ` Admin`."""
+    odd = rule(claims={"roles": (" Admin", "a\tb", "")})
+    refused = evaluate(route(odd), who(roles=["Admin"]))
+    matched = evaluate(route(odd), who(roles=[" Admin"]))
+    assert [(held, reason) for _, held, reason in refused + matched] == [
+        (False, 'provider contoso matched; claim roles: none of ["", " Admin", "a\\tb"] present'),
+        (True, 'provider contoso matched; claim roles: " Admin" present'),
+    ]

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from sidecar.auth.steps import Step
 from sidecar.edge.decide import Decision, decide
 from sidecar.edge.runtime import Snapshot
 from sidecar.policy.load import parse_policy
 from sidecar.policy.model import Mode
 from sidecar.reasons import Reason
-from tests.support.conformance import POLICY, World, entra, signed
+from tests.support.conformance import OID, POLICY, World, entra, signed
 
 # The conformance policy, plus a prefix route and an audit-mode route (decide's other branches).
 EXTRA_ROUTES = """\
@@ -96,3 +97,35 @@ def test_time_on_the_token_is_within_the_call(world: World) -> None:
     took = time.perf_counter() - started
     assert decision.reason is None
     assert 0.0 < decision.auth_seconds <= took
+
+
+def test_an_open_route_reports_the_mode_it_runs_in(world: World) -> None:
+    """`allow: anyone` decides nothing about the caller, but the access log's `mode` and `sidecar explain` still say
+    whether the route runs audited (here: everything audited, `--audit-all`)."""
+    enforced = _decide(world, "GET", b"/api/x")
+    audited = _decide(world, "GET", b"/api/x", audit_all=True)
+    assert _summary(enforced) == ("/api/x", "api", "/x", None, (), Mode.ENFORCE)
+    assert _summary(audited) == ("/api/x", "api", "/x", None, (), Mode.AUDIT)
+
+
+def test_hand_written_claims_are_decided_as_a_token_with_them_would_be(world: World) -> None:
+    """`sidecar explain --claims` and `sidecar test` pass claims instead of a token: the same rules decide."""
+    allowed = _decide(world, "GET", b"/users", claims=entra())
+    refused = _decide(world, "GET", b"/users", claims=entra(oid="someone-else"))
+    assert (allowed.reason, allowed.identity is not None and allowed.identity.claims["oid"]) == (None, OID)
+    assert (refused.reason, refused.identity is not None) == (Reason.NOT_ALLOWED, True)
+    assert _decide(world, "GET", b"/users", claims=entra(iss="https://elsewhere.test")).reason == Reason.WRONG_ISSUER
+
+
+@pytest.mark.parametrize("by", ["token", "claims"])
+def test_the_steps_of_verification_are_recorded_when_asked_for(by: str, world: World) -> None:
+    """`sidecar explain` passes a trace and prints each check of the token (or of hand-written claims) from it."""
+    trace: list[Step] = []
+    if by == "token":
+        # a token of its own: one verified before is a cache hit, whose trace is short
+        decision = _decide(world, "GET", b"/users", signed(entra(jti="traced")), trace=trace)
+    else:
+        decision = _decide(world, "GET", b"/users", claims=entra(), trace=trace)
+    assert decision.reason is None
+    assert trace and all(step.ok for step in trace)
+    assert "issuer" in [step.name for step in trace]

@@ -43,6 +43,13 @@ CASES = {
         TRUSTED,
         Origin("2001:db9::1", "[2001:db9::1]:443, 10.1.1.1"),
     ),
+    # `[` without its `]`: not an address (read up to the end, it would be 2001:db9::, an address nobody sent)
+    "ipv6-bracket-never-closed": (
+        "10.1.1.1",
+        b"6.6.6.6, [2001:db9::1",
+        TRUSTED,
+        Origin("10.1.1.1", "6.6.6.6, [2001:db9::1, 10.1.1.1"),
+    ),
     "ipv6-trusted-peer": ("2001:db8::5", b"1.2.3.4", TRUSTED, Origin("1.2.3.4", "1.2.3.4, 2001:db8::5")),
     "ipv4-mapped-peer": ("::ffff:10.1.1.1", b"1.2.3.4", TRUSTED, Origin("1.2.3.4", "1.2.3.4, ::ffff:10.1.1.1")),
     "no-peer": (None, b"1.2.3.4", TRUSTED, Origin(None, "")),
