@@ -128,3 +128,25 @@ async def test_a_get_whose_answer_began_is_not_sent_again(forwarder: Forwarder) 
             await call(forwarder, upstream.url + "/b")
     assert failed.value.reason is Reason.UPSTREAM_UNREACHABLE
     assert (upstream.connections, upstream.requests) == (1, [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1"])
+
+
+# The Transfer-Encoding lines of an answer -> whether it is read as chunked (the body whole) or refused (Broken).
+FRAMINGS = {
+    "chunked-after-an-empty-list-element": ([b", chunked"], True),  # RFC 9110 §5.6.1: empty elements are ignored
+    "gzip-then-chunked-on-two-lines": ([b"gzip", b"chunked"], False),  # the codings of every line count
+}
+
+
+@pytest.mark.parametrize(("lines", "relayed"), FRAMINGS.values(), ids=FRAMINGS.keys())
+def test_the_transfer_codings_of_every_line_decide_the_framing(lines: list[bytes], relayed: bool) -> None:
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"transfer-encoding: " + line + b"\r\n" for line in lines) + b"\r\n"
+    response, _ = parsed(head + b"5\r\nhello\r\n0\r\n\r\n")
+    if relayed:
+        assert (response.complete, response.error) == (True, None)
+    else:
+        assert isinstance(response.error, Broken)
+
+
+def test_only_content_length_gives_the_length_whatever_other_headers_hold_digits() -> None:
+    response, _ = parsed(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-count: 3\r\n\r\nhello")
+    assert (response.content_length, response.complete, response.error) == (5, True, None)
