@@ -56,26 +56,33 @@ def _cap_lines(process: SidecarProcess) -> list[str]:
     return [line for line in process.lines if CAP_LINE in line]
 
 
+def _counted(process: SidecarProcess, admin: httpx.Client, closed_idle: int, refused: int, began: float) -> None:
+    """The idle connections closed and the new ones refused, each counted; one log line per interval at most."""
+    assert sample(admin, "sidecar_idle_connections_closed_total") == closed_idle
+    assert rejections(admin, NONE, "too_many_connections") == refused
+    if closed_idle or refused:
+        process.wait_for_log(CAP_LINE, DEADLINE, max_connections=CAP)
+        assert 1 <= len(_cap_lines(process)) <= 1 + (time.monotonic() - began) // LOG_INTERVAL  # not one each
+    else:
+        assert _cap_lines(process) == []
+
+
 def test_past_the_cap_the_connections_idle_longest_are_closed_and_new_ones_served(
     capped: SidecarProcess, admin: httpx.Client
 ) -> None:
     began = time.monotonic()
-    socks = [connect(capped.proxy, timeout=DEADLINE) for _ in range(CAP + 2)]
+    socks: list[socket.socket] = []
     try:
-        for sock in socks[:CAP]:  # the cap's worth, each idle after its answer (kept alive), in this order
-            _served(sock)
-        for sock in socks[CAP:]:  # two more: each is served, and each closes the one idle longest
-            _served(sock)
+        for _ in range(CAP + 2):  # the cap's worth, each idle after its answer (kept alive), in this order; then
+            socks.append(connect(capped.proxy, timeout=DEADLINE))  # two more: each closes the one idle longest
+            _served(socks[-1])
         assert closed(socks[0], DEADLINE) and closed(socks[1], DEADLINE)
         for sock in socks[2:]:  # the newer ones stay open and keep serving
             _served(sock)
     finally:
         for sock in socks:
             sock.close()
-    assert sample(admin, "sidecar_idle_connections_closed_total") == 2
-    assert rejections(admin, NONE, "too_many_connections") == 0
-    capped.wait_for_log(CAP_LINE, DEADLINE, max_connections=CAP)
-    assert 1 <= len(_cap_lines(capped)) <= 1 + (time.monotonic() - began) // LOG_INTERVAL
+    _counted(capped, admin, closed_idle=2, refused=0, began=began)
 
 
 def test_at_the_cap_with_none_idle_a_new_connection_is_refused_503_and_counted(
@@ -102,13 +109,11 @@ def test_at_the_cap_with_none_idle_a_new_connection_is_refused_503_and_counted(
     finally:
         for sock in busy + newcomers:
             sock.close()
-    assert rejections(admin, NONE, "too_many_connections") == 3
-    assert sample(admin, "sidecar_idle_connections_closed_total") == 0
-    capped.wait_for_log(CAP_LINE, DEADLINE)
-    assert 1 <= len(_cap_lines(capped)) <= 1 + (time.monotonic() - began) // LOG_INTERVAL  # not one per refusal
+    _counted(capped, admin, closed_idle=0, refused=3, began=began)
 
 
 def test_below_the_cap_nothing_changes(capped: SidecarProcess, admin: httpx.Client) -> None:
+    began = time.monotonic()
     socks = [connect(capped.proxy, timeout=DEADLINE) for _ in range(CAP)]
     try:
         for sock in socks:
@@ -118,6 +123,4 @@ def test_below_the_cap_nothing_changes(capped: SidecarProcess, admin: httpx.Clie
     finally:
         for sock in socks:
             sock.close()
-    assert sample(admin, "sidecar_idle_connections_closed_total") == 0
-    assert rejections(admin, NONE, "too_many_connections") == 0
-    assert _cap_lines(capped) == []
+    _counted(capped, admin, closed_idle=0, refused=0, began=began)
