@@ -80,6 +80,10 @@ RELIED_ON: dict[str, tuple[str, str]] = {
         "6f7b16ad25eee559",
         "its more_body, response_complete and keep_alive are read and set",
     ),
+    # sidecar/edge/linger.py: the close after a response with keep_alive off is the transport's close(), lingering.
+    "RequestResponseCycle.send": ("e4355b337add5d7c", "closes through self.transport.close() (edge/linger.py)"),
+    # body_checked: a message_event set with no new body returns an empty http.request, then the flag is read.
+    "RequestResponseCycle.receive": ("5c6d69bd5c2ebf73", "woken by message_event (body_checked)"),
 }
 _CLASSES: dict[str, type] = {"HttpToolsProtocol": HttpToolsProtocol, "RequestResponseCycle": RequestResponseCycle}
 

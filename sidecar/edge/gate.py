@@ -13,7 +13,7 @@ from sidecar.edge.exchange import Exchange, Verdict, request_id
 from sidecar.edge.forward import ClientGone, UpstreamBroken, UpstreamFailure
 from sidecar.edge.forward_auth import ForwardAuth
 from sidecar.edge.head import Head, read_head
-from sidecar.edge.protocol import SENDING
+from sidecar.edge.protocol import SENDING, body_checked
 from sidecar.edge.response_urls import response_urls
 from sidecar.edge.runtime import Runtime
 from sidecar.policy.model import Route
@@ -103,7 +103,7 @@ class Gate:
                 scope["method"],
                 url,
                 upstream_headers,
-                call.receive,
+                body_checked(call.receive, scope) if call.head.chunked else call.receive,  # a bad chunk: 400
                 call.send if route.cors is None else with_cors(call.send, route.cors, headers, scope["method"]),
                 route.timeout,
                 call.head.has_body,

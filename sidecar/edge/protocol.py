@@ -11,7 +11,8 @@ costs time quadratic in its length and memory without bound, on the event loop e
 read toward max_header_bytes as it arrives bounds both. The checks ride on parser callbacks uvicorn already
 receives: no task, no extra scan. Likewise uvicorn waits for ever for a client that stops reading a response, and
 with it the upstream connection that response streams from: a timer runs only while the transport is paused for
-want of room (a reset ends it).
+want of room (a reset ends it). A refusal closes lingering (sidecar/edge/linger.py), so that a client still sending
+reads it; a chunked body whose framing breaks mid-request is refused by the gate, told through `body_checked`.
 
 uvicorn has no public protocol API: what this builds on (the copied `data_received`, the private methods it
 calls, the overridden callbacks) is pinned by tests/test_dependency_internals.py, and uvicorn bounded to the minor
@@ -33,22 +34,26 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from sidecar.edge.asgi import Message, Receive, Scope
 from sidecar.edge.conncap import ConnectionCap
 from sidecar.edge.exchange import record_refused_head
+from sidecar.edge.linger import Closing
 from sidecar.edge.problem import problem_body, problem_headers
 from sidecar.edge.runtime import Runtime
 from sidecar.observe.log import logger
 from sidecar.observe.metrics import NO_ROUTE_LABEL
 from sidecar.policy.limits import ServerLimits
-from sidecar.reasons import Reason, outcome
+from sidecar.reasons import Reason, Rejection, outcome
 
-__all__ = ["SENDING", "Guard", "GuardedProtocol", "protocol_for"]
+__all__ = ["BAD_BODY", "SENDING", "Guard", "GuardedProtocol", "body_checked", "protocol_for"]
 
 _CLOSE: Final = (b"connection", b"close")
 PROXY_MAX_PIPELINED: Final = 16  # browsers and HTTP clients do not pipeline; a few proxies send a handful
 # The scope extension (one dict per connection) in which the gate names what the connection is writing: the `route`
 # and `request_id` a client cut off by send_timeout is counted and logged under.
 SENDING: Final = "sidecar.sending"
+# The scope extension set when the request's body turned out malformed (an invalid chunk size): see body_checked.
+BAD_BODY: Final = "sidecar.bad_body"
 _SERIALS: Final = itertools.count()
 _RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
 
@@ -141,11 +146,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self._unsent = 0  # bytes waiting for the client when that timer was armed
         self._sending: dict[object, object] = {}  # SENDING: what the gate says this connection writes
         self._serial = next(_SERIALS)  # the order connections were made in (for the connection cap)
+        self._refused = False  # input was refused unparsed: the client may still be sending (edge/linger.py)
 
     # --- the connection ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # uvicorn and its request cycles close through this one: see sidecar/edge/linger.py.
+        self.transport = self._closing = Closing(transport, self.loop, self._may_send, self.flow.resume_reading)
         cap = self.guard.max_connections
         if cap is not None and len(self.connections) > cap:
             self._evict_oldest()
@@ -161,11 +169,13 @@ class GuardedProtocol(HttpToolsProtocol):
             if not isinstance(idle, GuardedProtocol):
                 self.connections.discard(self)  # counted out now: its connection_lost comes in a later loop turn
                 self.transport.write(self.guard.response(Reason.TOO_MANY_CONNECTIONS))
-                self.transport.close()
+                # Closed at once, never lingering (edge/linger.py): at accept the request has rarely arrived yet, and
+                # a refused connection held 2 s outside the count would let a flood of them grow the worker again.
+                self._closing.end()
                 cap.refused()
                 return False
             self.connections.discard(idle)
-            idle.transport.close()  # nothing is buffered on an idle connection: a plain close, as a keep-alive end
+            idle._closing.end()  # nothing is buffered or unread on an idle connection: a plain close (FIN)
             cap.closed_idle()
         cap.became_idle(self)  # connected, not sending yet: nginx too counts this one as reusable
         return True
@@ -184,6 +194,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self._closing.forget()
+        self.transport = self._closing.raw  # gone: uvicorn's close now is the transport's own, never a lingering one
         if self.guard.cap is not None:
             self.guard.cap.became_busy(self)  # gone: no longer a candidate
         super().connection_lost(exc)
@@ -191,7 +203,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """uvicorn 0.54's (recorded in tests/test_dependency_internals.py), with the refusals ours. While a head is
         incomplete, every chunk of it counts whole toward max_header_bytes, so a head without end is cut off as it
-        arrives (not only once complete)."""
+        arrives (not only once complete). Once answered and lingering, what arrives is dropped unread."""
+        if self._closing.lingering:
+            self._closing.dropped(len(data))
+            return
         self._unset_keepalive_if_required()
         continuing = self._head_started  # a head under way: the chunk is that head's until it ends
         at_start = not continuing and (self.cycle is None or not self.cycle.more_body)  # no request under way
@@ -327,23 +342,55 @@ class GuardedProtocol(HttpToolsProtocol):
         self._draining = None
         cycle = self.cycle
         if cycle is self._drained and cycle is not None and cycle.more_body and not self.transport.is_closing():
-            self.transport.close()
+            self._closing.end()  # it has had body_timeout to stop sending: no lingering on top
+
+    def _may_send(self) -> bool:
+        """Whether the client may still be sending when the connection closes: input refused unparsed, a body not
+        read to its end, requests queued behind this one. Then the close lingers (sidecar/edge/linger.py)."""
+        cycle = self.cycle
+        return self._refused or (cycle is not None and cycle.more_body) or bool(self.pipeline)
 
     def _refuse(self, reason: Reason) -> None:
-        """Answer and close; while an earlier (pipelined) request's response is still being written, let it end
-        and close then, with no answer for this head (writing one would cut into that response)."""
+        """Answer and close, lingering; while an earlier (pipelined) request's response is still being written,
+        let it end and close then, with no answer for this head (writing one would cut into that response). A body
+        found malformed while its request is being answered is the gate's to refuse (see `body_checked`); after its
+        answer, the connection just closes."""
         self._cancel_timers()
         self._in_head = False
+        self._refused = True
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            if cycle.more_body:  # the error is in this request's body (a later head would follow its end)
+                cycle.scope["extensions"][BAD_BODY] = {}  # its presence tells (extensions hold dicts)
+                cycle.message_event.set()  # wakes a forward waiting for the body
+            return
+        if cycle is not None and cycle.more_body:  # the body of a request already answered, read to be dropped
+            self._closing.linger()  # no second answer: it would pass for the answer to the client's next request
             return
         method = self.parser.get_method().decode("ascii", "replace") if getattr(self, "url", b"") else None
         client = self.client[0] if self.client else None
         started = time.perf_counter() - (self.loop.time() - self._began)
         self.transport.write(self.guard.refusal(reason, client, method, started))
-        self.transport.close()
+        self._closing.linger()
+
+
+def body_checked(receive: Receive, scope: Scope) -> Receive:
+    """`receive` for a chunked request body, raising Rejection(bad_request) once the protocol found the body's
+    framing invalid: the forward stops with the upstream request unfinished (its connection closed, never a last
+    chunk sent), and the gate answers 400 under the route. Without it the forward waited for more body until
+    body_timeout (408), the parser being stopped."""
+    extensions = scope.get("extensions") or {}  # none: not served by this protocol, nothing sets BAD_BODY
+
+    async def checked() -> Message:
+        message = await receive()
+        if BAD_BODY in extensions:
+            raise Rejection(Reason.BAD_REQUEST)
+        return message
+
+    return checked
 
 
 def _is_idle(connection: object) -> bool:
