@@ -1,9 +1,15 @@
-"""`--max-connections` (env SIDECAR_MAX_CONNECTIONS): the proxy listener's per-worker connection cap, on by default."""
+"""`--max-connections` (env SIDECAR_MAX_CONNECTIONS): the proxy listener's per-worker connection cap, on by default,
+and its log line, at most one per interval."""
 
 from __future__ import annotations
 
-import pytest
+import logging
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sidecar.edge.conncap import CAP_LOG_INTERVAL, ConnectionCap
+from sidecar.observe.metrics import Metrics
 from sidecar.options import ServeOptions
 
 
@@ -36,3 +42,19 @@ def test_a_cap_out_of_range_is_refused_with_its_flag(value: str, message: str) -
     with pytest.raises(ValueError) as refused:
         ServeOptions.resolve({"config": "p.yaml", "max_connections": value}, {})
     assert str(refused.value) == message
+
+
+def test_the_cap_logs_once_per_interval_with_what_happened_since(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood at the cap is one warning per CAP_LOG_INTERVAL, each with the counts since the line before."""
+    now = [100.0]
+    cap = ConnectionCap(4, Metrics(CollectorRegistry()), clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="sidecar")
+    cap.refused()  # the first: logged at once
+    for _ in range(5):
+        cap.refused()
+        cap.closed_idle()
+    now[0] += CAP_LOG_INTERVAL  # the interval is over: the next event logs what came since
+    cap.closed_idle()
+    lines = [record for record in caplog.records if record.getMessage() == "connection cap reached"]
+    counts = [(r.fields["refused"], r.fields["closed_idle"]) for r in lines]  # type: ignore[attr-defined]
+    assert counts == [(1, 0), (5, 6)]
