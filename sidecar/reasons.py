@@ -45,6 +45,7 @@ class Reason(enum.Enum):
     POOL_SHARE_FULL = "pool_share_full"
     FORWARD_AUTH_SPOOFED = "forward_auth_spoofed"
     PLAIN_HTTP = "plain_http"  # plain HTTP sent to the proxy listener while it speaks HTTPS (--tls-cert)
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # the proxy listener holds --max-connections, none of them idle
     METRICS_BUSY = "metrics_busy"  # the admin listener's /metrics only: too many scrapes already wait their turn
 
 
@@ -156,6 +157,13 @@ _TABLE: Final[dict[Reason, Outcome]] = {
     Reason.PLAIN_HTTP: Outcome(
         400, "Bad Request", None, False, "The plain HTTP request was sent to an HTTPS port: use https://."
     ),
+    Reason.TOO_MANY_CONNECTIONS: Outcome(
+        503,
+        "Service Unavailable",
+        None,
+        False,
+        "The sidecar holds as many client connections as it may, none of them idle; try again.",
+    ),
     Reason.METRICS_BUSY: Outcome(
         503, "Service Unavailable", None, False, "Too many scrapes are waiting for their turn; see Retry-After."
     ),
@@ -179,6 +187,7 @@ LIMIT_REASONS: Final = frozenset(
         Reason.BODY_TIMEOUT,
         Reason.OVERLOADED,
         Reason.POOL_SHARE_FULL,
+        Reason.TOO_MANY_CONNECTIONS,
     }
 )
 

@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-delay", help="seconds to keep serving after SIGTERM while /readyz is 503 (default 5)")
     serve.add_argument("--grace", help="seconds in-flight requests get to finish after the drain (default 25)")
     serve.add_argument("--workers", help="worker processes sharing the listeners (default 1)")
+    serve.add_argument(
+        "--max-connections",
+        help="open proxy connections per worker; past it the one idle longest closes, else a new one gets 503 "
+        "(env SIDECAR_MAX_CONNECTIONS, default 1024)",
+    )
     serve.add_argument("--audit", action="store_true", help="every route in audit mode: count refusals, forward all")
     serve.add_argument("--forward-auth-path", help="serve forward-auth for an ingress at this path, e.g. /_auth")
     serve.add_argument(

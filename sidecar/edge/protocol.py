@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from sidecar.edge.asgi import Message, Receive, Scope
+from sidecar.edge.conncap import ConnectionCap
 from sidecar.edge.exchange import record_refused_head
 from sidecar.edge.linger import Closing
 from sidecar.edge.problem import problem_body, problem_headers
@@ -67,8 +68,9 @@ class Guard:
     # scope and headers: unbounded, a client that pipelines without reading grows the process without end.
     max_pipelined: int | None = PROXY_MAX_PIPELINED
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, cap: ConnectionCap | None = None) -> None:
         self._runtime = runtime
+        self.cap = cap  # the proxy listener's: past it the connection idle longest closes, else a new one is refused
 
     @property
     def limits(self) -> ServerLimits:
@@ -160,7 +162,28 @@ class GuardedProtocol(HttpToolsProtocol):
         cap = self.guard.max_connections
         if cap is not None and len(self.connections) > cap:
             self._evict_oldest()
+        if self.guard.cap is not None and not self._within_cap(self.guard.cap):
+            return
         self._timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
+
+    def _within_cap(self, cap: ConnectionCap) -> bool:
+        """Past the cap, closes the connection idle longest (sidecar/edge/conncap.py); with none idle, refuses this one
+        at once: a 503 written before any request (clients read it as the answer to theirs), then closed."""
+        if len(self.connections) > cap.limit:
+            idle = cap.oldest_idle(_is_idle)
+            if not isinstance(idle, GuardedProtocol):
+                self.connections.discard(self)  # counted out now: its connection_lost comes in a later loop turn
+                self.transport.write(self.guard.response(Reason.TOO_MANY_CONNECTIONS))
+                # Closed at once, never lingering (edge/linger.py): at accept the request has rarely arrived yet, and
+                # a refused connection held 2 s outside the count would let a flood of them grow the worker again.
+                self._closing.end()
+                cap.refused()
+                return False
+            self.connections.discard(idle)
+            idle._closing.end()  # nothing is buffered or unread on an idle connection: a plain close (FIN)
+            cap.closed_idle()
+        cap.became_idle(self)  # connected, not sending yet: nginx too counts this one as reusable
+        return True
 
     def _evict_oldest(self) -> None:
         """Resets the listener's oldest connection: whoever holds connections open cannot lock newer ones out (a
@@ -178,6 +201,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_timers()
         self._closing.forget()
         self.transport = self._closing.raw  # gone: uvicorn's close now is the transport's own, never a lingering one
+        if self.guard.cap is not None:
+            self.guard.cap.became_busy(self)  # gone: no longer a candidate
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -233,6 +258,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if queued is not None and len(self.pipeline) >= queued:
             raise _Pipelined
         super().on_message_begin()
+        if self.guard.cap is not None:
+            self.guard.cap.became_busy(self)
         self.scope.setdefault("extensions", {})[SENDING] = self._sending
         self._in_head = self._head_started = True
         self._begins += 1
@@ -262,6 +289,8 @@ class GuardedProtocol(HttpToolsProtocol):
         rest and drops it, for as long as the client sends. It gets `body_timeout` in all; then the connection
         closes (the client has its answer)."""
         super().on_response_complete()
+        if self.guard.cap is not None and _is_idle(self):
+            self.guard.cap.became_idle(self)
         if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
             self._stop_draining()
             self._drained = self.cycle
@@ -378,6 +407,16 @@ def body_checked(receive: Receive, scope: Scope) -> Receive:
         return message
 
     return checked
+
+
+def _is_idle(connection: object) -> bool:
+    """Between requests (or connected and silent): no head under way, none queued, the last response and its
+    request's body ended. Such a connection can be closed without cutting anything off."""
+    if not isinstance(connection, GuardedProtocol) or connection.transport.is_closing():
+        return False
+    cycle = connection.cycle
+    done = cycle is None or (cycle.response_complete and not cycle.more_body)
+    return done and not connection._head_started and not connection.pipeline
 
 
 def protocol_for(guard: Guard) -> type[GuardedProtocol]:

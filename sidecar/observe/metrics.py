@@ -109,6 +109,13 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.idle_connections_closed = Counter(
+            "sidecar_idle_connections_closed",
+            "Idle proxy connections (kept alive between requests, or not sending yet) closed to make room for a new "
+            "one at --max-connections; new ones refused there with none idle count as rejections "
+            "(reason too_many_connections).",
+            registry=registry,
+        )
 
         self.config_reloads = Counter(
             "sidecar_config_reloads",

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sidecar.edge.conncap import ConnectionCap
 from sidecar.edge.forward_auth import ForwardAuth
 from sidecar.edge.gate import Gate
 from sidecar.edge.protocol import Guard, protocol_for
@@ -57,7 +58,7 @@ async def run_sidecar(
         else None
     )
     tls = watcher.serving(ListenerTls(options.tls, runtime.metrics)) if watcher and options.tls is not None else None
-    proxy_protocol = protocol_for(Guard(runtime))
+    proxy_protocol = protocol_for(Guard(runtime, ConnectionCap(options.max_connections, runtime.metrics)))
     listeners = [
         *before,
         Listener(

@@ -72,6 +72,7 @@ container or volume of yours (a volume `policy` of yours would otherwise be sile
     - --log-format={{ .Values.server.logFormat }}
     - --drain-delay={{ .Values.server.drainDelaySeconds }}
     - --grace={{ .Values.server.graceSeconds }}
+    - --max-connections={{ int .Values.server.maxConnections }}
     {{- if $multiproc }}
     - --workers={{ .Values.server.workers }}
     {{- end }}
