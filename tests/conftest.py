@@ -16,6 +16,13 @@ from tests.support.servers import ThreadServer, serve_demo_issuer, served
 _CACHED = (target.target, target._dropped, response_urls.response_urls, connection._origin)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs the process suites on several xdist workers at once, then the tests marked `alone` one at a
+    # time with nothing else running: those whose bound on time is what they check (an answer within N seconds, a
+    # latency under an attack), which a neighbour's load would break.
+    config.addinivalue_line("markers", "alone: needs the machine to itself (`make test` runs it after the rest)")
+
+
 @pytest.fixture(autouse=True)
 def _computed_by_the_code_under_test() -> None:
     """Each test computes what it checks: `make mutate` runs a mutant's tests in a process forked from one that

@@ -182,6 +182,7 @@ def _failures(admin: httpx.Client, error: str) -> float:
     return sample(admin, "sidecar_introspection_failures_total", provider="opaque", error=error)
 
 
+@pytest.mark.alone  # "at once": refused before the 5 s introspection timeout, with 20 requests in flight
 def test_past_max_waiting_random_tokens_are_refused_at_once_and_a_cached_token_passes(
     tmp_path: Path, upstream: ThreadServer, endpoint: tuple[Endpoint, ThreadServer]
 ) -> None:
