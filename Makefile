@@ -12,15 +12,17 @@ SUPPORTED_PYTHONS := 3.11 3.12 3.13
 PYTHON_MINOR := $(shell python=$$(tools/find-python $(PYTHON) 2>/dev/null) && $$python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 OTHER_PYTHONS ?= $(filter-out $(PYTHON_MINOR),$(SUPPORTED_PYTHONS))
 FAST_TESTS := tests --ignore=tests/integration --ignore=tests/ingress --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
-# The suites that start sidecar processes and their peers (nginx, Caddy, Envoy, Redis, oidc-provider, npm). Most of
-# their time is spent waiting (on a process starting, a timeout, a peer), so PROCESS_WORKERS of them run at once, a
-# module per worker at a time (loadscope: a module's own sidecar, Redis or ingress starts once); their loopback ports
-# cannot collide (tests/support/servers.py: free_closed_port). The tests marked `alone` (a bound on time is what they
-# check) then run one at a time with nothing else running.
+# The suites that start sidecar processes and their peers (nginx, Caddy, Envoy, Redis, oidc-provider, npm).
 PROCESS_TESTS := tests/integration tests/ingress tests/e2e tests/chart -p no:cacheprovider -q
-PROCESS_WORKERS ?= 4
 # The in-process suite on every core (pytest-xdist): its servers take ephemeral ports, each test its own temp dir.
 XDIST := -n auto
+# `make test` runs every test but those marked `alone` in one pytest-xdist run of TEST_WORKERS workers: the process
+# suites spend most of their time waiting (on a process starting, a timeout, a peer), and the in-process tests' CPU
+# fills that time. Each process-suite module stays on one worker (loadgroup; tests/conftest.py marks it), so its
+# own sidecar, Redis or ingress starts once; loopback ports cannot collide between workers (free_closed_port in
+# tests/support/servers.py). The tests marked `alone` (a bound on time is what they check) then run one at a time
+# with nothing else running.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
 
@@ -34,14 +36,13 @@ venv-runtime:
 demo: venv-runtime
 	$(BIN)/sidecar demo
 
-# Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the sidecar
-# processes included; the second run prints the number and fails under fail_under.
+# Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
+# and the sidecar processes included; the second run prints the number and fails under fail_under.
 test: venv lint typecheck
 	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
-	$(BIN)/pytest $(XDIST) $(FAST_TESTS) --cov --cov-report= --cov-fail-under=0
-	$(BIN)/pytest -n $(PROCESS_WORKERS) --dist loadscope -m 'not alone' $(PROCESS_TESTS) \
-	    --cov --cov-append --cov-report= --cov-fail-under=0
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m 'not alone' tests -p no:cacheprovider -q \
+	    --cov --cov-report= --cov-fail-under=0
 	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	$(MAKE) --no-print-directory test-pythons
 

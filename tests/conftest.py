@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,30 @@ from tests.support.servers import ThreadServer, serve_demo_issuer, served
 _CACHED = (target.target, target._dropped, response_urls.response_urls, connection._origin)
 
 
+# The suites that start sidecar processes and their peers. `make test` runs them on pytest-xdist workers next to the
+# in-process tests (whose CPU fills the time these spend waiting on processes, timeouts and peers), each module on
+# one worker (its module- and session-scoped sidecar, Redis or ingress starts once) and ahead of the in-process tests
+# (a long module starting last would finish last).
+PROCESS_SUITES = ("integration", "ingress", "e2e", "chart")
+TESTS = Path(__file__).parent
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    # `make test` runs the process suites on several xdist workers at once, then the tests marked `alone` one at a
-    # time with nothing else running: those whose bound on time is what they check (an answer within N seconds, a
-    # latency under an attack), which a neighbour's load would break.
+    # The tests marked `alone` run after the rest, one at a time with nothing else running: those whose bound on time
+    # is what they check (an answer within N seconds, a latency under an attack), which a neighbour's load would break.
     config.addinivalue_line("markers", "alone: needs the machine to itself (`make test` runs it after the rest)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def suite(item: pytest.Item) -> str | None:
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
+
+    for item in items:
+        if suite(item) is not None:
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
+    items.sort(key=lambda item: suite(item) is None)  # stable: each suite keeps its order
 
 
 @pytest.fixture(autouse=True)
