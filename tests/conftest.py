@@ -31,16 +31,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "alone: needs the machine to itself (`make test` runs it after the rest)")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks (--dist loadgroup)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def suite(item: pytest.Item) -> str | None:
-        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
-        return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
+def _process_suite(item: pytest.Item) -> str | None:
+    parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
 
-    for item in items:
-        if suite(item) is not None:
-            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
-    items.sort(key=lambda item: suite(item) is None)  # stable: each suite keeps its order
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as each item is collected: before any pytest_collection_modifyitems, xdist's (which reads the marks
+    # under --dist loadgroup) included.
+    if _process_suite(item) is not None:
+        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _process_suite(item) is None)  # stable: each suite keeps its order
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ REPLICAS, WORKERS = 3, 2
 POLICY = flow_policy(LIMIT, f"{WINDOW}s")
 # The store never fails here: its timeout only has to be long enough that a busy machine (the process suites run
 # several at once) never reads a slow answer as a failure (a 503 where the test wants 200 or 429).
-STORE = "rate_limit_store: { url: '${REDIS_URL}', timeout: 10s, on_error: deny }\n"
+STORE = "rate_limit_store: { url: '${REDIS_URL}', timeout: 5s, on_error: deny }\n"
 
 
 class CountingUpstream:
