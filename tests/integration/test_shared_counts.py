@@ -66,7 +66,9 @@ async def limiters(redis_url: str, observer: Observer, request: pytest.FixtureRe
     made: list[RateLimiter] = []
 
     def make(url: str = redis_url, on_error: StoreFailure = StoreFailure.DENY, prefix: str = "") -> RateLimiter:
-        store = RateLimitStore(url, 0.5, on_error, prefix=prefix or request.node.name[:60].replace("[", "."))
+        # No test here waits for the store's timeout: the longest one (5 s) keeps a busy machine (the suites run side
+        # by side) from reading a slow answer, or a slow refused TLS handshake, as a timeout.
+        store = RateLimitStore(url, 5.0, on_error, prefix=prefix or request.node.name[:60].replace("[", "."))
         made.append(RateLimiter(store=store, observer=observer))
         return made[-1]
 
