@@ -97,7 +97,7 @@ bench: venv
 # satisfy pyproject.toml, so the same inputs give the same file; LOCK_ARGS=--upgrade takes the newest releases.
 UV_VERSION := 0.13.9
 LOCK_VENV := build/lock-venv
-# uv itself, pinned, in its own venv: `make lock` resolves with it, `make test-pythons` installs with it.
+# uv itself, pinned, in its own venv: `make lock` resolves with it, `make venv` and `make test-pythons` install with it.
 .PHONY: uv
 uv:
 	@$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF ' $(UV_VERSION)' || { rm -rf $(LOCK_VENV) && \
