@@ -266,7 +266,7 @@ async def test_use_swaps_the_store_and_hands_back_the_old_one(
 ) -> None:
     limiter = limiters()
     prefix = "test_use_swaps_the_store_and_hands_back_the_old_one"
-    same = RateLimitStore(redis_url, 0.5, StoreFailure.DENY, prefix=prefix)
+    same = RateLimitStore(redis_url, 5.0, StoreFailure.DENY, prefix=prefix)  # what limiters() made
     assert limiter.use(same) is None  # unchanged: the connections stay
     replaced = limiter.use(None)
     assert replaced is not None
