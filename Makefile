@@ -18,8 +18,8 @@ PROCESS_TESTS := tests/integration tests/ingress tests/e2e tests/chart -p no:cac
 XDIST := -n auto
 # `make test` runs every test but those marked `alone` in one pytest-xdist run of TEST_WORKERS workers: the process
 # suites spend most of their time waiting (on a process starting, a timeout, a peer), and the in-process tests' CPU
-# fills that time. Each process-suite module stays on one worker (loadgroup; tests/conftest.py marks it), so its
-# own sidecar, Redis or ingress starts once; loopback ports cannot collide between workers (free_closed_port in
+# fills that time. Each module stays on one worker (loadscope), so a module's own sidecar, npm ci, Redis or ingress
+# starts once (tests/conftest.py hands the process suites' modules out first); loopback ports cannot collide between workers (free_closed_port in
 # tests/support/servers.py). The tests marked `alone` (a bound on time is what they check) then run one at a time
 # with nothing else running.
 TEST_WORKERS ?= 4
@@ -41,7 +41,7 @@ demo: venv-runtime
 test: venv lint typecheck
 	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m 'not alone' tests -p no:cacheprovider -q \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
 	    --cov --cov-report= --cov-fail-under=0
 	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	$(MAKE) --no-print-directory test-pythons

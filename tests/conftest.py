@@ -19,8 +19,8 @@ _CACHED = (target.target, target._dropped, response_urls.response_urls, connecti
 
 # The suites that start sidecar processes and their peers. `make test` runs them on pytest-xdist workers next to the
 # in-process tests (whose CPU fills the time these spend waiting on processes, timeouts and peers), each module on
-# one worker (its module- and session-scoped sidecar, Redis or ingress starts once) and ahead of the in-process tests
-# (a long module starting last would finish last).
+# one worker (--dist loadscope: its module- and package-scoped sidecar, npm ci, Redis or ingress starts once) and
+# ahead of the in-process tests (a long module starting last would finish last).
 PROCESS_SUITES = ("integration", "ingress", "e2e", "chart")
 TESTS = Path(__file__).parent
 
@@ -34,13 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def _process_suite(item: pytest.Item) -> str | None:
     parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
     return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    # Marked as each item is collected: before any pytest_collection_modifyitems, xdist's (which reads the marks
-    # under --dist loadgroup) included.
-    if _process_suite(item) is not None:
-        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
