@@ -12,16 +12,23 @@ SUPPORTED_PYTHONS := 3.11 3.12 3.13
 PYTHON_MINOR := $(shell python=$$(tools/find-python $(PYTHON) 2>/dev/null) && $$python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 OTHER_PYTHONS ?= $(filter-out $(PYTHON_MINOR),$(SUPPORTED_PYTHONS))
 FAST_TESTS := tests --ignore=tests/integration --ignore=tests/ingress --ignore=tests/e2e --ignore=tests/chart -p no:cacheprovider -q
-# The suites that start sidecar processes and their peers (nginx, Caddy, Envoy, Redis, oidc-provider, npm): one test
-# at a time, as their timing bounds assume.
+# The suites that start sidecar processes and their peers (nginx, Caddy, Envoy, Redis, oidc-provider, npm).
 PROCESS_TESTS := tests/integration tests/ingress tests/e2e tests/chart -p no:cacheprovider -q
 # The in-process suite on every core (pytest-xdist): its servers take ephemeral ports, each test its own temp dir.
 XDIST := -n auto
+# `make test` runs every test but those marked `alone` in one pytest-xdist run of TEST_WORKERS workers: the process
+# suites spend most of their time waiting (on a process starting, a timeout, a peer), and the in-process tests' CPU
+# fills that time. Each module stays on one worker (loadscope), so a module's own sidecar, npm ci, Redis or ingress
+# starts once (tests/conftest.py hands the process suites' modules out first); loopback ports cannot collide between workers (free_closed_port in
+# tests/support/servers.py). The tests marked `alone` (a bound on time is what they check) then run one at a time
+# with nothing else running.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
 
-venv:
-	tools/venv $(PYTHON) $(VENV) test
+# The test venv is installed by the pinned uv (`make uv`): the same lock, a minute less on a fresh clone than pip.
+venv: uv
+	UV=$(LOCK_VENV)/bin/uv tools/venv $(PYTHON) $(VENV) test
 
 venv-runtime:
 	tools/venv $(PYTHON) $(VENV) runtime
@@ -29,20 +36,22 @@ venv-runtime:
 demo: venv-runtime
 	$(BIN)/sidecar demo
 
-# Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the sidecar
-# processes included; the second run prints the number and fails under fail_under.
+# Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
+# and the sidecar processes included; the second run prints the number and fails under fail_under.
 test: venv lint typecheck
 	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
-	$(BIN)/pytest $(XDIST) $(FAST_TESTS) --cov --cov-report= --cov-fail-under=0
-	$(BIN)/pytest $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
+	    --cov --cov-report= --cov-fail-under=0
+	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	$(MAKE) --no-print-directory test-pythons
 
-# The venvs of the other Pythons hold what the in-process suite needs (tools/venv's `unit` level).
-test-pythons:
+# The venvs of the other Pythons hold what the in-process suite needs (tools/venv's `unit` level), installed from the
+# same lock by the pinned uv (`make uv`): seconds where pip takes a minute of CPU per venv.
+test-pythons: uv
 	@for version in $(OTHER_PYTHONS); do \
 	    echo "== the in-process suite on Python $$version"; \
-	    tools/venv python$$version .venv-$$version unit && \
+	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit && \
 	        PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(XDIST) $(FAST_TESTS) || exit 1; \
 	done
 
@@ -88,10 +97,14 @@ bench: venv
 # satisfy pyproject.toml, so the same inputs give the same file; LOCK_ARGS=--upgrade takes the newest releases.
 UV_VERSION := 0.13.9
 LOCK_VENV := build/lock-venv
-lock:
-	$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF ' $(UV_VERSION)' || { rm -rf $(LOCK_VENV) && \
+# uv itself, pinned, in its own venv: `make lock` resolves with it, `make venv` and `make test-pythons` install with it.
+.PHONY: uv
+uv:
+	@$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -qF ' $(UV_VERSION)' || { rm -rf $(LOCK_VENV) && \
 	    $$(tools/find-python $(PYTHON)) -m venv $(LOCK_VENV) && \
 	    $(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+
+lock: uv
 	$(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --extra test \
 	    --custom-compile-command 'make lock' $(LOCK_ARGS) pyproject.toml --output-file constraints.txt
 

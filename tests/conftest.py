@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,29 @@ from tests.support.servers import ThreadServer, serve_demo_issuer, served
 
 # The memoised results of the modules `make mutate` mutates (tools/mutate.py).
 _CACHED = (target.target, target._dropped, response_urls.response_urls, connection._origin)
+
+
+# The suites that start sidecar processes and their peers. `make test` runs them on pytest-xdist workers next to the
+# in-process tests (whose CPU fills the time these spend waiting on processes, timeouts and peers), each module on
+# one worker (--dist loadscope: its module- and package-scoped sidecar, npm ci, Redis or ingress starts once) and
+# ahead of the in-process tests (a long module starting last would finish last).
+PROCESS_SUITES = ("integration", "ingress", "e2e", "chart")
+TESTS = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The tests marked `alone` run after the rest, one at a time with nothing else running: those whose bound on time
+    # is what they check (an answer within N seconds, a latency under an attack), which a neighbour's load would break.
+    config.addinivalue_line("markers", "alone: needs the machine to itself (`make test` runs it after the rest)")
+
+
+def _process_suite(item: pytest.Item) -> str | None:
+    parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _process_suite(item) is None)  # stable: each suite keeps its order
 
 
 @pytest.fixture(autouse=True)

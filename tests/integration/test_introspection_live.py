@@ -182,6 +182,7 @@ def _failures(admin: httpx.Client, error: str) -> float:
     return sample(admin, "sidecar_introspection_failures_total", provider="opaque", error=error)
 
 
+@pytest.mark.alone  # "at once": refused before the 5 s introspection timeout, with 20 requests in flight
 def test_past_max_waiting_random_tokens_are_refused_at_once_and_a_cached_token_passes(
     tmp_path: Path, upstream: ThreadServer, endpoint: tuple[Endpoint, ThreadServer]
 ) -> None:
@@ -220,6 +221,7 @@ def test_past_max_waiting_random_tokens_are_refused_at_once_and_a_cached_token_p
         assert sidecar.stop() == 0
 
 
+@pytest.mark.alone  # the flood must outrun max_waiting within 6 s: a busy machine's client sends too few to
 def test_a_flood_of_random_tokens_on_a_hung_endpoint_does_not_grow_the_process(
     tmp_path: Path, upstream: ThreadServer, endpoint: tuple[Endpoint, ThreadServer]
 ) -> None:

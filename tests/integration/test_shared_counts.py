@@ -66,7 +66,9 @@ async def limiters(redis_url: str, observer: Observer, request: pytest.FixtureRe
     made: list[RateLimiter] = []
 
     def make(url: str = redis_url, on_error: StoreFailure = StoreFailure.DENY, prefix: str = "") -> RateLimiter:
-        store = RateLimitStore(url, 0.5, on_error, prefix=prefix or request.node.name[:60].replace("[", "."))
+        # No test here waits for the store's timeout: the longest one (5 s) keeps a busy machine (the suites run side
+        # by side) from reading a slow answer, or a slow refused TLS handshake, as a timeout.
+        store = RateLimitStore(url, 5.0, on_error, prefix=prefix or request.node.name[:60].replace("[", "."))
         made.append(RateLimiter(store=store, observer=observer))
         return made[-1]
 
@@ -264,7 +266,7 @@ async def test_use_swaps_the_store_and_hands_back_the_old_one(
 ) -> None:
     limiter = limiters()
     prefix = "test_use_swaps_the_store_and_hands_back_the_old_one"
-    same = RateLimitStore(redis_url, 0.5, StoreFailure.DENY, prefix=prefix)
+    same = RateLimitStore(redis_url, 5.0, StoreFailure.DENY, prefix=prefix)  # what limiters() made
     assert limiter.use(same) is None  # unchanged: the connections stay
     replaced = limiter.use(None)
     assert replaced is not None

@@ -107,6 +107,7 @@ def test_clients_that_stop_reading_are_cut_off_and_other_routes_are_served(cutti
             sock.close()
 
 
+@pytest.mark.alone  # the reading client must never pause 1 s (send_timeout): a busy machine could pause it
 def test_a_client_that_reads_is_not_cut_off_however_long_the_download(cutting: Stalling) -> None:
     """The deadline is on a client that takes nothing, not on the response: a download that lasts longer than
     send_timeout, with the sidecar waiting for room many times over, ends whole."""

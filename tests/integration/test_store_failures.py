@@ -17,6 +17,9 @@ from tests.support.metrics import rejections, sample
 from tests.support.redis import RedisServer, SilentServer, flow_policy, redis_servers
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
+# Every test here checks an answer within ANSWERED_WITHIN behind a 50 ms store timeout: `make test` runs them alone.
+pytestmark = pytest.mark.alone
+
 PASSWORD = "store-password-0c1d"
 LIMIT = 3
 POLICY = (

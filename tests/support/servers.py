@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -94,11 +95,40 @@ def serve_demo_issuer(port: int = 0) -> tuple[DemoIssuer, ThreadServer]:
     return issuers[0], server
 
 
+# Ports for free_closed_port: below the kernel's ephemeral range (32768 and up on Linux), where no `bind(port 0)` of
+# any process lands, split into one block per pytest-xdist worker ("gw0", "gw1", ...; the main process is block 0),
+# so that two workers never hand out the same port, and a port one test keeps closed (or starts its own server on
+# later) is never taken meanwhile by a listener on an ephemeral port. Each port is handed out once per process.
+_PORT_BLOCKS_START, _PORT_BLOCK_SIZE, _PORT_BLOCKS = 12_000, 1_000, 20
+_handed_out: set[int] = set()
+_random = random.Random()  # its own: not the one hypothesis seeds for each example
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    start = _PORT_BLOCKS_START + (index % _PORT_BLOCKS) * _PORT_BLOCK_SIZE
+    return range(start, start + _PORT_BLOCK_SIZE)
+
+
 def free_closed_port() -> int:
-    """A loopback port with nothing listening (bound, then closed): connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port with nothing listening, in this process's own block (above): connecting to it is refused,
+    and a test may start its own server on it later."""
+    block = _port_block()
+    # A random start in the block: another run of the suite on the same machine rarely starts where this one does.
+    offset = _random.randrange(len(block))
+    for step in range(len(block)):
+        port = block[(offset + step) % len(block)]
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))  # in use (another program, another run): the next one
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError(f"no free loopback port left in {block}")
 
 
 _SECRET_WORDS = ("SIG", "SECRET", "TOKEN", "PASSWORD")
