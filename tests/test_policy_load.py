@@ -345,8 +345,8 @@ SINGLE_ERRORS = {
         route("    users: [x]\n"),
         11,
         'routes[0].users: unknown key "users": users belongs in an allow rule: allow: [{provider: ..., users: ...}] '
-        "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, max_query_params, mode, name, rate_limit, "
-        "timeout, tls, upstream)",
+        "(allowed: allow, cors, forward_query, forward_token, match, max_body, max_concurrent, max_query_params, mode, "
+        "name, rate_limit, timeout, tls, upstream)",
     ),
     "match-neither": (route(match="{methods: [GET]}"), 8, "routes[0].match: needs exactly one of path or path_prefix"),
     "match-both": (
