@@ -38,32 +38,21 @@ demo: venv-runtime
 
 # Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
 # and the sidecar processes included; the second run prints the number and fails under fail_under.
-test: venv lint typecheck uv
+test: venv lint typecheck
 	bash tests/peers/install.sh
 	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
-	@# The other Pythons' venvs install (uv, mostly waiting on the disk) while the combined run works; their log is
-	@# shown when one fails.
-	@mkdir -p build; $(MAKE) --no-print-directory venv-pythons >build/venv-pythons.log 2>&1 & venvs=$$!; \
-	echo "$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests ..."; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
-	    --cov --cov-report= --cov-fail-under=0; status=$$?; \
-	wait $$venvs || { cat build/venv-pythons.log; exit 1; }; exit $$status
+	    --cov --cov-report= --cov-fail-under=0
 	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	$(MAKE) --no-print-directory test-pythons
 
 # The venvs of the other Pythons hold what the in-process suite needs (tools/venv's `unit` level), installed from the
 # same lock by the pinned uv (`make uv`): seconds where pip takes a minute of CPU per venv.
-test-pythons: venv-pythons
+test-pythons: uv
 	@for version in $(OTHER_PYTHONS); do \
 	    echo "== the in-process suite on Python $$version"; \
-	    PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(XDIST) $(FAST_TESTS) || exit 1; \
-	done
-
-# The other Pythons' venvs (each up to date in a moment when its stamp matches the lock).
-.PHONY: venv-pythons
-venv-pythons: uv
-	@for version in $(OTHER_PYTHONS); do \
-	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit || exit 1; \
+	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit && \
+	        PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(XDIST) $(FAST_TESTS) || exit 1; \
 	done
 
 # The fast in-process tests (no sidecar process, no peers) on every core, a tenth of each property test's examples:
