@@ -24,7 +24,7 @@ XDIST := -n auto
 # with nothing else running.
 TEST_WORKERS ?= 4
 
-.PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons
+.PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons venvs-pythons peers
 
 # The test venv is installed by the pinned uv (`make uv`): the same lock, a minute less on a fresh clone than pip.
 venv: uv
@@ -38,22 +38,32 @@ demo: venv-runtime
 
 # Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
 # and the sidecar processes included; the second run prints the number and fails under fail_under.
-test: venv lint typecheck
-	bash tests/peers/install.sh
-	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
+# The checks, the peers' installs and the other Pythons' venvs run side by side (mypy takes one core, the installs
+# mostly wait on the disk and the network); the other Pythons' in-process suites run beside the tests marked `alone`,
+# at idle CPU priority (tools/test-pythons), in the time those tests spend waiting on their timeouts.
+test: venv
+	$(MAKE) --no-print-directory -j 4 --output-sync=target lint typecheck peers venvs-pythons
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
 	    --cov --cov-report= --cov-fail-under=0
-	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
-	$(MAKE) --no-print-directory test-pythons
+	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS) -- \
+	    $(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
+
+# The real peers the process suites start: nginx and Redis from Debian when missing (Caddy, Envoy come with .venv).
+peers:
+	bash tests/peers/install.sh
+	bash tests/peers/redis.sh  # redis-server for the rate-limit store tests, installed when missing
 
 # The venvs of the other Pythons hold what the in-process suite needs (tools/venv's `unit` level), installed from the
 # same lock by the pinned uv (`make uv`): seconds where pip takes a minute of CPU per venv.
-test-pythons: uv
+venvs-pythons: uv
 	@for version in $(OTHER_PYTHONS); do \
-	    echo "== the in-process suite on Python $$version"; \
-	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit && \
-	        PROPERTY_EXAMPLES_SCALE=0.1 .venv-$$version/bin/pytest $(XDIST) $(FAST_TESTS) || exit 1; \
+	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit || exit 1; \
 	done
+
+# The in-process suite on each other Python, all at once, a tenth of each property test's examples (`make test` runs
+# them beside the `alone` tests).
+test-pythons: venvs-pythons
+	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS)
 
 # The fast in-process tests (no sidecar process, no peers) on every core, a tenth of each property test's examples:
 # under a minute. `make test` runs them in full.
