@@ -237,9 +237,15 @@ class SidecarProcess:
         self._process.send_signal(sig)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Returns when the sidecar logs that every provider's keys are in (raises after `timeout`)."""
-        assert self._output is not None
-        self._output.wait_for(lambda line: _message(line) == "ready", timeout)
+        """Returns when every worker has logged that its providers' keys are in (raises after `timeout`): with
+        `--workers`, a test that goes on after the first worker's line meets a worker still starting (a /readyz of
+        503, a certificate rotated before that worker read the first one)."""
+        self.wait_for_logs("ready", self.workers, timeout)
+
+    @property
+    def workers(self) -> int:
+        """The worker processes the sidecar was started with (`--workers`, else one)."""
+        return int(self.args[self.args.index("--workers") + 1]) if "--workers" in self.args else 1
 
     @property
     def lines(self) -> list[str]:
