@@ -5,6 +5,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Python writes its bytecode caches (__pycache__, git-ignored) while testing even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE, set on some machines, this kind of machine among them): without them every sidecar process
+# a test starts compiles every module it imports again, and every pytest-xdist worker rewrites every test module
+# again -- a quarter of each sidecar start, minutes of CPU over `make test`.
+test unit test-pythons e2e: export PYTHONDONTWRITEBYTECODE :=
 # The Pythons we test on. `make test` runs the whole suite on PYTHON and the in-process suite (FAST_TESTS) on each
 # of the others, each in its own .venv-3.X, with a tenth of each property test's examples (tests/support/examples.py);
 # OTHER_PYTHONS= (empty) skips them for a quicker local run.
@@ -38,15 +43,14 @@ demo: venv-runtime
 
 # Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
 # and the sidecar processes included; the second run prints the number and fails under fail_under.
-# The checks, the peers' installs and the other Pythons' venvs run side by side (mypy takes one core, the installs
-# mostly wait on the disk and the network); the other Pythons' in-process suites run beside the tests marked `alone`,
-# at idle CPU priority (tools/test-pythons), in the time those tests spend waiting on their timeouts.
+# The checks, the peers' installs and the other Pythons' venvs run side by side: mypy takes one core, the installs
+# mostly wait on the disk and the network.
 test: venv
 	$(MAKE) --no-print-directory -j 4 --output-sync=target lint typecheck peers venvs-pythons
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
 	    --cov --cov-report= --cov-fail-under=0
-	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS) -- \
-	    $(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
+	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
+	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS)
 
 # The real peers the process suites start: nginx and Redis from Debian when missing (Caddy, Envoy come with .venv).
 peers:
@@ -60,8 +64,7 @@ venvs-pythons: uv
 	    UV=$(LOCK_VENV)/bin/uv tools/venv python$$version .venv-$$version unit || exit 1; \
 	done
 
-# The in-process suite on each other Python, all at once, a tenth of each property test's examples (`make test` runs
-# them beside the `alone` tests).
+# The in-process suite on each other Python, all at once, with a tenth of each property test's examples.
 test-pythons: venvs-pythons
 	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS)
 
