@@ -47,7 +47,7 @@ demo: venv-runtime
 # mostly wait on the disk and the network.
 test: venv
 	$(MAKE) --no-print-directory -j 4 --output-sync=target lint typecheck peers venvs-pythons
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope -m 'not alone' tests -p no:cacheprovider -q \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m 'not alone' tests -p no:cacheprovider -q \
 	    --cov --cov-report= --cov-fail-under=0
 	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
 	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS)
