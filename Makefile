@@ -24,9 +24,9 @@ XDIST := -n auto
 # `make test` runs every test but those marked `alone` in one pytest-xdist run of TEST_WORKERS workers: the process
 # suites spend most of their time waiting (on a process starting, a timeout, a peer), and the in-process tests' CPU
 # fills that time. Each module stays on one worker (loadscope), so a module's own sidecar, npm ci, Redis or ingress
-# starts once (tests/conftest.py hands the process suites' modules out first); loopback ports cannot collide between workers (free_closed_port in
-# tests/support/servers.py). The tests marked `alone` (a bound on time is what they check) then run one at a time
-# with nothing else running.
+# starts once (tests/conftest.py says which modules are handed out first); loopback ports cannot collide between
+# workers (free_closed_port in tests/support/servers.py). The tests marked `alone` (a bound on time is what they
+# check) then run one at a time with nothing else running.
 TEST_WORKERS ?= 4
 
 .PHONY: demo test lint typecheck unit lock clean venv venv-runtime test-pythons venvs-pythons peers
@@ -44,13 +44,14 @@ demo: venv-runtime
 # Branch coverage of sidecar/ ([tool.coverage] in pyproject.toml) is measured across both runs, the xdist workers
 # and the sidecar processes included; the second run prints the number and fails under fail_under.
 # The checks, the peers' installs and the other Pythons' venvs run side by side: mypy takes one core, the installs
-# mostly wait on the disk and the network.
+# mostly wait on the disk and the network. The other Pythons' in-process suites run beside the main run
+# (tools/test-pythons), in the time its process suites spend waiting; the tests marked `alone` run last.
 test: venv
 	$(MAKE) --no-print-directory -j 4 --output-sync=target lint typecheck peers venvs-pythons
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m 'not alone' tests -p no:cacheprovider -q \
-	    --cov --cov-report= --cov-fail-under=0
+	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS) -- \
+	    $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m 'not alone' tests \
+	    -p no:cacheprovider -q --cov --cov-report= --cov-fail-under=0
 	$(BIN)/pytest -m alone $(PROCESS_TESTS) --cov --cov-append --cov-report=term:skip-covered
-	tools/test-pythons "$(OTHER_PYTHONS)" $(FAST_TESTS)
 
 # The real peers the process suites start: nginx and Redis from Debian when missing (Caddy, Envoy come with .venv).
 peers:

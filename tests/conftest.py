@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "alone: needs the machine to itself (`make test` runs it after the rest)")
 
 
-def _process_suite(item: pytest.Item) -> str | None:
-    parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+@functools.cache  # once per module, not per test: collection orders thousands of tests
+def _process_suite(path: Path) -> str | None:
+    parts = path.relative_to(TESTS).parts if path.is_relative_to(TESTS) else ()
     return parts[0] if len(parts) > 1 and parts[0] in PROCESS_SUITES else None
 
 
@@ -43,7 +45,7 @@ def _start_rank(item: pytest.Item) -> int:
     with it."""
     if "properties" in item.path.name or item.path.name == "test_docs_entra.py":
         return 0
-    return 1 if _process_suite(item) is not None else 2
+    return 1 if _process_suite(item.path) is not None else 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
