@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.demo.issuer import CONTOSO_TENANT, DemoIssuer
-from tests.support.metrics import rejections, sample
+from tests.support.metrics import rejections, sample, total
 from tests.support.redis import RedisServer, SilentServer, flow_policy, redis_servers
 from tests.support.servers import SidecarProcess, ThreadServer, free_closed_port
 
@@ -93,20 +92,14 @@ def decided_by_on_error(answer: httpx.Response, on_error: str) -> None:
     assert answer.headers.get_list("retry-after") == ["1"]
 
 
-def store_errors(admin: httpx.Client) -> float:
-    """Every store error counted so far, whatever its kind."""
-    families = text_string_to_metric_families(admin.get("/metrics").text)
-    return sum(item.value for family in families for item in family.samples if item.name == ERRORS)
-
-
 def wait_recovered(client: httpx.Client, admin: httpx.Client, headers: dict[str, str]) -> None:
     """Requests until the store counts again (the gauge says up, and a request passes with no store error: with
     on_error allow, a pass that met an error was not counted), within a bounded time."""
     deadline = time.monotonic() + RECOVERY_DEADLINE
     while time.monotonic() < deadline:
-        errors = store_errors(admin)
+        errors = total(admin, ERRORS)  # store errors of every kind
         passed = client.post("/flows/run", headers=headers).status_code == 200
-        if passed and store_errors(admin) == errors and sample(admin, UP) == 1:
+        if passed and total(admin, ERRORS) == errors and sample(admin, UP) == 1:
             return
         time.sleep(0.1)  # a poll interval of the condition above; the store is asked again after a second
     raise AssertionError(f"the store was not used again within {RECOVERY_DEADLINE}s")
